@@ -1,0 +1,1 @@
+"""Darkroom services: each runs on its own (`python -m services.<name>`) or together in `darkroom dev`."""

@@ -1,0 +1,11 @@
+"""Typed keys for what the gateway's handlers find on the app."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shared.resources import Resources
+
+RESOURCES = web.AppKey("resources", Resources)
+# The token printed into the upload page in `darkroom dev`; empty everywhere else.
+DEV_TOKEN = web.AppKey("dev_token", str)

@@ -1,0 +1,215 @@
+"""The gateway's HTTP routes: upload grants and photo reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.gateway.auth import Unauthorized, user_from_header
+from services.gateway.context import DEV_TOKEN, RESOURCES
+from services.gateway.problems import ApiError
+from shared.broker import publish
+from shared.errors import BrokerUnavailable, DatabaseUnavailable
+from shared.events import UploadRequested
+from shared.keys import original_key
+from shared.logging import get_logger, log_context
+from shared.resources import Resources
+from shared.settings import ALLOWED_CONTENT_TYPES
+from shared.store import NewPhoto, PhotoRecord, PhotoStatus
+
+log = get_logger(__name__)
+routes = web.RouteTableDef()
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UploadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    filename: str = Field(min_length=1, max_length=1024)
+    content_type: str = Field(min_length=1, max_length=100)
+    size: int = Field(gt=0)
+    method: Literal["POST", "PUT"] = "POST"
+
+
+def trace_id_of(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def authenticate(request: web.Request) -> str:
+    secret = request.app[RESOURCES].settings.auth_jwt_secret.get_secret_value()
+    try:
+        return user_from_header(secret, request.headers.get("Authorization"))
+    except Unauthorized as exc:
+        raise ApiError(
+            401, "unauthorized", str(exc),
+            headers={"WWW-Authenticate": 'Bearer realm="darkroom"'},
+        ) from exc
+
+
+async def json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "malformed_json", f"request body is not JSON: {exc}") from exc
+
+
+def display_name(filename: str) -> str:
+    """The client's file name for display only: no path, no control characters."""
+    name = _CONTROL.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return name[:255] or "photo"
+
+
+def validation_problem(exc: ValidationError) -> ApiError:
+    errors = [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in exc.errors()
+    ]
+    return ApiError(422, "invalid_request", "the request body is not valid", errors=errors)
+
+
+def unavailable(what: str, exc: Exception) -> ApiError:
+    log.warning("dependency unavailable", dependency=what, error=str(exc))
+    return ApiError(
+        503, "unavailable", f"{what} is unavailable; try again shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
+@routes.post("/v1/uploads")
+async def create_upload(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    try:
+        body = UploadRequest.model_validate(await json_body(request))
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+    settings = request.app[RESOURCES].settings
+    content_type = body.content_type.lower()
+    if content_type not in ALLOWED_CONTENT_TYPES:
+        raise ApiError(
+            415, "unsupported_type", f"{body.content_type!r} is not an accepted image type",
+            accepted=list(ALLOWED_CONTENT_TYPES),
+        )
+    if body.size > settings.max_upload_bytes:
+        raise ApiError(
+            413, "too_large",
+            f"{body.size} bytes exceeds the limit of {settings.max_upload_bytes} bytes",
+            limit=settings.max_upload_bytes,
+        )
+    photo_id = uuid.uuid4().hex
+    trace_id = request["trace_id"]
+    with log_context(photo_id=photo_id, trace_id=trace_id, owner_id=owner):
+        return await _grant(request, owner, photo_id, content_type, body)
+
+
+async def _grant(
+    request: web.Request, owner: str, photo_id: str, content_type: str, body: UploadRequest
+) -> web.Response:
+    res = request.app[RESOURCES]
+    settings, storage = res.settings, res.storage
+    key = original_key(owner, photo_id)
+    expires_at = (datetime.now(UTC) + timedelta(seconds=settings.upload_url_ttl)).replace(
+        microsecond=0
+    )
+    upload: dict[str, Any]
+    if body.method == "POST":
+        post = await storage.presign_post(
+            key, content_type=content_type, size=body.size, expires_in=settings.upload_url_ttl
+        )
+        upload = {"method": "POST", "url": post.url, "fields": post.fields}
+    else:
+        url, headers = await storage.presign_put(
+            key, content_type=content_type, size=body.size, expires_in=settings.upload_url_ttl
+        )
+        upload = {"method": "PUT", "url": url, "headers": headers}
+    filename = display_name(body.filename)
+    try:
+        # Read-your-writes for the client; the ingest worker records the same intent
+        # from the event (insert-if-absent), which is what survives a lost row.
+        await res.store.create_pending(NewPhoto(
+            photo_id, owner, key, filename, content_type, body.size, expires_at,
+            request["trace_id"],
+        ))
+    except DatabaseUnavailable as exc:
+        raise unavailable("the metadata store", exc) from exc
+    event = UploadRequested(
+        photo_id=photo_id, owner_id=owner, bucket=storage.bucket, object_key=key,
+        content_type=content_type, size=body.size, filename=filename, method=body.method,
+        expires_at=expires_at,
+    )
+    try:
+        await publish(res.broker, res.topology, event, trace_id=request["trace_id"])
+    except BrokerUnavailable as exc:
+        raise unavailable("the message broker", exc) from exc
+    log.info("upload granted", method=body.method, size=body.size, content_type=content_type)
+    return web.json_response(
+        {"photo_id": photo_id, "upload": upload, "expires_at": expires_at.isoformat()},
+        status=201,
+    )
+
+
+@routes.get("/v1/photos/{photo_id}")
+async def get_photo(request: web.Request) -> web.Response:
+    owner = authenticate(request)
+    photo = await _owned_photo(request, owner, request.match_info["photo_id"])
+    return web.json_response(await _photo_view(request.app[RESOURCES], photo))
+
+
+async def _owned_photo(request: web.Request, owner: str, photo_id: str) -> PhotoRecord:
+    try:
+        photo = await request.app[RESOURCES].store.get(photo_id)
+    except DatabaseUnavailable as exc:
+        raise unavailable("the metadata store", exc) from exc
+    # Someone else's photo is indistinguishable from a missing one.
+    if photo is None or photo.owner_id != owner or photo.status is PhotoStatus.DELETED:
+        raise ApiError(404, "not_found", "no such photo")
+    return photo
+
+
+async def _photo_view(res: Resources, photo: PhotoRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": photo.id,
+        "status": photo.status.value,
+        "reason": photo.reason,
+        "reason_detail": photo.reason_detail,
+        "filename": photo.filename,
+        "content_type": photo.content_type or photo.declared_type,
+        "size": photo.size if photo.size is not None else photo.declared_size,
+        "width": photo.width,
+        "height": photo.height,
+        "created_at": photo.created_at.isoformat(),
+        "renditions": {},
+        "original": None,
+    }
+    if photo.status is PhotoStatus.READY:
+        storage, ttl = res.storage, res.settings.download_url_ttl
+        for r in await res.store.renditions(photo.id):
+            view["renditions"][r.name] = {
+                "url": await storage.presign_get(
+                    r.object_key, expires_in=ttl, content_type=r.content_type
+                ),
+                "width": r.width,
+                "height": r.height,
+                "content_type": r.content_type,
+            }
+        view["original"] = {
+            "url": await storage.presign_get(
+                photo.object_key, expires_in=ttl, content_type=photo.content_type
+            )
+        }
+    return view
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.Response:
+    page = files("services.gateway").joinpath("static/index.html").read_text()
+    page = page.replace("__DEV_TOKEN__", json.dumps(request.app[DEV_TOKEN]))
+    return web.Response(text=page, content_type="text/html")

@@ -1,0 +1,3 @@
+from services.ingest_worker.service import main
+
+main()

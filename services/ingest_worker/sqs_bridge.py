@@ -1,0 +1,80 @@
+"""Moves AWS S3 notifications from SQS onto the storage exchange, unchanged.
+
+From there they take the same queue, retries and dead letters as MinIO's and Ceph's.
+A message is deleted from SQS only after the broker confirmed the copy; a crash in
+between re-sends it after the visibility timeout, and ingest is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.broker import Broker
+from shared.errors import BrokerUnavailable
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.storage import client_kwargs
+from shared.topology import Topology
+
+log = get_logger(__name__)
+
+ROUTING_KEY = "aws.sqs"
+_BACKOFF_CAP_S = 30.0
+
+
+async def forward_batch(client: Any, settings: Settings, broker: Broker, topology: Topology) -> int:
+    """Receive up to 10 notifications, publish each, then delete it. Returns how many moved."""
+    resp = await client.receive_message(
+        QueueUrl=settings.sqs_queue_url, MaxNumberOfMessages=10,
+        WaitTimeSeconds=settings.sqs_wait_seconds,
+    )
+    moved = 0
+    for msg in resp.get("Messages", []):
+        await broker.publish(
+            topology.storage_exchange, ROUTING_KEY, msg["Body"].encode(),
+            message_id=msg.get("MessageId"),
+        )
+        await client.delete_message(
+            QueueUrl=settings.sqs_queue_url, ReceiptHandle=msg["ReceiptHandle"]
+        )
+        moved += 1
+    return moved
+
+
+async def run_sqs_bridge(
+    settings: Settings, broker: Broker, topology: Topology, stop: asyncio.Event
+) -> None:
+    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
+    kwargs.pop("config")
+    async with get_session().create_client("sqs", **kwargs) as client:
+        log.info("bridging SQS notifications", queue_url=settings.sqs_queue_url)
+        failures = 0
+        while not stop.is_set():
+            try:
+                await _until_stopped(forward_batch(client, settings, broker, topology), stop)
+                failures = 0
+            except (ClientError, BotoCoreError, BrokerUnavailable) as exc:
+                # Outages are waited out, not fatal: messages stay in SQS meanwhile.
+                failures += 1
+                delay = min(2.0 ** failures, _BACKOFF_CAP_S)
+                log.warning("SQS bridge failed; backing off", error=str(exc), delay_s=delay)
+                await _until_stopped(asyncio.sleep(delay), stop)
+
+
+async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
+    """Run `work`, abandoning it if `stop` is set first (a long poll can take 20 s)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]

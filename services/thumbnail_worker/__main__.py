@@ -1,0 +1,3 @@
+from services.thumbnail_worker.service import main
+
+main()

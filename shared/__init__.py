@@ -1,0 +1,1 @@
+"""Darkroom's shared library: settings, logging, events, topology, runtime, storage, store."""

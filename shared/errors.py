@@ -1,0 +1,48 @@
+"""The error hierarchy. The consumer runtime decides what to do with a message by its class.
+
+- `TransientError`: the same message may succeed later (broker, storage or database
+  unavailable, an object not visible yet). Retried with capped exponential backoff.
+- `PermanentError`: retrying cannot help (malformed payload, unknown event version).
+  Parked in the queue's dead-letter queue with the reason, for an operator to inspect.
+
+Anything else escaping a handler is a bug; it is retried like a transient error, so a fix
+deployed in time saves the message, and parked once the attempts run out.
+"""
+
+from __future__ import annotations
+
+
+class DarkroomError(Exception):
+    """Base for every error Darkroom raises on purpose."""
+
+
+class ConfigurationError(DarkroomError):
+    """Settings that cannot work together; raised at start-up, never mid-flight."""
+
+
+class TransientError(DarkroomError):
+    """Try again later."""
+
+
+class PermanentError(DarkroomError):
+    """Retrying the same input cannot succeed."""
+
+
+class BrokerUnavailable(TransientError):
+    """The broker did not confirm a publish in time, or the connection is down."""
+
+
+class StorageUnavailable(TransientError):
+    """Object storage failed or timed out."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The metadata store failed or timed out."""
+
+
+class NotYet(TransientError):
+    """Something this message depends on has not happened yet (an object, an intent)."""
+
+
+class InvalidMessage(PermanentError):
+    """A message body that does not parse or does not match its schema."""

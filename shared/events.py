@@ -1,0 +1,148 @@
+"""Darkroom's own events: one pydantic model each, carried in a versioned JSON envelope.
+
+Wire format (UTF-8 JSON, content type `application/json`):
+
+    {"id": "...", "type": "photo.ready", "version": 1, "time": "...Z",
+     "trace_id": "...", "data": {...}}
+
+`type` is also the routing key on the events exchange. A consumer accepts the major
+`version` it knows and ignores unknown fields in `data`, so producers can add optional
+fields without a flag day. Outcome events about a photo carry a deterministic id
+(derived from the photo and the event type) so a re-published duplicate is recognisable
+downstream, and webhook receivers dedupe on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import InvalidMessage
+
+_EVENT_ID_NAMESPACE = uuid.UUID("6f1c1d3e-2b9a-4f4e-9a51-0d2b7c0de0a1")
+
+
+class Event(BaseModel):
+    """Base of every event payload. Subclasses set TYPE and VERSION."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+
+class UploadRequested(Event):
+    TYPE = "upload.requested"
+    photo_id: str
+    owner_id: str
+    bucket: str
+    object_key: str
+    content_type: str
+    size: int
+    filename: str
+    method: Literal["POST", "PUT"]
+    expires_at: datetime
+
+
+class PhotoVerified(Event):
+    TYPE = "photo.verified"
+    photo_id: str
+    owner_id: str
+    bucket: str
+    object_key: str
+    content_type: str
+    size: int
+    width: int
+    height: int
+
+
+class PhotoRejected(Event):
+    TYPE = "photo.rejected"
+    photo_id: str
+    owner_id: str
+    reason: str
+    detail: str
+
+
+class Rendition(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    object_key: str
+    width: int
+    height: int
+    content_type: str
+    size: int
+
+
+class PhotoReady(Event):
+    TYPE = "photo.ready"
+    photo_id: str
+    owner_id: str
+    width: int
+    height: int
+    renditions: tuple[Rendition, ...]
+
+
+E = TypeVar("E", bound=Event)
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    type: str
+    version: int = Field(ge=1)
+    time: datetime
+    trace_id: str
+    data: dict[str, Any]
+
+    @classmethod
+    def wrap(cls, event: Event, *, trace_id: str, event_id: str | None = None) -> Envelope:
+        return cls(
+            id=event_id or str(uuid.uuid4()),
+            type=event.TYPE,
+            version=event.VERSION,
+            time=datetime.now(UTC),
+            trace_id=trace_id,
+            data=event.model_dump(mode="json"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, body: bytes) -> Envelope:
+        try:
+            return cls.model_validate_json(body)
+        except ValidationError as exc:
+            raise InvalidMessage(f"not a Darkroom event envelope: {_first_error(exc)}") from exc
+
+    def open(self, model: type[E]) -> E:
+        """The payload as `model`, or InvalidMessage if type, version or fields don't fit."""
+        if self.type != model.TYPE:
+            raise InvalidMessage(f"expected a {model.TYPE} event, got {self.type}")
+        if self.version != model.VERSION:
+            raise InvalidMessage(
+                f"{self.type} version {self.version} is not supported (this build reads "
+                f"version {model.VERSION})"
+            )
+        try:
+            return model.model_validate(self.data)
+        except ValidationError as exc:
+            raise InvalidMessage(f"bad {self.type} payload: {_first_error(exc)}") from exc
+
+
+def outcome_event_id(event_type: str, photo_id: str) -> str:
+    """Stable id for the one event of this type a photo ever has (dedupe key downstream)."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}:{photo_id}"))
+
+
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "body"
+    return f"{where}: {err['msg']}"

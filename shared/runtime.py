@@ -1,0 +1,186 @@
+"""The consumer runtime every worker runs on.
+
+Handlers are plain coroutines taking one event model (or, for storage notifications, the
+raw message) and raising from `shared.errors` when they cannot finish. The runtime turns
+that into an outcome, so no handler ever touches ack, nack or reject:
+
+    returned            -> ack (the handler's effects are durable by then)
+    PermanentError      -> dead-letter with the reason
+    anything else       -> retry after a capped exponential backoff, dead-letter once
+                           the attempts run out
+    shutdown mid-flight -> requeue at once, for another replica
+
+`Worker.run()` consumes until its stop event is set, then drains: it stops taking
+deliveries and waits up to the grace period for those in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shared.broker import Broker, Delivery, Message, Subscription
+from shared.errors import BrokerUnavailable, PermanentError, TransientError
+from shared.events import Envelope, Event
+from shared.logging import get_logger, log_context
+from shared.metrics import Metrics
+from shared.topology import QueueSpec, Topology
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What a handler may need to know about the message besides its payload."""
+
+    event_id: str
+    trace_id: str
+    attempt: int
+
+
+EventHandler = Callable[[E, Meta], Awaitable[None]]
+MessageHandler = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    queue: QueueSpec
+    handle: MessageHandler
+
+
+def on_events(queue: QueueSpec, handlers: Mapping[type[Any], EventHandler[Any]]) -> Route:
+    """A route decoding Darkroom envelopes and calling the handler for the event's model."""
+    by_type = {model.TYPE: (model, handler) for model, handler in handlers.items()}
+
+    async def handle(message: Message) -> None:
+        envelope = Envelope.from_bytes(message.body)
+        if envelope.type not in by_type:
+            raise PermanentError(f"{queue.name} has no handler for {envelope.type} events")
+        model, handler = by_type[envelope.type]
+        with log_context(
+            trace_id=envelope.trace_id,
+            event_id=envelope.id,
+            event_type=envelope.type,
+            photo_id=envelope.data.get("photo_id"),
+        ):
+            event = envelope.open(model)
+            await handler(event, Meta(envelope.id, envelope.trace_id, message.attempt))
+
+    return Route(queue, handle)
+
+
+class Worker:
+    def __init__(
+        self,
+        broker: Broker,
+        topology: Topology,
+        routes: Sequence[Route],
+        *,
+        metrics: Metrics,
+        handler_timeout: float = 300.0,
+        grace: float = 20.0,
+    ) -> None:
+        self._broker = broker
+        self._topology = topology
+        self._routes = routes
+        self._metrics = metrics
+        self._handler_timeout = handler_timeout
+        self._grace = grace
+        self._subscriptions: list[Subscription] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._draining = False
+
+    async def start(self) -> None:
+        for route in self._routes:
+            self._subscriptions.append(
+                await self._broker.consume(route.queue, self._receiver(route))
+            )
+        log.info("consuming", queues=[r.queue.name for r in self._routes])
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Stop taking messages; wait for in-flight ones; requeue what outlives the grace."""
+        self._draining = True
+        for subscription in self._subscriptions:
+            await subscription.cancel()
+        self._subscriptions.clear()
+        if self._in_flight:
+            log.info("draining", in_flight=len(self._in_flight), grace_s=self._grace)
+            _, late = await asyncio.wait(self._in_flight, timeout=self._grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+
+    def _receiver(self, route: Route) -> Callable[[Delivery], Awaitable[None]]:
+        async def receive(delivery: Delivery) -> None:
+            if self._draining:
+                await delivery.requeue()
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self._in_flight.add(task)
+            try:
+                await self._process(route, delivery)
+            except BrokerUnavailable as exc:
+                # Settling needs the broker; while it is away the message stays unacked and
+                # the broker redelivers it, so there is nothing more to do here.
+                log.warning("could not settle message", queue=route.queue.name, error=str(exc))
+            finally:
+                self._in_flight.discard(task)
+
+        return receive
+
+    async def _process(self, route: Route, delivery: Delivery) -> None:
+        message = delivery.message
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._handler_timeout):
+                await route.handle(message)
+        except asyncio.CancelledError:
+            await delivery.requeue()
+            self._count(route, "requeued")
+            raise
+        except PermanentError as exc:
+            log.warning("message parked", queue=route.queue.name, reason=str(exc))
+            await delivery.dead_letter(f"{type(exc).__name__}: {exc}")
+            self._count(route, "dead_lettered")
+        except Exception as exc:
+            await self._retry_or_park(route, delivery, exc)
+        else:
+            await delivery.ack()
+            self._count(route, "acked")
+        finally:
+            self._metrics.handler_seconds.labels(route.queue.name).observe(
+                time.perf_counter() - started
+            )
+
+    async def _retry_or_park(self, route: Route, delivery: Delivery, exc: Exception) -> None:
+        attempt = delivery.message.attempt
+        reason = f"{type(exc).__name__}: {exc}"
+        policy = self._topology.retry
+        if attempt >= policy.max_attempts:
+            log.error("message parked after retries", queue=route.queue.name,
+                      attempts=attempt, reason=reason)
+            await delivery.dead_letter(f"gave up after {attempt} attempts: {reason}")
+            self._count(route, "dead_lettered")
+            return
+        delay = policy.delay_ms(attempt)
+        log.warning("message will be retried", queue=route.queue.name, attempt=attempt,
+                    delay_ms=delay, reason=reason, exc_info=not isinstance(exc, TransientError))
+        await delivery.retry(delay, reason)
+        self._count(route, "retried")
+
+    def _count(self, route: Route, outcome: str) -> None:
+        self._metrics.messages.labels(route.queue.name, outcome).inc()
+

@@ -1,0 +1,80 @@
+"""Process plumbing shared by the workers: signals, resources, health server, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+
+from shared.errors import ConfigurationError
+from shared.health import serve_health
+from shared.logging import configure_logging, get_logger
+from shared.resources import Resources, open_resources
+from shared.runtime import Route, Worker
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
+Background = Callable[[Resources, asyncio.Event], Awaitable[None]]
+
+
+def require_real_broker(settings: Settings, name: str) -> None:
+    if not settings.broker_url:
+        raise ConfigurationError(
+            f"{name} needs DARKROOM_BROKER_URL when it runs on its own; the in-process "
+            "broker only connects services inside `darkroom dev`"
+        )
+
+
+async def run_worker(
+    settings: Settings,
+    stop: asyncio.Event,
+    make_routes: Callable[[Resources], Sequence[Route]],
+    *,
+    resources: Resources | None = None,
+    background: Sequence[Background] = (),
+    health: bool = True,
+) -> None:
+    """Consume `make_routes(resources)` until `stop` is set, then drain and close.
+
+    Pass `resources` to share them (dev mode, tests); otherwise they are opened here.
+    """
+    async with AsyncExitStack() as stack:
+        if resources is None:
+            resources = await stack.enter_async_context(open_resources(settings))
+        if health:
+            port = await stack.enter_async_context(
+                serve_health(settings.health_host, settings.health_port, resources)
+            )
+            log.info("health endpoints up", port=port)
+        worker = Worker(
+            resources.broker, resources.topology, make_routes(resources),
+            metrics=resources.metrics, grace=settings.shutdown_grace,
+        )
+        tasks = [asyncio.create_task(job(resources, stop)) for job in background]
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def run_process(service: Service, settings: Settings | None = None) -> None:
+    """Entry point of a service process: SIGTERM/SIGINT start a graceful drain."""
+    settings = settings or Settings()
+    configure_logging(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except ConfigurationError as exc:
+        log.error("configuration error", error=str(exc))
+        raise SystemExit(2) from exc

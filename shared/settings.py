@@ -1,0 +1,108 @@
+"""Every setting Darkroom reads, in one object built from `DARKROOM_*` environment variables.
+
+Build it once in a process entry point (`Settings()`) and pass it down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/heic",
+    "image/heif",
+    "image/avif",
+)
+
+MiB = 1024 * 1024
+PositiveInt = Annotated[int, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DARKROOM_", extra="ignore", frozen=True)
+
+    # Where the embedded defaults keep their files (SQLite database, etc.).
+    data_dir: Path = Path(".darkroom")
+
+    # Broker. Empty means the in-process broker (single-process `darkroom dev` only).
+    broker_url: str = ""
+    topology_prefix: str = Field("darkroom", pattern=r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+    prefetch: PositiveInt = 16
+    publish_timeout: Seconds = 10.0
+    delivery_limit: PositiveInt = 20
+    retry_max_attempts: PositiveInt = 8
+    retry_base_ms: PositiveInt = 1000
+    retry_cap_ms: PositiveInt = 60_000
+    shutdown_grace: Seconds = 20.0
+
+    # Metadata store. Empty means SQLite under data_dir.
+    database_url: str = ""
+
+    # Object storage. An empty endpoint means AWS S3 (or the embedded moto server in dev).
+    s3_endpoint_url: str = ""
+    # Endpoint that clients can reach, used only for presigned URLs (compose, k8s ingress).
+    s3_public_endpoint_url: str = ""
+    s3_bucket: str = "darkroom"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "darkroom"
+    s3_secret_access_key: SecretStr = SecretStr("darkroom-secret")
+    s3_timeout: Seconds = 30.0
+    # AWS S3 notifications arrive on SQS; the ingest worker bridges them onto the storage
+    # exchange. Empty queue URL: no bridge (MinIO/Ceph publish to RabbitMQ directly).
+    sqs_queue_url: str = ""
+    sqs_endpoint_url: str = ""
+    sqs_wait_seconds: int = Field(20, ge=0, le=20)
+
+    # Gateway.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    auth_jwt_secret: SecretStr = SecretStr("")
+    max_upload_bytes: PositiveInt = 50 * MiB
+    upload_url_ttl: PositiveInt = 900
+    download_url_ttl: PositiveInt = 3600
+
+    # Verification limits (pict-rs-like defaults).
+    max_image_pixels: PositiveInt = 40_000_000
+    max_image_side: PositiveInt = 10_000
+
+    # Thumbnail worker: threads rendering at once (0 = one per core).
+    render_concurrency: int = Field(0, ge=0)
+
+    # Notifier.
+    webhook_url: str = ""
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_timeout: Seconds = 10.0
+
+    # Health, readiness and metrics for the workers (the gateway serves them itself).
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(0, ge=0, le=65535)
+
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON unless stderr is a terminal
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.retry_base_ms > self.retry_cap_ms:
+            raise ValueError("DARKROOM_RETRY_BASE_MS must not exceed DARKROOM_RETRY_CAP_MS")
+        if self.webhook_url and not self.webhook_secret.get_secret_value():
+            raise ValueError("DARKROOM_WEBHOOK_URL is set but DARKROOM_WEBHOOK_SECRET is empty")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'darkroom.sqlite3'}"

@@ -1,0 +1,179 @@
+"""Object storage on aiobotocore. One client per process, opened by `open_storage`.
+
+Every URL is signed SigV4 (botocore falls back to SigV2 for us-east-1 otherwise). Presigned
+URLs are made with a second client bound to `DARKROOM_S3_PUBLIC_ENDPOINT_URL` when clients
+reach storage under another name than the services do (compose, Kubernetes ingress).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import StorageUnavailable
+from shared.settings import Settings
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    content_type: str | None
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class PresignedPost:
+    url: str
+    fields: dict[str, str]
+
+
+class Storage:
+    def __init__(self, client: Any, presigner: Any, bucket: str) -> None:
+        self._client = client
+        self._presigner = presigner
+        self.bucket = bucket
+
+    async def presign_post(
+        self, key: str, *, content_type: str, size: int, expires_in: int
+    ) -> PresignedPost:
+        """A POST whose policy pins the key, the Content-Type and the exact size."""
+        result = await self._presigner.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Fields={"Content-Type": content_type},
+            Conditions=[
+                {"Content-Type": content_type},
+                ["content-length-range", size, size],
+            ],
+            ExpiresIn=expires_in,
+        )
+        return PresignedPost(result["url"], dict(result["fields"]))
+
+    async def presign_put(
+        self, key: str, *, content_type: str, size: int, expires_in: int
+    ) -> tuple[str, dict[str, str]]:
+        """A PUT with Content-Type and Content-Length signed; returns (url, headers to send)."""
+        url = await self._presigner.generate_presigned_url(
+            "put_object",
+            Params={
+                "Bucket": self.bucket, "Key": key, "ContentType": content_type,
+                "ContentLength": size,
+            },
+            ExpiresIn=expires_in,
+        )
+        return url, {"Content-Type": content_type, "Content-Length": str(size)}
+
+    async def presign_get(
+        self, key: str, *, expires_in: int, content_type: str | None = None
+    ) -> str:
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ResponseContentType"] = content_type
+        url: str = await self._presigner.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+        return url
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        """The object's size and type, or None if it does not exist (yet)."""
+        try:
+            resp = await self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND:
+                return None
+            raise _unavailable("head", key, exc) from exc
+        except BotoCoreError as exc:
+            raise _unavailable("head", key, exc) from exc
+        return ObjectInfo(
+            size=int(resp["ContentLength"]),
+            content_type=resp.get("ContentType"),
+            etag=resp.get("ETag"),
+        )
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes start..end inclusive (fewer if the object is shorter)."""
+        return await self._read(key, Range=f"bytes={start}-{end}")
+
+    async def get(self, key: str) -> bytes:
+        return await self._read(key)
+
+    async def _read(self, key: str, **extra: Any) -> bytes:
+        try:
+            resp = await self._client.get_object(Bucket=self.bucket, Key=key, **extra)
+            async with resp["Body"] as body:
+                data: bytes = await body.read()
+                return data
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("get", key, exc) from exc
+
+    async def put(self, key: str, body: bytes, *, content_type: str) -> None:
+        try:
+            await self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("put", key, exc) from exc
+
+    async def delete(self, key: str) -> None:
+        """Delete; an object that is already gone is not an error (S3 says 204 either way)."""
+        try:
+            await self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("delete", key, exc) from exc
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if missing (dev and tests; production buckets are provisioned)."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if _error_code(exc) not in _NOT_FOUND:
+                raise _unavailable("head_bucket", self.bucket, exc) from exc
+            await self._client.create_bucket(Bucket=self.bucket)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(op: str, key: str, exc: Exception) -> StorageUnavailable:
+    return StorageUnavailable(f"storage {op} {key!r} failed: {exc}")
+
+
+def client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any]:
+    return {
+        "region_name": settings.s3_region,
+        "endpoint_url": endpoint_url or None,
+        "aws_access_key_id": settings.s3_access_key_id,
+        "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
+        "config": AioConfig(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=min(settings.s3_timeout, 10.0),
+            read_timeout=settings.s3_timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+        ),
+    }
+
+
+@asynccontextmanager
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
+    session = get_session()
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            session.create_client("s3", **client_kwargs(settings, settings.s3_endpoint_url))
+        )
+        presigner = client
+        public = settings.s3_public_endpoint_url
+        if public and public != settings.s3_endpoint_url:
+            presigner = await stack.enter_async_context(
+                session.create_client("s3", **client_kwargs(settings, public))
+            )
+        yield Storage(client, presigner, settings.s3_bucket)

@@ -1,0 +1,42 @@
+"""Table definitions used to build queries. The schema itself is created by migrations."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+photos = sa.Table(
+    "photos",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("object_key", sa.Text, nullable=False, unique=True),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("trace_id", sa.Text, nullable=False),
+    sa.Column("declared_type", sa.Text, nullable=False),
+    sa.Column("declared_size", sa.BigInteger, nullable=False),
+    sa.Column("content_type", sa.Text),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("width", sa.Integer),
+    sa.Column("height", sa.Integer),
+    sa.Column("etag", sa.Text),
+    sa.Column("reason", sa.Text),
+    sa.Column("reason_detail", sa.Text),
+    sa.Column("upload_expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+renditions = sa.Table(
+    "renditions",
+    metadata,
+    sa.Column("photo_id", sa.Text, sa.ForeignKey("photos.id"), primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("object_key", sa.Text, nullable=False),
+    sa.Column("width", sa.Integer, nullable=False),
+    sa.Column("height", sa.Integer, nullable=False),
+    sa.Column("content_type", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)

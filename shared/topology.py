@@ -1,0 +1,105 @@
+"""Every exchange, queue, binding, retry and dead-letter name in one place.
+
+    <p>.events   topic  Darkroom's own events; routing key = event type
+    <p>.storage  topic  S3 notifications from MinIO / Ceph (and the SQS bridge)
+    <p>.dlx      direct dead letters; routing key = the queue they came from
+
+Each consumer owns one durable quorum queue with a delivery limit, dead-lettering to
+`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: classic durable queues with a
+fixed message TTL that dead-letter back into the consumer's queue. One queue per delay
+keeps expiry exact (a per-message TTL only expires at a queue's head).
+
+`p` is `DARKROOM_TOPOLOGY_PREFIX` (default `darkroom`); tests use their own prefix so
+they never share queues with anything else on the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    exchange: str
+    routing_keys: tuple[str, ...]
+    dead_letter_exchange: str
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.name}.dlq"
+
+    def retry_queue(self, delay_ms: int) -> str:
+        return f"{self.name}.retry.{delay_ms}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff: attempt n waits min(base * 2**(n-1), cap)."""
+
+    base_ms: int
+    cap_ms: int
+    max_attempts: int
+
+    def delay_ms(self, attempt: int) -> int:
+        return int(min(self.base_ms * 2 ** (attempt - 1), self.cap_ms))
+
+    def delays_ms(self) -> tuple[int, ...]:
+        """Every distinct delay the policy can ask for (one retry queue each)."""
+        return tuple(sorted({self.delay_ms(n) for n in range(1, self.max_attempts + 1)}))
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str
+    delivery_limit: int
+    retry: RetryPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        return cls(
+            prefix=settings.topology_prefix,
+            delivery_limit=settings.delivery_limit,
+            retry=RetryPolicy(
+                settings.retry_base_ms, settings.retry_cap_ms, settings.retry_max_attempts
+            ),
+        )
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def storage_exchange(self) -> str:
+        return f"{self.prefix}.storage"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    def _queue(self, name: str, exchange: str, *routing_keys: str) -> QueueSpec:
+        return QueueSpec(
+            f"{self.prefix}.{name}", exchange, routing_keys, self.dead_letter_exchange
+        )
+
+    # One queue per consumer. Add a consumer here, never inline in a service.
+    @property
+    def ingest_intents(self) -> QueueSpec:
+        return self._queue("ingest.intents", self.events_exchange, "upload.requested")
+
+    @property
+    def ingest_storage(self) -> QueueSpec:
+        return self._queue("ingest.storage", self.storage_exchange, "#")
+
+    @property
+    def thumbnail(self) -> QueueSpec:
+        return self._queue("thumbnail", self.events_exchange, "photo.verified")
+
+    @property
+    def notifier(self) -> QueueSpec:
+        return self._queue("notifier", self.events_exchange, "photo.ready", "photo.rejected")
+
+    def all_queues(self) -> tuple[QueueSpec, ...]:
+        return (self.ingest_intents, self.ingest_storage, self.thumbnail, self.notifier)
