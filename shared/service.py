@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+
+from pydantic import ValidationError
 
 from shared.errors import ConfigurationError
 from shared.health import serve_health
@@ -61,9 +64,22 @@ async def run_worker(
             await asyncio.gather(*tasks)
 
 
+def load_settings() -> Settings:
+    """Settings from the environment, or exit 2 with every problem spelled out."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  DARKROOM_{'_'.join(str(p) for p in e['loc']).upper() or '(settings)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        print(f"darkroom: invalid configuration:\n{problems}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
 def run_process(service: Service, settings: Settings | None = None) -> None:
     """Entry point of a service process: SIGTERM/SIGINT start a graceful drain."""
-    settings = settings or Settings()
+    settings = settings or load_settings()
     configure_logging(settings)
 
     async def main() -> None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     sqs_endpoint_url: str = ""
     sqs_wait_seconds: int = Field(20, ge=0, le=20)
 
+    # `darkroom dev`: port of the embedded S3/SQS server (0 = any free port).
+    dev_s3_port: int = Field(9100, ge=0, le=65535)
+
     # Gateway.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)

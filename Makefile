@@ -1,0 +1,36 @@
+# Every target uses the project's own virtualenv in .venv/, created by `make install`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test lint fmt clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The whole system in one process on embedded defaults: http://127.0.0.1:8080/
+run: $(STAMP)
+	$(BIN)/darkroom dev
+
+## Unit and integration tests. Uses RabbitMQ and PostgreSQL on 127.0.0.1 when they run
+## (skipped with a reason otherwise; with CI=true a missing server fails the run).
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .darkroom .pytest_cache .mypy_cache .ruff_cache *.egg-info

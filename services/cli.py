@@ -1,0 +1,74 @@
+"""The `darkroom` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from shared.errors import ConfigurationError
+from shared.service import load_settings
+
+
+def _serve(name: str) -> None:
+    from shared.service import run_process
+
+    if name == "gateway":
+        from services.gateway.service import standalone
+    elif name == "ingest-worker":
+        from services.ingest_worker.service import standalone
+    elif name == "thumbnail-worker":
+        from services.thumbnail_worker.service import standalone
+    elif name == "notifier":
+        from services.notifier.service import standalone
+    else:
+        from services.dev import run_dev as standalone
+    run_process(standalone)
+
+
+def _token(args: argparse.Namespace) -> None:
+    from services.dev import dev_secret
+    from services.gateway.auth import issue_token, require_secret
+
+    settings = load_settings()
+    secret = require_secret(dev_secret(settings))
+    print(issue_token(secret, args.user, ttl_s=args.ttl))
+
+
+def _migrate() -> None:
+    from shared.store import open_store
+
+    async def run() -> None:
+        async with open_store(load_settings()):
+            pass
+
+    asyncio.run(run())
+    print("schema is up to date")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("gateway", "run the HTTP API"),
+        ("ingest-worker", "verify stored uploads"),
+        ("thumbnail-worker", "render renditions"),
+        ("notifier", "deliver webhooks"),
+        ("dev", "run everything in one process on embedded defaults"),
+    ):
+        sub.add_parser(name, help=text)
+    token = sub.add_parser("token", help="print a bearer token for a user")
+    token.add_argument("--user", required=True, help="the user id (JWT sub)")
+    token.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "token":
+            _token(args)
+        elif args.command == "migrate":
+            _migrate()
+        else:
+            _serve(args.command)
+    except ConfigurationError as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc

@@ -1,0 +1,84 @@
+"""`darkroom dev`: the whole system in one process on the embedded defaults.
+
+In-process broker, moto's S3/SQS server, SQLite under DARKROOM_DATA_DIR. Each of
+DARKROOM_BROKER_URL, DARKROOM_DATABASE_URL and DARKROOM_S3_ENDPOINT_URL swaps its part
+for the real component.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from contextlib import ExitStack
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from shared.embedded import moto_server, provision_bucket_with_sqs
+from shared.logging import get_logger
+from shared.resources import open_resources
+from shared.settings import Settings
+
+from services.gateway.auth import issue_token
+from services.gateway.service import serve as serve_gateway
+from services.ingest_worker.service import serve as serve_ingest
+from services.notifier.service import serve as serve_notifier
+from services.thumbnail_worker.service import serve as serve_thumbnails
+
+log = get_logger(__name__)
+
+DEV_USER = "dev"
+
+
+def dev_secret(settings: Settings) -> str:
+    """DARKROOM_AUTH_JWT_SECRET if set, else a secret kept in the data directory so that
+    `darkroom token` and a running `darkroom dev` agree."""
+    if settings.auth_jwt_secret.get_secret_value():
+        return settings.auth_jwt_secret.get_secret_value()
+    path = Path(settings.data_dir) / "dev-jwt-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
+    settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(dev_secret(settings))})
+    with ExitStack() as stack:
+        if not settings.s3_endpoint_url:
+            endpoint = stack.enter_context(moto_server(port=settings.dev_s3_port))
+            settings = settings.model_copy(
+                update={"s3_endpoint_url": endpoint, "sqs_endpoint_url": endpoint}
+            )
+            queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
+            settings = settings.model_copy(update={"sqs_queue_url": queue_url})
+        await _run_services(settings, stop)
+
+
+async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
+    async with open_resources(settings) as res:
+        await res.storage.ensure_bucket()
+        token = issue_token(res.settings.auth_jwt_secret.get_secret_value(), DEV_USER,
+                            ttl_s=30 * 86_400)
+        _banner(settings, token)
+        await asyncio.gather(
+            serve_gateway(settings, stop, resources=res, dev_token=token),
+            serve_ingest(settings, stop, resources=res, health=False),
+            serve_thumbnails(settings, stop, resources=res, health=False),
+            serve_notifier(settings, stop, resources=res, health=False),
+        )
+
+
+def _banner(settings: Settings, token: str) -> None:
+    url = f"http://{settings.gateway_host}:{settings.gateway_port}/"
+    print(
+        "\n  Darkroom is running (embedded mode)\n"
+        f"    upload page : {url}\n"
+        f"    storage     : {settings.s3_endpoint_url} (bucket {settings.s3_bucket})\n"
+        f"    broker      : {settings.broker_url or 'in-process'}\n"
+        f"    database    : {settings.effective_database_url}\n"
+        f"    dev token   : {token}\n"
+        f"    try         : curl -H 'Authorization: Bearer <token>' {url}v1/photos/<id>\n",
+        flush=True,
+    )

@@ -1,0 +1,33 @@
+"""The notifier process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from shared.resources import Resources
+from shared.service import require_real_broker, run_process, run_worker
+from shared.settings import Settings
+
+from services.notifier.handlers import Notifier
+
+
+async def serve(
+    settings: Settings, stop: asyncio.Event, *, resources: Resources | None = None,
+    health: bool = True,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        await run_worker(
+            settings, stop, lambda res: Notifier(res, session).routes(),
+            resources=resources, health=health,
+        )
+
+
+async def standalone(settings: Settings, stop: asyncio.Event) -> None:
+    require_real_broker(settings, "the notifier")
+    await serve(settings, stop)
+
+
+def main() -> None:
+    run_process(standalone)

@@ -1,0 +1,61 @@
+"""The embedded S3/SQS stand-in: moto's server, in this process, over real HTTP.
+
+Used by `darkroom dev` and the tests. The bucket announces every created object to an SQS
+queue, as AWS S3 would, so the ingest worker's SQS route is the one exercised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiobotocore.session import get_session
+
+from shared.errors import ConfigurationError
+from shared.settings import Settings
+from shared.storage import client_kwargs
+
+
+@contextmanager
+def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Start moto's server in a thread; yields its endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the embedded S3 stand-in needs moto: pip install 'darkroom[embedded]' "
+            "(make install does this), or set DARKROOM_S3_ENDPOINT_URL"
+        ) from exc
+    # One access-log line per S3 call drowns the pipeline's own logs.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        bound_host, bound_port = server.get_host_and_port()
+        yield f"http://{bound_host}:{bound_port}"
+    finally:
+        server.stop()
+
+
+async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
+    """Create the bucket and an SQS queue receiving its ObjectCreated events; returns the
+    queue URL. (Dev and tests only: production buckets and queues belong to operators.)"""
+    session = get_session()
+    s3_kwargs = client_kwargs(settings, settings.s3_endpoint_url)
+    sqs_kwargs = client_kwargs(settings, settings.sqs_endpoint_url or settings.s3_endpoint_url)
+    sqs_kwargs.pop("config")
+    async with session.create_client("s3", **s3_kwargs) as s3, \
+            session.create_client("sqs", **sqs_kwargs) as sqs:
+        await s3.create_bucket(Bucket=settings.s3_bucket)
+        queue_url = (await sqs.create_queue(QueueName=queue_name))["QueueUrl"]
+        attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        await s3.put_bucket_notification_configuration(
+            Bucket=settings.s3_bucket,
+            NotificationConfiguration={"QueueConfigurations": [{
+                "QueueArn": attrs["Attributes"]["QueueArn"],
+                "Events": ["s3:ObjectCreated:*"],
+            }]},
+        )
+        return queue_url
+
