@@ -58,11 +58,13 @@ def _record(record: Any) -> StoredObject | None:
         raw_key = str(obj["key"])
     except (KeyError, TypeError) as exc:
         raise InvalidMessage(f"S3 event record lacks {exc}") from exc
+    source = str(record.get("eventSource", ""))
     return StoredObject(
         bucket=bucket,
-        key=unquote_plus(raw_key),
+        # AWS and MinIO form-encode keys; Ceph RGW sends them raw (a "+" is a plus).
+        key=raw_key if source == "ceph:s3" else unquote_plus(raw_key),
         event=name,
-        source=str(record.get("eventSource", "")),
+        source=source,
         size=_size(obj.get("size")),
         etag=obj.get("eTag") or obj.get("etag") or None,
         version_id=obj.get("versionId") or None,

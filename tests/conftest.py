@@ -1,0 +1,136 @@
+"""Fixtures: real servers (RabbitMQ, PostgreSQL, moto's S3/SQS over HTTP) and settings.
+
+A test that needs a server skips with the reason when it is absent, unless CI=true, where
+the absence fails the run: CI must never go green on skipped reliability tests.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+from pydantic import SecretStr
+
+from shared.embedded import moto_server
+from shared.settings import Settings
+from shared.topology import Topology
+
+AMQP_URL = os.environ.get("DARKROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+POSTGRES_URL = os.environ.get(
+    "DARKROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 1):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, url: str) -> None:
+    if _reachable(url):
+        return
+    message = f"{name} is not reachable at {urlsplit(url).netloc}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI=true requires the real server", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    require_server("RabbitMQ", AMQP_URL)
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test session, dropped afterwards."""
+    require_server("PostgreSQL", POSTGRES_URL)
+    import asyncio
+
+    name = f"darkroom_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3/SQS server over HTTP, shared by the session (tests use unique buckets)."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "auth_jwt_secret": SecretStr(JWT_SECRET),
+        "retry_base_ms": 50,
+        "retry_cap_ms": 400,
+        "retry_max_attempts": 4,
+        "shutdown_grace": 5.0,
+        "sqs_wait_seconds": 1,
+        "log_json": True,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Any, s3_endpoint: str, unique: str) -> Settings:
+    """Embedded defaults (in-process broker, SQLite) over moto, isolated per test."""
+    return make_settings(
+        data_dir=tmp_path,
+        s3_endpoint_url=s3_endpoint,
+        sqs_endpoint_url=s3_endpoint,
+        s3_bucket=f"test-{unique}",
+        topology_prefix=f"test-{unique}",
+    )
+
+
+async def delete_topology(url: str, topology: Topology) -> None:
+    """Remove every queue and exchange a test declared on the real broker."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for spec in topology.all_queues():
+            names = [spec.name, spec.dead_letter_queue]
+            names += [spec.retry_queue(d) for d in topology.retry.delays_ms()]
+            for name in names:
+                await channel.queue_delete(name)
+        for exchange in (topology.events_exchange, topology.storage_exchange,
+                         topology.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def rabbit_settings(settings: Settings, amqp_url: str) -> AsyncIterator[Settings]:
+    real = settings.model_copy(update={"broker_url": amqp_url})
+    yield real
+    await delete_topology(amqp_url, Topology.from_settings(real))

@@ -1,0 +1,216 @@
+"""The consumer runtime's outcomes, on the in-process broker and on real RabbitMQ alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from shared.broker import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, Broker, Delivery, Message, open_broker
+from shared.errors import BrokerUnavailable, PermanentError, TransientError
+from shared.events import Envelope, PhotoRejected
+from shared.metrics import Metrics
+from shared.runtime import Meta, Route, Worker, on_events
+from shared.settings import Settings
+from shared.topology import QueueSpec, Topology
+from tests.conftest import delete_topology
+
+
+@pytest.fixture
+def broker_settings(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    if request.param == "rabbitmq":
+        return settings.model_copy(update={"broker_url": request.getfixturevalue("amqp_url")})
+    return settings
+
+
+@pytest.fixture
+async def env(broker_settings: Settings) -> AsyncIterator[Any]:
+    """(broker, topology, settings) for each broker kind; real topology removed after."""
+    topology = Topology.from_settings(broker_settings)
+    async with open_broker(broker_settings) as broker:
+        yield broker, topology, broker_settings
+    if broker_settings.broker_url:
+        await delete_topology(broker_settings.broker_url, topology)
+
+
+both = pytest.mark.parametrize("broker_settings", ["memory", "rabbitmq"], indirect=True)
+
+
+def rejected_event(photo: str = "p1") -> Envelope:
+    event = PhotoRejected(photo_id=photo, owner_id="u", reason="empty", detail="d")
+    return Envelope.wrap(event, trace_id="trace-1")
+
+
+async def dead_letter_probe(broker: Broker, queue: QueueSpec) -> asyncio.Queue[Message]:
+    """Consume the queue's dead-letter queue into an asyncio.Queue the test can await."""
+    parked: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def take(delivery: Delivery) -> None:
+        parked.put_nowait(delivery.message)
+        await delivery.ack()
+
+    dlq = replace(queue, name=queue.dead_letter_queue)
+    await broker.consume(dlq, take)
+    return parked
+
+
+def worker(broker: Broker, topology: Topology, route: Route, grace: float = 5.0) -> Worker:
+    return Worker(broker, topology, [route], metrics=Metrics(), grace=grace)
+
+
+def recording(
+    behaviour: Callable[[int], Exception | None],
+) -> tuple[list[Meta], Callable[[PhotoRejected, Meta], Any], asyncio.Event]:
+    calls: list[Meta] = []
+    done = asyncio.Event()
+
+    async def handler(event: PhotoRejected, meta: Meta) -> None:
+        calls.append(meta)
+        error = behaviour(len(calls))
+        if error is not None:
+            raise error
+        done.set()
+
+    return calls, handler, done
+
+
+@both
+async def test_transient_failures_are_retried_with_rising_attempts(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    calls, handler, done = recording(lambda n: TransientError("flaky") if n < 3 else None)
+    parked = await dead_letter_probe(broker, queue)
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: handler}))
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    await asyncio.wait_for(done.wait(), 10)
+    await w.drain()
+    assert [c.attempt for c in calls] == [1, 2, 3]
+    assert {c.trace_id for c in calls} == {"trace-1"}
+    assert parked.empty()
+
+
+@both
+async def test_permanent_failure_is_parked_once_with_its_reason(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    calls, handler, _ = recording(lambda n: PermanentError("cannot ever work"))
+    parked = await dead_letter_probe(broker, queue)
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: handler}))
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    message = await asyncio.wait_for(parked.get(), 10)
+    await w.drain()
+    assert len(calls) == 1
+    assert "cannot ever work" in message.headers[REASON_HEADER]
+    assert message.headers[QUEUE_HEADER] == queue.name
+    assert Envelope.from_bytes(message.body).data["photo_id"] == "p1"
+
+
+@both
+async def test_retries_run_out_into_the_dead_letter_queue(env: Any) -> None:
+    broker, topology, settings = env
+    queue = topology.notifier
+    calls, handler, _ = recording(lambda n: TransientError(f"down #{n}"))
+    parked = await dead_letter_probe(broker, queue)
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: handler}))
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    message = await asyncio.wait_for(parked.get(), 15)
+    await w.drain()
+    assert len(calls) == settings.retry_max_attempts
+    assert f"gave up after {settings.retry_max_attempts} attempts" in message.headers[REASON_HEADER]
+    assert message.headers[ATTEMPT_HEADER] == settings.retry_max_attempts
+
+
+@both
+async def test_malformed_body_is_parked_not_retried(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    calls, handler, _ = recording(lambda n: None)
+    parked = await dead_letter_probe(broker, queue)
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: handler}))
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", b"{not json")
+    message = await asyncio.wait_for(parked.get(), 10)
+    await w.drain()
+    assert calls == []
+    assert "InvalidMessage" in message.headers[REASON_HEADER]
+    assert message.body == b"{not json"
+
+
+@both
+async def test_unroutable_publish_raises(env: Any) -> None:
+    broker, topology, _ = env
+    with pytest.raises(BrokerUnavailable):
+        await broker.publish(topology.events_exchange, "nobody.listens", b"{}")
+
+
+@both
+async def test_drain_waits_for_in_flight_work_then_acks_it(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    started, release = asyncio.Event(), asyncio.Event()
+    finished: list[str] = []
+
+    async def slow(event: PhotoRejected, meta: Meta) -> None:
+        started.set()
+        await release.wait()
+        finished.append(event.photo_id)
+
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: slow}))
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    await asyncio.wait_for(started.wait(), 10)
+    drain = asyncio.create_task(w.drain())
+    await asyncio.sleep(0)  # let drain cancel the subscription before the release
+    assert not drain.done()
+    release.set()
+    await asyncio.wait_for(drain, 10)
+    assert finished == ["p1"]
+
+    # Acked: a fresh worker on the same queue gets only the next message.
+    seen: list[str] = []
+    got = asyncio.Event()
+
+    async def record(event: PhotoRejected, meta: Meta) -> None:
+        seen.append(event.photo_id)
+        got.set()
+
+    w2 = worker(broker, topology, on_events(queue, {PhotoRejected: record}))
+    await w2.start()
+    await broker.publish(topology.events_exchange, "photo.rejected",
+                         rejected_event("p2").to_bytes())
+    await asyncio.wait_for(got.wait(), 10)
+    await w2.drain()
+    assert seen == ["p2"]
+
+
+@both
+async def test_work_outliving_the_grace_period_is_requeued(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    started = asyncio.Event()
+
+    async def stuck(event: PhotoRejected, meta: Meta) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    w = worker(broker, topology, on_events(queue, {PhotoRejected: stuck}), grace=0.2)
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    await asyncio.wait_for(started.wait(), 10)
+    await w.drain()
+
+    again: asyncio.Queue[str] = asyncio.Queue()
+
+    async def record(event: PhotoRejected, meta: Meta) -> None:
+        again.put_nowait(event.photo_id)
+
+    w2 = worker(broker, topology, on_events(queue, {PhotoRejected: record}))
+    await w2.start()
+    assert await asyncio.wait_for(again.get(), 10) == "p1"
+    await w2.drain()
