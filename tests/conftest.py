@@ -6,10 +6,12 @@ the absence fails the run: CI must never go green on skipped reliability tests.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,12 +55,16 @@ def amqp_url() -> str:
     return AMQP_URL
 
 
+def _in_thread(coro: Any) -> None:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database of its own for this test session, dropped afterwards."""
     require_server("PostgreSQL", POSTGRES_URL)
-    import asyncio
-
     name = f"darkroom_test_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
@@ -68,10 +74,10 @@ def postgres_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    _in_thread(admin(f'CREATE DATABASE "{name}"'))
     base = POSTGRES_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _in_thread(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

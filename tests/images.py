@@ -45,7 +45,10 @@ def jpeg(width: int = 1600, height: int = 1000, *, orientation: int = 1,
 
 
 def png(width: int = 800, height: int = 600, *, mode: str = "RGB") -> bytes:
+    """A PNG; in RGBA mode its right half is fully transparent."""
     img = upright_with_marker(width, height).convert(mode)
+    if mode == "RGBA":
+        img.paste((0, 0, 0, 0), (width // 2, 0, width, height))
     out = io.BytesIO()
     img.save(out, "PNG")
     return out.getvalue()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway.auth import require_secret
-from services.gateway.context import DEV_TOKEN, RESOURCES
+from services.gateway.context import DEV_TOKEN, RESOURCES, TRACE_ID
 from services.gateway.problems import Handler, problem_middleware
 from services.gateway.routes import routes, trace_id_of
 from shared.health import add_health_routes
@@ -25,7 +25,7 @@ MAX_JSON_BODY = 64 * 1024
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Trace id in, X-Request-ID out, one structured access-log line per request."""
     trace_id = trace_id_of(request)
-    request["trace_id"] = trace_id
+    request[TRACE_ID] = trace_id
     started = time.perf_counter()
     with log_context(trace_id=trace_id):
         response = await handler(request)

@@ -9,3 +9,5 @@ from shared.resources import Resources
 RESOURCES = web.AppKey("resources", Resources)
 # The token printed into the upload page in `darkroom dev`; empty everywhere else.
 DEV_TOKEN = web.AppKey("dev_token", str)
+# Per request: the trace id (from X-Request-ID or new), echoed back and put in every event.
+TRACE_ID = web.RequestKey("trace_id", str)

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.gateway.auth import Unauthorized, user_from_header
-from services.gateway.context import DEV_TOKEN, RESOURCES
+from services.gateway.context import DEV_TOKEN, RESOURCES, TRACE_ID
 from services.gateway.problems import ApiError
 from shared.broker import publish
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
@@ -105,7 +105,7 @@ async def create_upload(request: web.Request) -> web.Response:
             limit=settings.max_upload_bytes,
         )
     photo_id = uuid.uuid4().hex
-    trace_id = request["trace_id"]
+    trace_id = request[TRACE_ID]
     with log_context(photo_id=photo_id, trace_id=trace_id, owner_id=owner):
         return await _grant(request, owner, photo_id, content_type, body)
 
@@ -136,7 +136,7 @@ async def _grant(
         # from the event (insert-if-absent), which is what survives a lost row.
         await res.store.create_pending(NewPhoto(
             photo_id, owner, key, filename, content_type, body.size, expires_at,
-            request["trace_id"],
+            request[TRACE_ID],
         ))
     except DatabaseUnavailable as exc:
         raise unavailable("the metadata store", exc) from exc
@@ -146,7 +146,7 @@ async def _grant(
         expires_at=expires_at,
     )
     try:
-        await publish(res.broker, res.topology, event, trace_id=request["trace_id"])
+        await publish(res.broker, res.topology, event, trace_id=request[TRACE_ID])
     except BrokerUnavailable as exc:
         raise unavailable("the message broker", exc) from exc
     log.info("upload granted", method=body.method, size=body.size, content_type=content_type)

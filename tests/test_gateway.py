@@ -1,0 +1,191 @@
+"""The gateway's HTTP contract, on the embedded defaults over moto's server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.gateway.app import create_app
+from services.gateway.auth import issue_token
+from shared.broker import Delivery
+from shared.events import Envelope, UploadRequested
+from shared.resources import Resources, open_resources
+from shared.settings import Settings
+from tests.conftest import JWT_SECRET
+
+
+@dataclass
+class Gateway:
+    client: TestClient[Any, Any]
+    res: Resources
+    intents: asyncio.Queue[Envelope]
+
+    def auth(self, user: str = "alice") -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_token(JWT_SECRET, user)}"}
+
+
+@pytest.fixture
+async def gw(settings: Settings) -> AsyncIterator[Gateway]:
+    async with open_resources(settings) as res:
+        await res.storage.ensure_bucket()
+        intents: asyncio.Queue[Envelope] = asyncio.Queue()
+
+        async def capture(delivery: Delivery) -> None:
+            intents.put_nowait(Envelope.from_bytes(delivery.message.body))
+            await delivery.ack()
+
+        await res.broker.consume(res.topology.ingest_intents, capture)
+        client = TestClient(TestServer(create_app(settings, resources=res)))
+        await client.start_server()
+        try:
+            yield Gateway(client, res, intents)
+        finally:
+            await client.close()
+
+
+def grant_body(**overrides: Any) -> dict[str, Any]:
+    return {"filename": "holiday.jpg", "content_type": "image/jpeg", "size": 123_456,
+            **overrides}
+
+
+async def problem_of(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body: dict[str, Any] = await resp.json(content_type=None)
+    assert body["status"] == status and body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("header", "detail"),
+    [
+        (None, "missing Authorization"),
+        ("Basic abc", "Bearer"),
+        ("Bearer not-a-jwt", "invalid token"),
+        (f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) - 3600}, JWT_SECRET)}",
+         "expired"),
+        (f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) + 60}, 'other' * 10)}",
+         "invalid token"),
+        (f"Bearer {jwt.encode({'exp': int(time.time()) + 60}, JWT_SECRET)}", "sub"),
+    ],
+)
+async def test_bad_credentials_get_401_problem(gw: Gateway, header: str | None,
+                                               detail: str) -> None:
+    headers = {"Authorization": header} if header else {}
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=headers)
+    body = await problem_of(resp, 401)
+    assert detail in body["detail"]
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ("{nope", 400, "malformed_json"),
+        (json.dumps({"filename": "a.jpg"}), 422, "invalid_request"),
+        (json.dumps(grant_body(size=0)), 422, "invalid_request"),
+        (json.dumps(grant_body(surprise=True)), 422, "invalid_request"),
+        (json.dumps(grant_body(method="PATCH")), 422, "invalid_request"),
+        (json.dumps(grant_body(content_type="image/svg+xml")), 415, "unsupported_type"),
+        (json.dumps(grant_body(size=50 * 1024 * 1024 + 1)), 413, "too_large"),
+    ],
+)
+async def test_bad_requests_get_problems_and_no_grant(
+    gw: Gateway, payload: str, status: int, code: str
+) -> None:
+    resp = await gw.client.post("/v1/uploads", data=payload, headers=gw.auth())
+    assert (await problem_of(resp, status))["code"] == code
+    assert gw.intents.empty()
+
+
+async def test_unknown_routes_and_methods_are_problems(gw: Gateway) -> None:
+    await problem_of(await gw.client.get("/v1/nothing"), 404)
+    resp = await gw.client.delete("/v1/uploads")
+    await problem_of(resp, 405)
+    assert "POST" in resp.headers["Allow"]
+
+
+def decoded_policy(fields: dict[str, str]) -> dict[str, Any]:
+    policy: dict[str, Any] = json.loads(base64.b64decode(fields["policy"]))
+    return policy
+
+
+async def test_post_grant_pins_key_type_and_exact_size_and_follows_its_intent(
+    gw: Gateway,
+) -> None:
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth())
+    assert resp.status == 201, await resp.text()
+    grant = await resp.json()
+    upload, fields = grant["upload"], grant["upload"]["fields"]
+    assert upload["method"] == "POST"
+    assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
+    assert fields["key"].endswith(grant["photo_id"]) and "holiday" not in fields["key"]
+    conditions = decoded_policy(fields)["conditions"]
+    assert ["content-length-range", 123_456, 123_456] in conditions
+    assert {"Content-Type": "image/jpeg"} in conditions
+    assert {"key": fields["key"]} in conditions
+    expiry = datetime.fromisoformat(decoded_policy(fields)["expiration"].replace("Z", "+00:00"))
+    assert 0 < (expiry - datetime.now(UTC)).total_seconds() <= gw.res.settings.upload_url_ttl
+
+    intent = (await asyncio.wait_for(gw.intents.get(), 5)).open(UploadRequested)
+    assert (intent.photo_id, intent.object_key, intent.size, intent.owner_id) == (
+        grant["photo_id"], fields["key"], 123_456, "alice")
+
+    photo = await gw.client.get(f"/v1/photos/{grant['photo_id']}", headers=gw.auth())
+    view = await photo.json()
+    assert (view["status"], view["renditions"], view["original"]) == ("pending", {}, None)
+
+
+async def test_put_grant_signs_the_content_type(gw: Gateway) -> None:
+    resp = await gw.client.post("/v1/uploads", json=grant_body(method="PUT"),
+                                headers=gw.auth())
+    assert resp.status == 201
+    upload = (await resp.json())["upload"]
+    query = parse_qs(urlsplit(upload["url"]).query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert "content-type" in query["X-Amz-SignedHeaders"][0].split(";")
+    assert upload["headers"]["Content-Type"] == "image/jpeg"
+
+
+async def test_other_users_photos_are_not_found(gw: Gateway) -> None:
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth("alice"))
+    photo_id = (await resp.json())["photo_id"]
+    await problem_of(await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth("bob")),
+                     404)
+    await problem_of(await gw.client.get("/v1/photos/0", headers=gw.auth("alice")), 404)
+
+
+async def test_no_grant_without_a_confirmed_intent(gw: Gateway) -> None:
+    await gw.res.broker.close()
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth())
+    body = await problem_of(resp, 503)
+    assert "broker" in body["detail"] and "url" not in json.dumps(body)
+    assert resp.headers["Retry-After"]
+    ready = await gw.client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["checks"]["broker"] is False
+
+
+async def test_request_id_is_echoed_and_health_endpoints_answer(gw: Gateway) -> None:
+    resp = await gw.client.get("/readyz", headers={"X-Request-ID": "req-12345678"})
+    assert resp.status == 200 and resp.headers["X-Request-ID"] == "req-12345678"
+    assert (await gw.client.get("/healthz")).status == 200
+    metrics = await (await gw.client.get("/metrics")).text()
+    assert "darkroom_http_requests_total" in metrics
+
+
+async def test_upload_page_is_served(gw: Gateway) -> None:
+    resp = await gw.client.get("/")
+    page = await resp.text()
+    assert resp.status == 200 and "<input" in page and "/v1/uploads" in page
