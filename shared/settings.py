@@ -86,7 +86,7 @@ class Settings(BaseSettings):
 
     # Health, readiness and metrics for the workers (the gateway serves them itself).
     health_host: str = "127.0.0.1"
-    health_port: int = Field(0, ge=0, le=65535)
+    health_port: int = Field(8081, ge=0, le=65535)
 
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal

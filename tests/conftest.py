@@ -101,6 +101,7 @@ def make_settings(**overrides: Any) -> Settings:
         "shutdown_grace": 5.0,
         "sqs_wait_seconds": 1,
         "log_json": True,
+        "health_port": 0,
     }
     values.update(overrides)
     return Settings(**values)
