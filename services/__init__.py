@@ -1,1 +1,1 @@
-"""Darkroom services: each runs on its own (`python -m services.<name>`) or together in `darkroom dev`."""
+"""Darkroom services. Each runs alone (`python -m services.<name>`) or all in `darkroom dev`."""

@@ -14,16 +14,15 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from shared.embedded import moto_server, provision_bucket_with_sqs
-from shared.logging import get_logger
-from shared.resources import open_resources
-from shared.settings import Settings
-
 from services.gateway.auth import issue_token
 from services.gateway.service import serve as serve_gateway
 from services.ingest_worker.service import serve as serve_ingest
 from services.notifier.service import serve as serve_notifier
 from services.thumbnail_worker.service import serve as serve_thumbnails
+from shared.embedded import moto_server, provision_bucket_with_sqs
+from shared.logging import get_logger
+from shared.resources import open_resources
+from shared.settings import Settings
 
 log = get_logger(__name__)
 
@@ -59,8 +58,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
 async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
     async with open_resources(settings) as res:
         await res.storage.ensure_bucket()
-        token = issue_token(res.settings.auth_jwt_secret.get_secret_value(), DEV_USER,
-                            ttl_s=30 * 86_400)
+        token = issue_token(
+            res.settings.auth_jwt_secret.get_secret_value(), DEV_USER, ttl_s=30 * 86_400
+        )
         _banner(settings, token)
         await asyncio.gather(
             serve_gateway(settings, stop, resources=res, dev_token=token),

@@ -4,7 +4,7 @@ in-process stand-in with the same semantics for `darkroom dev`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -36,7 +36,10 @@ class Message:
 
     def with_headers(self, **extra: Any) -> Message:
         return Message(
-            self.body, self.routing_key, {**self.headers, **extra}, self.message_id,
+            self.body,
+            self.routing_key,
+            {**self.headers, **extra},
+            self.message_id,
             self.content_type,
         )
 
@@ -60,7 +63,7 @@ class Delivery(Protocol):
         """Give it back at once, untouched (shutting down before it finished)."""
 
 
-OnDelivery = Callable[[Delivery], Awaitable[None]]
+OnDelivery = Callable[[Delivery], Coroutine[Any, Any, None]]
 
 
 class Subscription(Protocol):
@@ -94,9 +97,7 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-async def publish_event(
-    broker: Broker, topology: Topology, envelope: Envelope
-) -> None:
+async def publish_event(broker: Broker, topology: Topology, envelope: Envelope) -> None:
     await broker.publish(
         topology.events_exchange, envelope.type, envelope.to_bytes(), message_id=envelope.id
     )

@@ -45,17 +45,22 @@ async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
     s3_kwargs = client_kwargs(settings, settings.s3_endpoint_url)
     sqs_kwargs = client_kwargs(settings, settings.sqs_endpoint_url or settings.s3_endpoint_url)
     sqs_kwargs.pop("config")
-    async with session.create_client("s3", **s3_kwargs) as s3, \
-            session.create_client("sqs", **sqs_kwargs) as sqs:
+    async with (
+        session.create_client("s3", **s3_kwargs) as s3,
+        session.create_client("sqs", **sqs_kwargs) as sqs,
+    ):
         await s3.create_bucket(Bucket=settings.s3_bucket)
-        queue_url = (await sqs.create_queue(QueueName=queue_name))["QueueUrl"]
+        queue_url: str = (await sqs.create_queue(QueueName=queue_name))["QueueUrl"]
         attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         await s3.put_bucket_notification_configuration(
             Bucket=settings.s3_bucket,
-            NotificationConfiguration={"QueueConfigurations": [{
-                "QueueArn": attrs["Attributes"]["QueueArn"],
-                "Events": ["s3:ObjectCreated:*"],
-            }]},
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": attrs["Attributes"]["QueueArn"],
+                        "Events": ["s3:ObjectCreated:*"],
+                    }
+                ]
+            },
         )
         return queue_url
-

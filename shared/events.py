@@ -14,6 +14,7 @@ downstream, and webhook receivers dedupe on it.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeVar
@@ -118,7 +119,7 @@ class Envelope(BaseModel):
         except ValidationError as exc:
             raise InvalidMessage(f"not a Darkroom event envelope: {_first_error(exc)}") from exc
 
-    def open(self, model: type[E]) -> E:
+    def open(self, model: builtins.type[E]) -> E:
         """The payload as `model`, or InvalidMessage if type, version or fields don't fit."""
         if self.type != model.TYPE:
             raise InvalidMessage(f"expected a {model.TYPE} event, got {self.type}")

@@ -51,7 +51,7 @@ def _sniff_isobmff(head: bytes) -> str | None:
     box_size = int.from_bytes(head[0:4], "big")
     major = head[8:12]
     end = min(max(box_size, 16), len(head), 4096)
-    compatible = {head[i:i + 4] for i in range(16, end - 3, 4)}
+    compatible = {head[i : i + 4] for i in range(16, end - 3, 4)}
     brands = {major} | compatible
     if brands & _AVIF_BRANDS:
         return "image/avif"

@@ -103,9 +103,13 @@ class MemoryBroker:
             queue = self._queues.get(routing_key)
             return [queue] if queue else []
         names = {
-            q for key, q in self._bindings[exchange]
-            if (key == routing_key if self._exchanges[exchange] == "direct"
-                else topic_matches(key, routing_key))
+            q
+            for key, q in self._bindings[exchange]
+            if (
+                key == routing_key
+                if self._exchanges[exchange] == "direct"
+                else topic_matches(key, routing_key)
+            )
         }
         return [self._queues[n] for n in sorted(names)]
 
@@ -133,8 +137,11 @@ class MemoryBroker:
         if queue.dead_letter_exchange is None:
             raise BrokerUnavailable(f"{queue.name} has no dead-letter queue")
         parked = message.with_headers(
-            **{REASON_HEADER: reason, QUEUE_HEADER: queue.name,
-               ROUTING_KEY_HEADER: message.routing_key}
+            **{
+                REASON_HEADER: reason,
+                QUEUE_HEADER: queue.name,
+                ROUTING_KEY_HEADER: message.routing_key,
+            }
         )
         for target in self._route(queue.dead_letter_exchange, queue.name):
             target.items.put_nowait((parked, 0))
@@ -158,8 +165,9 @@ class _Subscription:
         while True:
             await self._window.acquire()
             message, deliveries = await self._queue.items.get()
-            delivery = _MemoryDelivery(self._broker, self._queue, message, deliveries + 1,
-                                       self._window.release)
+            delivery = _MemoryDelivery(
+                self._broker, self._queue, message, deliveries + 1, self._window.release
+            )
             task = asyncio.create_task(self._on_delivery(delivery))
             self._broker._tasks.add(task)
             task.add_done_callback(self._broker._tasks.discard)
@@ -172,7 +180,11 @@ class _Subscription:
 
 class _MemoryDelivery:
     def __init__(
-        self, broker: MemoryBroker, queue: _Queue, message: Message, deliveries: int,
+        self,
+        broker: MemoryBroker,
+        queue: _Queue,
+        message: Message,
+        deliveries: int,
         release: Any,
     ) -> None:
         self._broker = broker

@@ -12,19 +12,27 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.messages = Counter(
-            "darkroom_messages_total", "Messages settled, by queue and outcome",
-            ["queue", "outcome"], registry=self.registry,
+            "darkroom_messages_total",
+            "Messages settled, by queue and outcome",
+            ["queue", "outcome"],
+            registry=self.registry,
         )
         self.handler_seconds = Histogram(
-            "darkroom_handler_seconds", "Time spent in a message handler",
-            ["queue"], registry=self.registry,
+            "darkroom_handler_seconds",
+            "Time spent in a message handler",
+            ["queue"],
+            registry=self.registry,
         )
         self.http_requests = Counter(
-            "darkroom_http_requests_total", "Gateway requests, by route and status",
-            ["route", "status"], registry=self.registry,
+            "darkroom_http_requests_total",
+            "Gateway requests, by route and status",
+            ["route", "status"],
+            registry=self.registry,
         )
         self.photos = Counter(
-            "darkroom_photos_total", "Photos reaching a final state", ["status"],
+            "darkroom_photos_total",
+            "Photos reaching a final state",
+            ["status"],
             registry=self.registry,
         )
 

@@ -11,8 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # "TIMESTAMP WITH TIME ZONE" is a real type on PostgreSQL and a harmless name on SQLite.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (1, "photos and renditions", (
-        """CREATE TABLE photos (
+    (
+        1,
+        "photos and renditions",
+        (
+            """CREATE TABLE photos (
             id TEXT PRIMARY KEY,
             owner_id TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -32,9 +35,9 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             created_at TIMESTAMP WITH TIME ZONE NOT NULL,
             updated_at TIMESTAMP WITH TIME ZONE NOT NULL
         )""",
-        "CREATE INDEX photos_owner_created ON photos (owner_id, created_at, id)",
-        "CREATE INDEX photos_status_expiry ON photos (status, upload_expires_at)",
-        """CREATE TABLE renditions (
+            "CREATE INDEX photos_owner_created ON photos (owner_id, created_at, id)",
+            "CREATE INDEX photos_status_expiry ON photos (status, upload_expires_at)",
+            """CREATE TABLE renditions (
             photo_id TEXT NOT NULL REFERENCES photos (id),
             name TEXT NOT NULL,
             object_key TEXT NOT NULL,
@@ -44,18 +47,21 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             size BIGINT NOT NULL,
             PRIMARY KEY (photo_id, name)
         )""",
-    )),
+        ),
+    ),
 )
 
 _LOCK_ID = 0x6461726B  # "dark": serialises concurrent migrators on PostgreSQL
 
 
 async def _applied(conn: AsyncConnection) -> set[int]:
-    await conn.execute(sa.text(
-        "CREATE TABLE IF NOT EXISTS darkroom_schema ("
-        " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
-        " applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-    ))
+    await conn.execute(
+        sa.text(
+            "CREATE TABLE IF NOT EXISTS darkroom_schema ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL,"
+            " applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+    )
     rows = await conn.execute(sa.text("SELECT version FROM darkroom_schema"))
     return {r[0] for r in rows}
 

@@ -203,8 +203,11 @@ class _RabbitDelivery:
         # Publish the copy before acking the original: a crash in between duplicates the
         # message (handlers are idempotent) instead of losing it.
         await self._broker.publish(
-            "", self._queue.retry_queue(delay_ms), msg.body,
-            message_id=msg.message_id, headers=headers,
+            "",
+            self._queue.retry_queue(delay_ms),
+            msg.body,
+            message_id=msg.message_id,
+            headers=headers,
         )
         await self.ack()
 
@@ -217,8 +220,11 @@ class _RabbitDelivery:
             ROUTING_KEY_HEADER: msg.routing_key,
         }
         await self._broker.publish(
-            self._queue.dead_letter_exchange, self._queue.name, msg.body,
-            message_id=msg.message_id, headers=headers,
+            self._queue.dead_letter_exchange,
+            self._queue.name,
+            msg.body,
+            message_id=msg.message_id,
+            headers=headers,
         )
         await self.ack()
 

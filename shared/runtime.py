@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared.broker import Broker, Delivery, Message, Subscription
+from shared.broker import Broker, Delivery, Message, OnDelivery, Subscription
 from shared.errors import BrokerUnavailable, PermanentError, TransientError
 from shared.events import Envelope, Event
 from shared.logging import get_logger, log_context
@@ -68,7 +68,7 @@ def on_events(queue: QueueSpec, handlers: Mapping[type[Any], EventHandler[Any]])
             event_type=envelope.type,
             photo_id=envelope.data.get("photo_id"),
         ):
-            event = envelope.open(model)
+            event: Event = envelope.open(model)
             await handler(event, Meta(envelope.id, envelope.trace_id, message.attempt))
 
     return Route(queue, handle)
@@ -122,7 +122,7 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    def _receiver(self, route: Route) -> Callable[[Delivery], Awaitable[None]]:
+    def _receiver(self, route: Route) -> OnDelivery:
         async def receive(delivery: Delivery) -> None:
             if self._draining:
                 await delivery.requeue()
@@ -170,17 +170,26 @@ class Worker:
         reason = f"{type(exc).__name__}: {exc}"
         policy = self._topology.retry
         if attempt >= policy.max_attempts:
-            log.error("message parked after retries", queue=route.queue.name,
-                      attempts=attempt, reason=reason)
+            log.error(
+                "message parked after retries",
+                queue=route.queue.name,
+                attempts=attempt,
+                reason=reason,
+            )
             await delivery.dead_letter(f"gave up after {attempt} attempts: {reason}")
             self._count(route, "dead_lettered")
             return
         delay = policy.delay_ms(attempt)
-        log.warning("message will be retried", queue=route.queue.name, attempt=attempt,
-                    delay_ms=delay, reason=reason, exc_info=not isinstance(exc, TransientError))
+        log.warning(
+            "message will be retried",
+            queue=route.queue.name,
+            attempt=attempt,
+            delay_ms=delay,
+            reason=reason,
+            exc_info=not isinstance(exc, TransientError),
+        )
         await delivery.retry(delay, reason)
         self._count(route, "retried")
 
     def _count(self, route: Route, outcome: str) -> None:
         self._metrics.messages.labels(route.queue.name, outcome).inc()
-

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,7 +21,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
-Background = Callable[[Resources, asyncio.Event], Awaitable[None]]
+Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def require_real_broker(settings: Settings, name: str) -> None:
@@ -53,8 +54,11 @@ async def run_worker(
             )
             log.info("health endpoints up", port=port)
         worker = Worker(
-            resources.broker, resources.topology, make_routes(resources),
-            metrics=resources.metrics, grace=settings.shutdown_grace,
+            resources.broker,
+            resources.topology,
+            make_routes(resources),
+            metrics=resources.metrics,
+            grace=settings.shutdown_grace,
         )
         tasks = [asyncio.create_task(job(resources, stop)) for job in background]
         try:

@@ -64,7 +64,9 @@ class Storage:
         url = await self._presigner.generate_presigned_url(
             "put_object",
             Params={
-                "Bucket": self.bucket, "Key": key, "ContentType": content_type,
+                "Bucket": self.bucket,
+                "Key": key,
+                "ContentType": content_type,
                 "ContentLength": size,
             },
             ExpiresIn=expires_in,

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from shared.errors import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, PermanentError
 from shared.migrations import migrate
 from shared.settings import Settings
 from shared.tables import photos, renditions
@@ -79,6 +79,22 @@ class PhotoRecord:
     updated_at: datetime
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    content_type: str
+    size: int
+    width: int
+    height: int
+
+
+def facts_of(photo: PhotoRecord) -> ImageFacts:
+    """What verification established about a photo; only verified photos have them."""
+    ct, size, width, height = photo.content_type, photo.size, photo.width, photo.height
+    if ct is None or size is None or width is None or height is None:
+        raise PermanentError(f"photo {photo.id} is {photo.status} but has no verified facts")
+    return ImageFacts(ct, size, width, height)
+
+
 def _aware(value: datetime) -> datetime:
     # SQLite hands datetimes back naive; everything stored is UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -87,11 +103,24 @@ def _aware(value: datetime) -> datetime:
 def _record(row: sa.Row[Any]) -> PhotoRecord:
     m = row._mapping
     return PhotoRecord(
-        **{k: m[k] for k in (
-            "id", "owner_id", "object_key", "filename", "trace_id", "declared_type",
-            "declared_size",
-            "content_type", "size", "width", "height", "reason", "reason_detail",
-        )},
+        **{
+            k: m[k]
+            for k in (
+                "id",
+                "owner_id",
+                "object_key",
+                "filename",
+                "trace_id",
+                "declared_type",
+                "declared_size",
+                "content_type",
+                "size",
+                "width",
+                "height",
+                "reason",
+                "reason_detail",
+            )
+        },
         status=PhotoStatus(m["status"]),
         upload_expires_at=_aware(m["upload_expires_at"]),
         created_at=_aware(m["created_at"]),
@@ -107,7 +136,7 @@ def engine_url(url: str) -> str:
         ("sqlite:///", "sqlite+aiosqlite:///"),
     ):
         if url.startswith(plain):
-            return driver + url[len(plain):]
+            return driver + url[len(plain) :]
     return url
 
 
@@ -138,12 +167,23 @@ class Store:
     async def create_pending(self, photo: NewPhoto) -> bool:
         """Record an upload intent; False if the photo was already recorded."""
         now = datetime.now(UTC)
-        stmt = self._insert(photos).values(
-            id=photo.id, owner_id=photo.owner_id, status=PhotoStatus.PENDING.value,
-            object_key=photo.object_key, filename=photo.filename, trace_id=photo.trace_id,
-            declared_type=photo.declared_type, declared_size=photo.declared_size,
-            upload_expires_at=photo.upload_expires_at, created_at=now, updated_at=now,
-        ).on_conflict_do_nothing(index_elements=["id"])
+        stmt = (
+            self._insert(photos)
+            .values(
+                id=photo.id,
+                owner_id=photo.owner_id,
+                status=PhotoStatus.PENDING.value,
+                object_key=photo.object_key,
+                filename=photo.filename,
+                trace_id=photo.trace_id,
+                declared_type=photo.declared_type,
+                declared_size=photo.declared_size,
+                upload_expires_at=photo.upload_expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
         async with self._tx() as conn:
             result = await conn.execute(stmt)
         return bool(result.rowcount)
@@ -163,8 +203,12 @@ class Store:
         ]
 
     async def _advance(
-        self, conn: AsyncConnection, photo_id: str, to: PhotoStatus,
-        allowed_from: Sequence[PhotoStatus], **values: Any,
+        self,
+        conn: AsyncConnection,
+        photo_id: str,
+        to: PhotoStatus,
+        allowed_from: Sequence[PhotoStatus],
+        **values: Any,
     ) -> bool:
         stmt = (
             sa.update(photos)
@@ -174,21 +218,37 @@ class Store:
         return bool((await conn.execute(stmt)).rowcount)
 
     async def mark_verified(
-        self, photo_id: str, *, content_type: str, size: int, width: int, height: int,
+        self,
+        photo_id: str,
+        *,
+        content_type: str,
+        size: int,
+        width: int,
+        height: int,
         etag: str | None,
     ) -> bool:
         async with self._tx() as conn:
             return await self._advance(
-                conn, photo_id, PhotoStatus.VERIFIED, [PhotoStatus.PENDING],
-                content_type=content_type, size=size, width=width, height=height, etag=etag,
+                conn,
+                photo_id,
+                PhotoStatus.VERIFIED,
+                [PhotoStatus.PENDING],
+                content_type=content_type,
+                size=size,
+                width=width,
+                height=height,
+                etag=etag,
             )
 
     async def mark_rejected(self, photo_id: str, *, reason: str, detail: str) -> bool:
         async with self._tx() as conn:
             return await self._advance(
-                conn, photo_id, PhotoStatus.REJECTED,
+                conn,
+                photo_id,
+                PhotoStatus.REJECTED,
                 [PhotoStatus.PENDING, PhotoStatus.VERIFIED],
-                reason=reason, reason_detail=detail[:2000],
+                reason=reason,
+                reason_detail=detail[:2000],
             )
 
     async def mark_ready(
@@ -198,17 +258,30 @@ class Store:
         async with self._tx() as conn:
             for r in made:
                 stmt = self._insert(renditions).values(
-                    photo_id=photo_id, name=r.name, object_key=r.object_key, width=r.width,
-                    height=r.height, content_type=r.content_type, size=r.size,
+                    photo_id=photo_id,
+                    name=r.name,
+                    object_key=r.object_key,
+                    width=r.width,
+                    height=r.height,
+                    content_type=r.content_type,
+                    size=r.size,
                 )
-                await conn.execute(stmt.on_conflict_do_update(
-                    index_elements=["photo_id", "name"],
-                    set_={c: stmt.excluded[c] for c in
-                          ("object_key", "width", "height", "content_type", "size")},
-                ))
+                await conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["photo_id", "name"],
+                        set_={
+                            c: stmt.excluded[c]
+                            for c in ("object_key", "width", "height", "content_type", "size")
+                        },
+                    )
+                )
             return await self._advance(
-                conn, photo_id, PhotoStatus.READY, [PhotoStatus.VERIFIED],
-                width=width, height=height,
+                conn,
+                photo_id,
+                PhotoStatus.READY,
+                [PhotoStatus.VERIFIED],
+                width=width,
+                height=height,
             )
 
     async def close(self) -> None:

@@ -80,9 +80,7 @@ class Topology:
         return f"{self.prefix}.dlx"
 
     def _queue(self, name: str, exchange: str, *routing_keys: str) -> QueueSpec:
-        return QueueSpec(
-            f"{self.prefix}.{name}", exchange, routing_keys, self.dead_letter_exchange
-        )
+        return QueueSpec(f"{self.prefix}.{name}", exchange, routing_keys, self.dead_letter_exchange)
 
     # One queue per consumer. Add a consumer here, never inline in a service.
     @property

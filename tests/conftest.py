@@ -129,8 +129,11 @@ async def delete_topology(url: str, topology: Topology) -> None:
             names += [spec.retry_queue(d) for d in topology.retry.delays_ms()]
             for name in names:
                 await channel.queue_delete(name)
-        for exchange in (topology.events_exchange, topology.storage_exchange,
-                         topology.dead_letter_exchange):
+        for exchange in (
+            topology.events_exchange,
+            topology.storage_exchange,
+            topology.dead_letter_exchange,
+        ):
             await channel.exchange_delete(exchange)
     finally:
         await connection.close()

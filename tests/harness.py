@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +78,7 @@ async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
         await runner.cleanup()
 
 
-Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
+Service = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @asynccontextmanager
@@ -129,10 +129,10 @@ class Client:
         self.headers = {"Authorization": f"Bearer {token}"}
 
     async def grant(self, data: bytes, content_type: str, **extra: Any) -> dict[str, Any]:
-        body = {"filename": "photo.jpg", "content_type": content_type, "size": len(data),
-                **extra}
-        async with self.http.post(f"{self.base}/v1/uploads", json=body,
-                                  headers=self.headers) as resp:
+        body = {"filename": "photo.jpg", "content_type": content_type, "size": len(data), **extra}
+        async with self.http.post(
+            f"{self.base}/v1/uploads", json=body, headers=self.headers
+        ) as resp:
             assert resp.status == 201, await resp.text()
             grant: dict[str, Any] = await resp.json()
             return grant
@@ -140,8 +140,7 @@ class Client:
     async def upload(self, grant: dict[str, Any], data: bytes, content_type: str) -> None:
         upload = grant["upload"]
         if upload["method"] == "PUT":
-            async with self.http.put(upload["url"], data=data,
-                                     headers=upload["headers"]) as resp:
+            async with self.http.put(upload["url"], data=data, headers=upload["headers"]) as resp:
                 assert resp.status == 200, await resp.text()
             return
         form = aiohttp.FormData(quote_fields=False)
@@ -152,8 +151,7 @@ class Client:
             assert resp.status in (200, 201, 204), await resp.text()
 
     async def photo(self, photo_id: str) -> dict[str, Any]:
-        async with self.http.get(f"{self.base}/v1/photos/{photo_id}",
-                                 headers=self.headers) as resp:
+        async with self.http.get(f"{self.base}/v1/photos/{photo_id}", headers=self.headers) as resp:
             assert resp.status == 200, await resp.text()
             view: dict[str, Any] = await resp.json()
             return view

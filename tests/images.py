@@ -28,8 +28,14 @@ def upright_with_marker(width: int, height: int) -> Image.Image:
     return img
 
 
-def jpeg(width: int = 1600, height: int = 1000, *, orientation: int = 1,
-         quality: int = 90, exif_extra: dict[int, object] | None = None) -> bytes:
+def jpeg(
+    width: int = 1600,
+    height: int = 1000,
+    *,
+    orientation: int = 1,
+    quality: int = 90,
+    exif_extra: dict[int, object] | None = None,
+) -> bytes:
     """A JPEG that displays upright (marker top-left) once its orientation is applied."""
     img = upright_with_marker(width, height)
     op = _STORE_AS[orientation]
@@ -65,7 +71,11 @@ def marker_top_left(data: bytes) -> bool:
         rgb = img.convert("RGB")
         w, h = rgb.size
         inset = max(2, min(w, h) // 40)
-        corners = [(inset, inset), (w - 1 - inset, inset), (inset, h - 1 - inset),
-                   (w - 1 - inset, h - 1 - inset)]
+        corners = [
+            (inset, inset),
+            (w - 1 - inset, inset),
+            (inset, h - 1 - inset),
+            (w - 1 - inset, h - 1 - inset),
+        ]
         found = [is_marker(rgb.getpixel(c)) for c in corners]  # type: ignore[arg-type]
     return found == [True, False, False, False]

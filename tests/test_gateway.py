@@ -55,8 +55,7 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
 
 
 def grant_body(**overrides: Any) -> dict[str, Any]:
-    return {"filename": "holiday.jpg", "content_type": "image/jpeg", "size": 123_456,
-            **overrides}
+    return {"filename": "holiday.jpg", "content_type": "image/jpeg", "size": 123_456, **overrides}
 
 
 async def problem_of(resp: Any, status: int) -> dict[str, Any]:
@@ -73,15 +72,20 @@ async def problem_of(resp: Any, status: int) -> dict[str, Any]:
         (None, "missing Authorization"),
         ("Basic abc", "Bearer"),
         ("Bearer not-a-jwt", "invalid token"),
-        (f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) - 3600}, JWT_SECRET)}",
-         "expired"),
-        (f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) + 60}, 'other' * 10)}",
-         "invalid token"),
+        (
+            f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) - 3600}, JWT_SECRET)}",
+            "expired",
+        ),
+        (
+            f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) + 60}, 'other' * 10)}",
+            "invalid token",
+        ),
         (f"Bearer {jwt.encode({'exp': int(time.time()) + 60}, JWT_SECRET)}", "sub"),
     ],
 )
-async def test_bad_credentials_get_401_problem(gw: Gateway, header: str | None,
-                                               detail: str) -> None:
+async def test_bad_credentials_get_401_problem(
+    gw: Gateway, header: str | None, detail: str
+) -> None:
     headers = {"Authorization": header} if header else {}
     resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=headers)
     body = await problem_of(resp, 401)
@@ -140,7 +144,11 @@ async def test_post_grant_pins_key_type_and_exact_size_and_follows_its_intent(
 
     intent = (await asyncio.wait_for(gw.intents.get(), 5)).open(UploadRequested)
     assert (intent.photo_id, intent.object_key, intent.size, intent.owner_id) == (
-        grant["photo_id"], fields["key"], 123_456, "alice")
+        grant["photo_id"],
+        fields["key"],
+        123_456,
+        "alice",
+    )
 
     photo = await gw.client.get(f"/v1/photos/{grant['photo_id']}", headers=gw.auth())
     view = await photo.json()
@@ -148,8 +156,7 @@ async def test_post_grant_pins_key_type_and_exact_size_and_follows_its_intent(
 
 
 async def test_put_grant_signs_the_content_type(gw: Gateway) -> None:
-    resp = await gw.client.post("/v1/uploads", json=grant_body(method="PUT"),
-                                headers=gw.auth())
+    resp = await gw.client.post("/v1/uploads", json=grant_body(method="PUT"), headers=gw.auth())
     assert resp.status == 201
     upload = (await resp.json())["upload"]
     query = parse_qs(urlsplit(upload["url"]).query)
@@ -161,8 +168,7 @@ async def test_put_grant_signs_the_content_type(gw: Gateway) -> None:
 async def test_other_users_photos_are_not_found(gw: Gateway) -> None:
     resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth("alice"))
     photo_id = (await resp.json())["photo_id"]
-    await problem_of(await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth("bob")),
-                     404)
+    await problem_of(await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth("bob")), 404)
     await problem_of(await gw.client.get("/v1/photos/0", headers=gw.auth("alice")), 404)
 
 

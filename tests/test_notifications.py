@@ -6,8 +6,13 @@ from services.ingest_worker.notifications import parse_notification
 from shared.errors import InvalidMessage
 from tests import s3events
 
-AWKWARD_KEYS = ["originals/abc/plain", "photos/with space.jpg", "a+b/c+d.jpg",
-                "unicodé/фото 1.jpg", "deep/nested/slashes/x.jpg"]
+AWKWARD_KEYS = [
+    "originals/abc/plain",
+    "photos/with space.jpg",
+    "a+b/c+d.jpg",
+    "unicodé/фото 1.jpg",
+    "deep/nested/slashes/x.jpg",
+]
 
 
 @pytest.mark.parametrize("key", AWKWARD_KEYS)
@@ -46,8 +51,10 @@ def test_events_other_than_object_created_are_ignored() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"Records": 5}', "no Records list"),
         (b'{"Records": [{"eventName": "ObjectCreated:Put"}]}', "lacks"),
-        (b'{"Records": [{"eventName": "ObjectCreated:Put", "eventVersion": "3.0"}]}',
-         "unsupported S3 event version"),
+        (
+            b'{"Records": [{"eventName": "ObjectCreated:Put", "eventVersion": "3.0"}]}',
+            "unsupported S3 event version",
+        ),
     ],
 )
 def test_malformed_notifications_are_invalid_with_a_reason(body: bytes, reason: str) -> None:

@@ -51,13 +51,15 @@ async def hooks() -> AsyncIterator[WebhookReceiver]:
 async def real(
     settings: Settings, amqp_url: str, postgres_url: str, hooks: WebhookReceiver
 ) -> AsyncIterator[Settings]:
-    real = settings.model_copy(update={
-        "broker_url": amqp_url,
-        "database_url": postgres_url,
-        "webhook_url": hooks.url,
-        "webhook_secret": SecretStr(WEBHOOK_SECRET),
-        "gateway_port": free_port(),
-    })
+    real = settings.model_copy(
+        update={
+            "broker_url": amqp_url,
+            "database_url": postgres_url,
+            "webhook_url": hooks.url,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "gateway_port": free_port(),
+        }
+    )
     yield real
     await delete_topology(amqp_url, Topology.from_settings(real))
 
@@ -75,8 +77,11 @@ async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(f"{settings.topology_prefix}.storage")
         await exchange.publish(
-            aio_pika.Message(body, content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             routing_key=f"{fmt}.object-created",
         )
 
@@ -85,8 +90,10 @@ async def assert_ready_and_upright(client: Client, photo_id: str) -> dict[str, A
     view = await client.photo(photo_id)
     assert view["status"] == "ready", view
     assert (view["width"], view["height"]) == (1600, 1000)
-    expected = {"thumb": ((256, 160), "image/webp", "WEBP"),
-                "preview": ((1280, 800), "image/jpeg", "JPEG")}
+    expected = {
+        "thumb": ((256, 160), "image/webp", "WEBP"),
+        "preview": ((1280, 800), "image/jpeg", "JPEG"),
+    }
     assert set(view["renditions"]) == set(expected)
     for name, (size, content_type, fmt) in expected.items():
         rendition = view["renditions"][name]
@@ -140,8 +147,11 @@ async def test_put_upload_and_duplicate_notifications_end_in_one_ready_photo(
         await hooks.wait_for(grant["photo_id"], "photo.ready")
         await assert_ready_and_upright(client, grant["photo_id"])
     # Every delivery of photo.ready for this photo carries the same webhook-id.
-    ready_ids = {i for i, p in zip(hooks.ids, hooks.received, strict=True)
-                 if p["type"] == "photo.ready" and p["data"]["photo_id"] == grant["photo_id"]}
+    ready_ids = {
+        i
+        for i, p in zip(hooks.ids, hooks.received, strict=True)
+        if p["type"] == "photo.ready" and p["data"]["photo_id"] == grant["photo_id"]
+    }
     assert len(ready_ids) == 1
 
 
@@ -168,9 +178,15 @@ async def test_same_flow_on_embedded_defaults(
 ) -> None:
     """`darkroom dev` as a newcomer runs it: in-process broker, SQLite, its own moto."""
     settings = Settings(
-        data_dir=tmp_path, gateway_port=free_port(), dev_s3_port=0,
-        auth_jwt_secret=SecretStr(JWT_SECRET), webhook_url=hooks.url,
-        webhook_secret=SecretStr(WEBHOOK_SECRET), sqs_wait_seconds=1, log_json=True, health_port=0,
+        data_dir=tmp_path,
+        gateway_port=free_port(),
+        dev_s3_port=0,
+        auth_jwt_secret=SecretStr(JWT_SECRET),
+        webhook_url=hooks.url,
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        sqs_wait_seconds=1,
+        log_json=True,
+        health_port=0,
         s3_bucket=f"dev-{unique}",
     )
     photo = images.jpeg(1600, 1000, orientation=8)
@@ -183,9 +199,7 @@ async def test_same_flow_on_embedded_defaults(
     assert (tmp_path / "darkroom.sqlite3").exists()
 
 
-async def test_webhook_failures_are_retried_until_delivered(
-    real: Settings, unique: str
-) -> None:
+async def test_webhook_failures_are_retried_until_delivered(real: Settings, unique: str) -> None:
     """The receiver fails twice; the notifier's backoff gets the event through."""
     failures = 2
     arrived: asyncio.Queue[str] = asyncio.Queue()
@@ -204,8 +218,9 @@ async def test_webhook_failures_are_retried_until_delivered(
     await runner.setup()
     port = free_port()
     await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    real = await with_sqs(real.model_copy(
-        update={"webhook_url": f"http://127.0.0.1:{port}/hook"}), unique)
+    real = await with_sqs(
+        real.model_copy(update={"webhook_url": f"http://127.0.0.1:{port}/hook"}), unique
+    )
     fake = b"not an image at all"
     try:
         async with running(real, ALL_SERVICES) as base, aiohttp.ClientSession() as http:

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from shared.broker import ATTEMPT_HEADER, QUEUE_HEADER, REASON_HEADER, Broker, Delivery, Message, open_broker
+from shared.broker import (
+    ATTEMPT_HEADER,
+    QUEUE_HEADER,
+    REASON_HEADER,
+    Broker,
+    Delivery,
+    Message,
+    open_broker,
+)
 from shared.errors import BrokerUnavailable, PermanentError, TransientError
 from shared.events import Envelope, PhotoRejected
 from shared.metrics import Metrics
@@ -182,8 +190,9 @@ async def test_drain_waits_for_in_flight_work_then_acks_it(env: Any) -> None:
 
     w2 = worker(broker, topology, on_events(queue, {PhotoRejected: record}))
     await w2.start()
-    await broker.publish(topology.events_exchange, "photo.rejected",
-                         rejected_event("p2").to_bytes())
+    await broker.publish(
+        topology.events_exchange, "photo.rejected", rejected_event("p2").to_bytes()
+    )
     await asyncio.wait_for(got.wait(), 10)
     await w2.drain()
     assert seen == ["p2"]

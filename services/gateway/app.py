@@ -33,8 +33,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         request.app[RESOURCES].metrics.http_requests.labels(name, str(response.status)).inc()
-        log.info("request", method=request.method, path=request.path, route=name,
-                 status=response.status, ms=round((time.perf_counter() - started) * 1000, 1))
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            route=name,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
         return response
 
 

@@ -38,7 +38,10 @@ def user_from_header(secret: str, header: str | None) -> str:
         raise Unauthorized("Authorization must be 'Bearer <token>'")
     try:
         claims = jwt.decode(
-            token.strip(), secret, algorithms=[ALGORITHM], leeway=LEEWAY_S,
+            token.strip(),
+            secret,
+            algorithms=[ALGORITHM],
+            leeway=LEEWAY_S,
             options={"require": ["exp", "sub"]},
         )
     except jwt.ExpiredSignatureError as exc:

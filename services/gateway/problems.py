@@ -17,8 +17,13 @@ PROBLEM_TYPE_BASE = "https://darkroom.dev/problems/"
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, detail: str, *,
-        headers: dict[str, str] | None = None, **extra: Any,
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -29,7 +34,11 @@ class ApiError(Exception):
 
 
 def problem(
-    status: int, code: str, detail: str, *, headers: dict[str, str] | None = None,
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
     body = {
@@ -41,7 +50,9 @@ def problem(
         **extra,
     }
     return web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json",
+        status=status,
+        text=json.dumps(body),
+        content_type="application/problem+json",
         headers=headers,
     )
 

@@ -50,7 +50,9 @@ def authenticate(request: web.Request) -> str:
         return user_from_header(secret, request.headers.get("Authorization"))
     except Unauthorized as exc:
         raise ApiError(
-            401, "unauthorized", str(exc),
+            401,
+            "unauthorized",
+            str(exc),
             headers={"WWW-Authenticate": 'Bearer realm="darkroom"'},
         ) from exc
 
@@ -79,7 +81,9 @@ def validation_problem(exc: ValidationError) -> ApiError:
 def unavailable(what: str, exc: Exception) -> ApiError:
     log.warning("dependency unavailable", dependency=what, error=str(exc))
     return ApiError(
-        503, "unavailable", f"{what} is unavailable; try again shortly",
+        503,
+        "unavailable",
+        f"{what} is unavailable; try again shortly",
         headers={"Retry-After": "2"},
     )
 
@@ -95,12 +99,15 @@ async def create_upload(request: web.Request) -> web.Response:
     content_type = body.content_type.lower()
     if content_type not in ALLOWED_CONTENT_TYPES:
         raise ApiError(
-            415, "unsupported_type", f"{body.content_type!r} is not an accepted image type",
+            415,
+            "unsupported_type",
+            f"{body.content_type!r} is not an accepted image type",
             accepted=list(ALLOWED_CONTENT_TYPES),
         )
     if body.size > settings.max_upload_bytes:
         raise ApiError(
-            413, "too_large",
+            413,
+            "too_large",
             f"{body.size} bytes exceeds the limit of {settings.max_upload_bytes} bytes",
             limit=settings.max_upload_bytes,
         )
@@ -134,15 +141,29 @@ async def _grant(
     try:
         # Read-your-writes for the client; the ingest worker records the same intent
         # from the event (insert-if-absent), which is what survives a lost row.
-        await res.store.create_pending(NewPhoto(
-            photo_id, owner, key, filename, content_type, body.size, expires_at,
-            request[TRACE_ID],
-        ))
+        await res.store.create_pending(
+            NewPhoto(
+                photo_id,
+                owner,
+                key,
+                filename,
+                content_type,
+                body.size,
+                expires_at,
+                request[TRACE_ID],
+            )
+        )
     except DatabaseUnavailable as exc:
         raise unavailable("the metadata store", exc) from exc
     event = UploadRequested(
-        photo_id=photo_id, owner_id=owner, bucket=storage.bucket, object_key=key,
-        content_type=content_type, size=body.size, filename=filename, method=body.method,
+        photo_id=photo_id,
+        owner_id=owner,
+        bucket=storage.bucket,
+        object_key=key,
+        content_type=content_type,
+        size=body.size,
+        filename=filename,
+        method=body.method,
         expires_at=expires_at,
     )
     try:

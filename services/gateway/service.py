@@ -6,18 +6,20 @@ import asyncio
 
 from aiohttp import web
 
+from services.gateway.app import create_app
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.service import require_real_broker, run_process
 from shared.settings import Settings
 
-from services.gateway.app import create_app
-
 log = get_logger(__name__)
 
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, *, resources: Resources | None = None,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    resources: Resources | None = None,
     dev_token: str = "",
 ) -> None:
     app = create_app(settings, resources=resources, dev_token=dev_token)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from services.ingest_worker.notifications import StoredObject, parse_notification
+from services.ingest_worker.verify import Rejected, Verified, verify
 from shared.broker import Message, publish
 from shared.errors import NotYet
 from shared.events import (
@@ -14,10 +16,7 @@ from shared.keys import photo_id_of
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
-from shared.store import NewPhoto, PhotoRecord, PhotoStatus
-
-from services.ingest_worker.notifications import StoredObject, parse_notification
-from services.ingest_worker.verify import Rejected, Verified, verify
+from shared.store import NewPhoto, PhotoRecord, PhotoStatus, facts_of
 
 log = get_logger(__name__)
 
@@ -34,10 +33,18 @@ class Ingest:
         ]
 
     async def on_upload_requested(self, event: UploadRequested, meta: Meta) -> None:
-        created = await self.res.store.create_pending(NewPhoto(
-            event.photo_id, event.owner_id, event.object_key, event.filename,
-            event.content_type, event.size, event.expires_at, meta.trace_id,
-        ))
+        created = await self.res.store.create_pending(
+            NewPhoto(
+                event.photo_id,
+                event.owner_id,
+                event.object_key,
+                event.filename,
+                event.content_type,
+                event.size,
+                event.expires_at,
+                meta.trace_id,
+            )
+        )
         log.info("upload intent recorded", new=created)
 
     async def on_storage_notification(self, message: Message) -> None:
@@ -85,8 +92,12 @@ class Ingest:
 
     async def _accept(self, photo: PhotoRecord, v: Verified) -> None:
         await self.res.store.mark_verified(
-            photo.id, content_type=v.content_type, size=v.size, width=v.width,
-            height=v.height, etag=v.etag,
+            photo.id,
+            content_type=v.content_type,
+            size=v.size,
+            width=v.width,
+            height=v.height,
+            etag=v.etag,
         )
         current = await self.res.store.get(photo.id)
         if current is not None and current.status is PhotoStatus.VERIFIED:
@@ -105,23 +116,33 @@ class Ingest:
             await self._announce_rejected(current)
 
     async def _announce_verified(self, photo: PhotoRecord) -> None:
-        assert photo.content_type and photo.size and photo.width and photo.height
+        facts = facts_of(photo)
         event = PhotoVerified(
-            photo_id=photo.id, owner_id=photo.owner_id, bucket=self.res.storage.bucket,
-            object_key=photo.object_key, content_type=photo.content_type, size=photo.size,
-            width=photo.width, height=photo.height,
+            photo_id=photo.id,
+            owner_id=photo.owner_id,
+            bucket=self.res.storage.bucket,
+            object_key=photo.object_key,
+            content_type=facts.content_type,
+            size=facts.size,
+            width=facts.width,
+            height=facts.height,
         )
         await self._publish(event, photo)
 
     async def _announce_rejected(self, photo: PhotoRecord) -> None:
         event = PhotoRejected(
-            photo_id=photo.id, owner_id=photo.owner_id, reason=photo.reason or "unknown",
+            photo_id=photo.id,
+            owner_id=photo.owner_id,
+            reason=photo.reason or "unknown",
             detail=photo.reason_detail or "",
         )
         await self._publish(event, photo)
 
     async def _publish(self, event: PhotoVerified | PhotoRejected, photo: PhotoRecord) -> None:
         await publish(
-            self.res.broker, self.res.topology, event, trace_id=photo.trace_id,
+            self.res.broker,
+            self.res.topology,
+            event,
+            trace_id=photo.trace_id,
             event_id=outcome_event_id(event.TYPE, photo.id),
         )

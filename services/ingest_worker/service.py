@@ -4,29 +4,36 @@ from __future__ import annotations
 
 import asyncio
 
+from services.ingest_worker.handlers import Ingest
+from services.ingest_worker.sqs_bridge import run_sqs_bridge
 from shared.imaging import enable_heif
 from shared.resources import Resources
 from shared.service import Background, require_real_broker, run_process, run_worker
 from shared.settings import Settings
 
-from services.ingest_worker.handlers import Ingest
-from services.ingest_worker.sqs_bridge import run_sqs_bridge
-
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, *, resources: Resources | None = None,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    resources: Resources | None = None,
     health: bool = True,
 ) -> None:
     enable_heif()
     background: list[Background] = []
     if settings.sqs_queue_url:
+
         async def bridge(res: Resources, stop: asyncio.Event) -> None:
             await run_sqs_bridge(settings, res.broker, res.topology, stop)
 
         background.append(bridge)
     await run_worker(
-        settings, stop, lambda res: Ingest(res).routes(), resources=resources,
-        background=background, health=health,
+        settings,
+        stop,
+        lambda res: Ingest(res).routes(),
+        resources=resources,
+        background=background,
+        health=health,
     )
 
 

@@ -29,13 +29,16 @@ _BACKOFF_CAP_S = 30.0
 async def forward_batch(client: Any, settings: Settings, broker: Broker, topology: Topology) -> int:
     """Receive up to 10 notifications, publish each, then delete it. Returns how many moved."""
     resp = await client.receive_message(
-        QueueUrl=settings.sqs_queue_url, MaxNumberOfMessages=10,
+        QueueUrl=settings.sqs_queue_url,
+        MaxNumberOfMessages=10,
         WaitTimeSeconds=settings.sqs_wait_seconds,
     )
     moved = 0
     for msg in resp.get("Messages", []):
         await broker.publish(
-            topology.storage_exchange, ROUTING_KEY, msg["Body"].encode(),
+            topology.storage_exchange,
+            ROUTING_KEY,
+            msg["Body"].encode(),
             message_id=msg.get("MessageId"),
         )
         await client.delete_message(
@@ -60,7 +63,7 @@ async def run_sqs_bridge(
             except (ClientError, BotoCoreError, BrokerUnavailable) as exc:
                 # Outages are waited out, not fatal: messages stay in SQS meanwhile.
                 failures += 1
-                delay = min(2.0 ** failures, _BACKOFF_CAP_S)
+                delay = min(2.0**failures, _BACKOFF_CAP_S)
                 log.warning("SQS bridge failed; backing off", error=str(exc), delay_s=delay)
                 await _until_stopped(asyncio.sleep(delay), stop)
 
@@ -76,5 +79,6 @@ async def _until_stopped(work: Any, stop: asyncio.Event) -> None:
         if not task.done():
             task.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        raise task.exception()  # type: ignore[misc]
+    error = task.exception() if task.done() and not task.cancelled() else None
+    if error is not None:
+        raise error

@@ -91,7 +91,9 @@ async def verify(
             more = exc.incomplete and len(head) < min(info.size, MAX_HEADER_READ)
             if not more:
                 raise Rejected(Reason.CORRUPT, f"image header does not parse: {exc}") from exc
-            head = await storage.get_range(photo.object_key, 0, min(len(head) * 4, MAX_HEADER_READ) - 1)
+            head = await storage.get_range(
+                photo.object_key, 0, min(len(head) * 4, MAX_HEADER_READ) - 1
+            )
     side = settings.max_image_side
     if header.width > side or header.height > side:
         raise Rejected(

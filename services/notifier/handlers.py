@@ -6,12 +6,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from services.notifier.webhooks import deliver, payload, secret_key
 from shared.events import PhotoReady, PhotoRejected
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
-
-from services.notifier.webhooks import deliver, payload, secret_key
 
 log = get_logger(__name__)
 
@@ -24,10 +23,12 @@ class Notifier:
         self.key = secret_key(res.settings.webhook_secret.get_secret_value())
 
     def routes(self) -> list[Route]:
-        return [on_events(
-            self.res.topology.notifier,
-            {PhotoReady: self.on_outcome, PhotoRejected: self.on_outcome},
-        )]
+        return [
+            on_events(
+                self.res.topology.notifier,
+                {PhotoReady: self.on_outcome, PhotoRejected: self.on_outcome},
+            )
+        ]
 
     async def on_outcome(self, event: PhotoReady | PhotoRejected, meta: Meta) -> None:
         if not self.url:
@@ -35,7 +36,11 @@ class Notifier:
             return
         body = payload(event.TYPE, datetime.now(UTC).isoformat(), event.model_dump(mode="json"))
         await deliver(
-            self.session, self.url, self.key, meta.event_id, body,
+            self.session,
+            self.url,
+            self.key,
+            meta.event_id,
+            body,
             timeout=self.res.settings.webhook_timeout,
         )
         log.info("webhook delivered", event_type=event.TYPE, attempt=meta.attempt)

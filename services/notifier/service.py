@@ -6,21 +6,26 @@ import asyncio
 
 import aiohttp
 
+from services.notifier.handlers import Notifier
 from shared.resources import Resources
 from shared.service import require_real_broker, run_process, run_worker
 from shared.settings import Settings
 
-from services.notifier.handlers import Notifier
-
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, *, resources: Resources | None = None,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    resources: Resources | None = None,
     health: bool = True,
 ) -> None:
     async with aiohttp.ClientSession() as session:
         await run_worker(
-            settings, stop, lambda res: Notifier(res, session).routes(),
-            resources=resources, health=health,
+            settings,
+            stop,
+            lambda res: Notifier(res, session).routes(),
+            resources=resources,
+            health=health,
         )
 
 

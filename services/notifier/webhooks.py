@@ -46,8 +46,13 @@ def payload(event_type: str, time_iso: str, data: dict[str, Any]) -> bytes:
 
 
 async def deliver(
-    session: aiohttp.ClientSession, url: str, key: bytes, msg_id: str, body: bytes,
-    *, timeout: float,
+    session: aiohttp.ClientSession,
+    url: str,
+    key: bytes,
+    msg_id: str,
+    body: bytes,
+    *,
+    timeout: float,
 ) -> None:
     """POST once; raise DeliveryFailed unless the receiver answers 2xx."""
     timestamp = int(time.time())
@@ -59,7 +64,10 @@ async def deliver(
     }
     try:
         async with session.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout),
+            url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as resp:
             if not 200 <= resp.status < 300:

@@ -6,15 +6,6 @@ import asyncio
 from concurrent.futures import Executor
 from functools import partial
 
-from shared.broker import publish
-from shared.errors import NotYet
-from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, outcome_event_id
-from shared.keys import rendition_key
-from shared.logging import get_logger
-from shared.resources import Resources
-from shared.runtime import Meta, Route, on_events
-from shared.store import PhotoRecord, PhotoStatus, RenditionRecord
-
 from services.thumbnail_worker.render import (
     DEFAULT_RENDITIONS,
     RenderError,
@@ -22,13 +13,25 @@ from services.thumbnail_worker.render import (
     RenditionSpec,
     render,
 )
+from shared.broker import publish
+from shared.errors import NotYet
+from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, outcome_event_id
+from shared.keys import rendition_key
+from shared.logging import get_logger
+from shared.resources import Resources
+from shared.runtime import Meta, Route, on_events
+from shared.store import PhotoRecord, PhotoStatus, RenditionRecord, facts_of
 
 log = get_logger(__name__)
 
 
 class Thumbnails:
     def __init__(
-        self, res: Resources, pool: Executor, *, concurrency: int,
+        self,
+        res: Resources,
+        pool: Executor,
+        *,
+        concurrency: int,
         specs: tuple[RenditionSpec, ...] = DEFAULT_RENDITIONS,
     ) -> None:
         self.res = res
@@ -55,15 +58,21 @@ class Thumbnails:
 
     async def _render(self, photo: PhotoRecord) -> None:
         res = self.res
-        assert photo.content_type is not None
+        content_type = facts_of(photo).content_type
         data = await res.storage.get(photo.object_key)
         loop = asyncio.get_running_loop()
         async with self.slots:
             try:
-                result = await loop.run_in_executor(self.pool, partial(
-                    render, data, photo.content_type, self.specs,
-                    max_pixels=res.settings.max_image_pixels,
-                ))
+                result = await loop.run_in_executor(
+                    self.pool,
+                    partial(
+                        render,
+                        data,
+                        content_type,
+                        self.specs,
+                        max_pixels=res.settings.max_image_pixels,
+                    ),
+                )
             except RenderError as exc:
                 await self._reject(photo, str(exc))
                 return
@@ -83,9 +92,11 @@ class Thumbnails:
         for r in result.renditions:
             key = rendition_key(photo.owner_id, photo.id, r.spec.name, r.spec.extension)
             await self.res.storage.put(key, r.data, content_type=r.spec.content_type)
-            made.append(RenditionRecord(
-                r.spec.name, key, r.width, r.height, r.spec.content_type, len(r.data)
-            ))
+            made.append(
+                RenditionRecord(
+                    r.spec.name, key, r.width, r.height, r.spec.content_type, len(r.data)
+                )
+            )
         return made
 
     async def _reject(self, photo: PhotoRecord, detail: str) -> None:
@@ -96,18 +107,38 @@ class Thumbnails:
         event = PhotoRejected(
             photo_id=photo.id, owner_id=photo.owner_id, reason="undecodable", detail=detail
         )
-        await publish(self.res.broker, self.res.topology, event, trace_id=photo.trace_id,
-                      event_id=outcome_event_id(event.TYPE, photo.id))
+        await publish(
+            self.res.broker,
+            self.res.topology,
+            event,
+            trace_id=photo.trace_id,
+            event_id=outcome_event_id(event.TYPE, photo.id),
+        )
 
     async def _announce_ready(self, photo: PhotoRecord) -> None:
-        assert photo.width is not None and photo.height is not None
+        facts = facts_of(photo)
         renditions = tuple(
-            Rendition(name=r.name, object_key=r.object_key, width=r.width, height=r.height,
-                      content_type=r.content_type, size=r.size)
+            Rendition(
+                name=r.name,
+                object_key=r.object_key,
+                width=r.width,
+                height=r.height,
+                content_type=r.content_type,
+                size=r.size,
+            )
             for r in await self.res.store.renditions(photo.id)
         )
-        event = PhotoReady(photo_id=photo.id, owner_id=photo.owner_id, width=photo.width,
-                           height=photo.height, renditions=renditions)
-        await publish(self.res.broker, self.res.topology, event, trace_id=photo.trace_id,
-                      event_id=outcome_event_id(event.TYPE, photo.id))
-
+        event = PhotoReady(
+            photo_id=photo.id,
+            owner_id=photo.owner_id,
+            width=facts.width,
+            height=facts.height,
+            renditions=renditions,
+        )
+        await publish(
+            self.res.broker,
+            self.res.topology,
+            event,
+            trace_id=photo.trace_id,
+            event_id=outcome_event_id(event.TYPE, photo.id),
+        )

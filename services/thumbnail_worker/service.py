@@ -6,24 +6,29 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+from services.thumbnail_worker.handlers import Thumbnails
 from shared.imaging import enable_heif
 from shared.resources import Resources
 from shared.service import require_real_broker, run_process, run_worker
 from shared.settings import Settings
 
-from services.thumbnail_worker.handlers import Thumbnails
-
 
 async def serve(
-    settings: Settings, stop: asyncio.Event, *, resources: Resources | None = None,
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    resources: Resources | None = None,
     health: bool = True,
 ) -> None:
     enable_heif()
     threads = settings.render_concurrency or os.cpu_count() or 1
     with ThreadPoolExecutor(threads, thread_name_prefix="render") as pool:
         await run_worker(
-            settings, stop, lambda res: Thumbnails(res, pool, concurrency=threads).routes(),
-            resources=resources, health=health,
+            settings,
+            stop,
+            lambda res: Thumbnails(res, pool, concurrency=threads).routes(),
+            resources=resources,
+            health=health,
         )
 
 
