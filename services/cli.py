@@ -46,7 +46,7 @@ def _migrate() -> None:
     print("schema is up to date")
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -61,7 +61,21 @@ def main(argv: list[str] | None = None) -> None:
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
     token.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires")
     sub.add_parser("migrate", help="apply database migrations and exit")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def commands() -> set[str]:
+    """The sub-command names (deploy manifests are checked against them)."""
+    parser = build_parser()
+    choices: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            choices |= set(action.choices)
+    return choices
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "token":
             _token(args)

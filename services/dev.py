@@ -48,7 +48,15 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         if not settings.s3_endpoint_url:
             endpoint = stack.enter_context(moto_server(port=settings.dev_s3_port))
             settings = settings.model_copy(
-                update={"s3_endpoint_url": endpoint, "sqs_endpoint_url": endpoint}
+                update={
+                    "s3_endpoint_url": endpoint,
+                    "sqs_endpoint_url": endpoint,
+                    # moto accepts any credentials but botocore insists on having some.
+                    "s3_access_key_id": settings.s3_access_key_id or "darkroom",
+                    "s3_secret_access_key": SecretStr(
+                        settings.s3_secret_access_key.get_secret_value() or "darkroom-secret"
+                    ),
+                }
             )
             queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
             settings = settings.model_copy(update={"sqs_queue_url": queue_url})

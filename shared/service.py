@@ -58,6 +58,7 @@ async def run_worker(
             resources.topology,
             make_routes(resources),
             metrics=resources.metrics,
+            handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
         )
         tasks = [asyncio.create_task(job(resources, stop)) for job in background]

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     retry_base_ms: PositiveInt = 1000
     retry_cap_ms: PositiveInt = 60_000
     shutdown_grace: Seconds = 20.0
+    handler_timeout: Seconds = 300.0
 
     # Metadata store. Empty means SQLite under data_dir.
     database_url: str = ""
@@ -52,8 +53,9 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str = ""
     s3_bucket: str = "darkroom"
     s3_region: str = "us-east-1"
-    s3_access_key_id: str = "darkroom"
-    s3_secret_access_key: SecretStr = SecretStr("darkroom-secret")
+    # Empty: botocore's usual credential chain (environment, instance or pod role, ...).
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")
     s3_timeout: Seconds = 30.0
     # AWS S3 notifications arrive on SQS; the ingest worker bridges them onto the storage
     # exchange. Empty queue URL: no bridge (MinIO/Ceph publish to RabbitMQ directly).

@@ -153,8 +153,8 @@ def client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any
     return {
         "region_name": settings.s3_region,
         "endpoint_url": endpoint_url or None,
-        "aws_access_key_id": settings.s3_access_key_id,
-        "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
+        "aws_access_key_id": settings.s3_access_key_id or None,
+        "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value() or None,
         "config": AioConfig(
             signature_version="s3v4",
             s3={"addressing_style": "path"},

@@ -102,6 +102,8 @@ def make_settings(**overrides: Any) -> Settings:
         "sqs_wait_seconds": 1,
         "log_json": True,
         "health_port": 0,
+        "s3_access_key_id": "test",
+        "s3_secret_access_key": SecretStr("test-secret"),
     }
     values.update(overrides)
     return Settings(**values)
