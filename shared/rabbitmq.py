@@ -145,7 +145,9 @@ class RabbitBroker:
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
         channel = self._channel("consume")
-        amqp_queue = await channel.get_queue(queue.name, ensure=False)
+        # A declared (here: passively) queue is tracked by the robust channel, which then
+        # restores its consumer after a reconnect; get_queue(ensure=False) is not (#231, #563).
+        amqp_queue = await channel.declare_queue(queue.name, passive=True)
 
         async def callback(incoming: AbstractIncomingMessage) -> None:
             await on_delivery(_RabbitDelivery(self, queue, incoming))

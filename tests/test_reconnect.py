@@ -1,0 +1,91 @@
+"""A worker survives losing its RabbitMQ connection: readiness drops, publishes fail fast
+instead of hanging, and the consumer is restored once the broker is back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import pytest
+
+from shared.broker import open_broker
+from shared.errors import BrokerUnavailable
+from shared.events import Envelope, PhotoRejected
+from shared.metrics import Metrics
+from shared.runtime import Meta, Worker, on_events
+from shared.settings import Settings
+from shared.topology import Topology
+from tests.conftest import delete_topology
+from tests.tcp_proxy import TcpProxy
+
+
+async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait for a state the client library exposes no event for."""
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110 (channel state has no event to await)
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(amqp_url)
+    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await p.start()
+    yield p
+    await p.close()
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def publish_directly(url: str, topology: Topology, photo_id: str) -> None:
+    body = Envelope.wrap(
+        PhotoRejected(photo_id=photo_id, owner_id="u", reason="empty", detail=""),
+        trace_id="t",
+    ).to_bytes()
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.events_exchange)
+        await exchange.publish(aio_pika.Message(body), routing_key="photo.rejected")
+
+
+async def test_consumer_and_publisher_recover_from_a_cut_connection(
+    settings: Settings, amqp_url: str, proxy: TcpProxy
+) -> None:
+    settings = settings.model_copy(
+        update={"broker_url": through(amqp_url, proxy), "publish_timeout": 1.0}
+    )
+    topology = Topology.from_settings(settings)
+    handled: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(event: PhotoRejected, meta: Meta) -> None:
+        handled.put_nowait(event.photo_id)
+
+    try:
+        async with open_broker(settings) as broker:
+            route = on_events(topology.notifier, {PhotoRejected: handler})
+            worker = Worker(broker, topology, [route], metrics=Metrics())
+            await worker.start()
+            await publish_directly(amqp_url, topology, "before")
+            assert await asyncio.wait_for(handled.get(), 10) == "before"
+
+            proxy.refusing = True
+            proxy.cut()
+            await until(lambda: not broker.is_ready)
+            with pytest.raises(BrokerUnavailable):
+                await asyncio.wait_for(
+                    broker.publish(topology.events_exchange, "photo.rejected", b"{}"), 5
+                )
+
+            proxy.refusing = False
+            await until(lambda: broker.is_ready)
+            await publish_directly(amqp_url, topology, "after")
+            assert await asyncio.wait_for(handled.get(), 20) == "after"
+            await worker.drain()
+    finally:
+        await delete_topology(amqp_url, topology)
