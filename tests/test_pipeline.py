@@ -173,10 +173,22 @@ async def test_text_declared_as_jpeg_is_rejected_removed_and_announced(
         assert await storage.head(grant["upload"]["fields"]["key"]) is None
 
 
-async def test_same_flow_on_embedded_defaults(
-    tmp_path: Any, hooks: WebhookReceiver, unique: str
+@pytest.mark.parametrize("parts", ["embedded", "real broker and database"])
+async def test_same_flow_in_dev_mode(
+    tmp_path: Any,
+    hooks: WebhookReceiver,
+    unique: str,
+    parts: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    """`darkroom dev` as a newcomer runs it: in-process broker, SQLite, its own moto."""
+    """`darkroom dev` as a newcomer runs it (in-process broker, SQLite, its own moto), and
+    with DARKROOM_BROKER_URL / DARKROOM_DATABASE_URL switching those parts to real ones."""
+    real: dict[str, Any] = {}
+    if parts != "embedded":
+        real = {
+            "broker_url": request.getfixturevalue("amqp_url"),
+            "database_url": request.getfixturevalue("postgres_url"),
+        }
     settings = Settings(
         data_dir=tmp_path,
         gateway_port=free_port(),
@@ -188,15 +200,21 @@ async def test_same_flow_on_embedded_defaults(
         log_json=True,
         health_port=0,
         s3_bucket=f"dev-{unique}",
+        topology_prefix=f"dev-{unique}",
+        **real,
     )
     photo = images.jpeg(1600, 1000, orientation=8)
-    async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
-        client = Client(http, base, issue_token(JWT_SECRET, "newcomer"))
-        grant = await client.grant(photo, "image/jpeg")
-        await client.upload(grant, photo, "image/jpeg")
-        await hooks.wait_for(grant["photo_id"], "photo.ready")
-        await assert_ready_and_upright(client, grant["photo_id"])
-    assert (tmp_path / "darkroom.sqlite3").exists()
+    try:
+        async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
+            client = Client(http, base, issue_token(JWT_SECRET, "newcomer"))
+            grant = await client.grant(photo, "image/jpeg")
+            await client.upload(grant, photo, "image/jpeg")
+            await hooks.wait_for(grant["photo_id"], "photo.ready")
+            await assert_ready_and_upright(client, grant["photo_id"])
+    finally:
+        if real:
+            await delete_topology(real["broker_url"], Topology.from_settings(settings))
+    assert (tmp_path / "darkroom.sqlite3").exists() == (parts == "embedded")
 
 
 async def test_webhook_failures_are_retried_until_delivered(real: Settings, unique: str) -> None:
