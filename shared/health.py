@@ -40,7 +40,6 @@ async def serve_health(host: str, port: int, resources: Resources) -> AsyncItera
     site = web.TCPSite(runner, host, port)
     await site.start()
     try:
-        sockets = getattr(site._server, "sockets", None) or []
-        yield sockets[0].getsockname()[1] if sockets else port
+        yield runner.addresses[0][1]
     finally:
         await runner.cleanup()

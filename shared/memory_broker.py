@@ -87,8 +87,7 @@ class MemoryBroker:
         headers: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> None:
-        if self._closed:
-            raise BrokerUnavailable("broker is closed")
+        self._check_open()
         message = Message(body, routing_key, dict(headers or {}), message_id, content_type)
         targets = self._route(exchange, routing_key)
         if not targets:
@@ -123,7 +122,12 @@ class MemoryBroker:
         items = self._queues[queue.dead_letter_queue].items
         return [msg for msg, _ in items._queue]  # type: ignore[attr-defined]
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BrokerUnavailable("broker is closed")
+
     def requeue_later(self, queue: _Queue, message: Message, delay_ms: int) -> None:
+        self._check_open()
         loop = asyncio.get_running_loop()
         loop.call_later(delay_ms / 1000, queue.items.put_nowait, (message, 0))
 
@@ -134,6 +138,7 @@ class MemoryBroker:
             queue.items.put_nowait((message, deliveries))
 
     def park(self, queue: _Queue, message: Message, reason: str) -> None:
+        self._check_open()
         if queue.dead_letter_exchange is None:
             raise BrokerUnavailable(f"{queue.name} has no dead-letter queue")
         parked = message.with_headers(
@@ -208,12 +213,12 @@ class _MemoryDelivery:
         self._broker.redeliver(self._queue, self.message, self._deliveries)
 
     async def retry(self, delay_ms: int, reason: str) -> None:
-        self._settle()
         retried = self.message.with_headers(
             **{ATTEMPT_HEADER: self.message.attempt + 1, REASON_HEADER: reason}
         )
         self._broker.requeue_later(self._queue, retried, delay_ms)
+        self._settle()
 
     async def dead_letter(self, reason: str) -> None:
-        self._settle()
         self._broker.park(self._queue, self.message, reason)
+        self._settle()

@@ -133,9 +133,15 @@ class Worker:
             try:
                 await self._process(route, delivery)
             except BrokerUnavailable as exc:
-                # Settling needs the broker; while it is away the message stays unacked and
-                # the broker redelivers it, so there is nothing more to do here.
-                log.warning("could not settle message", queue=route.queue.name, error=str(exc))
+                # Retrying or parking means publishing a copy; that failed, so hand the
+                # original back for redelivery (or, if the channel is gone too, the broker
+                # redelivers it anyway). Either way it is not lost and not left unacked.
+                log.warning(
+                    "could not settle message; requeueing it",
+                    queue=route.queue.name,
+                    error=str(exc),
+                )
+                await delivery.requeue()
             finally:
                 self._in_flight.discard(task)
 
