@@ -139,6 +139,11 @@ def outcome_event_id(event_type: str, photo_id: str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}:{photo_id}"))
 
 
+def announcement(event: Event, *, photo_id: str, trace_id: str) -> Envelope:
+    """The envelope of one of a photo's outcome events, under its stable id."""
+    return Envelope.wrap(event, trace_id=trace_id, event_id=outcome_event_id(event.TYPE, photo_id))
+
+
 def new_trace_id() -> str:
     return uuid.uuid4().hex
 

@@ -25,11 +25,13 @@ _AVIF_BRANDS = {b"avif", b"avis"}
 _HEIF_BRANDS = {b"mif1", b"msf1"}
 
 
-def enable_heif() -> None:
-    """Teach Pillow HEIC/HEIF (pillow-heif). Called by the workers at start-up."""
+def configure_pillow() -> None:
+    """Worker start-up: teach Pillow HEIC/HEIF, and silence its decompression-bomb
+    warning, since Darkroom checks its own, lower pixel limit before decoding anything."""
     from pillow_heif import register_heif_opener
 
     register_heif_opener()
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
 def sniff(head: bytes) -> str | None:
@@ -88,15 +90,16 @@ class TooManyPixels(Exception):
 
 def read_header(data: bytes, content_type: str, *, max_pixels: int) -> Header:
     """Parse only the header of `data` as `content_type`; never decodes pixels."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[content_type]]) as img:
-                width, height = img.size
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise TooManyPixels(str(exc)) from exc
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-            raise HeaderError(f"{type(exc).__name__}: {exc}", incomplete=True) from exc
+    try:
+        with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[content_type]]) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise TooManyPixels(str(exc)) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Hostile headers make parsers raise anything; all of it means "does not parse".
+        raise HeaderError(f"{type(exc).__name__}: {exc}", incomplete=True) from exc
     if width <= 0 or height <= 0:
         raise HeaderError(f"image claims a size of {width}x{height}", incomplete=False)
     if width * height > max_pixels:

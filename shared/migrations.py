@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (
         1,
-        "photos and renditions",
+        "photos, renditions, outbox",
         (
             """CREATE TABLE photos (
             id TEXT PRIMARY KEY,
@@ -47,6 +47,14 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             size BIGINT NOT NULL,
             PRIMARY KEY (photo_id, name)
         )""",
+            """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,
+            routing_key TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+            claimed_until TIMESTAMP WITH TIME ZONE
+        )""",
+            "CREATE INDEX outbox_created ON outbox (created_at)",
         ),
     ),
 )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.broker import Broker, open_broker
 from shared.metrics import Metrics
+from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import Store, open_store
@@ -22,6 +23,10 @@ class Resources:
     storage: Storage
     store: Store
     metrics: Metrics
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store, self.broker, self.topology)
 
     async def readiness(self) -> dict[str, bool]:
         return {"broker": self.broker.is_ready, "database": await self.store.ping()}

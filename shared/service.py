@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,12 +62,28 @@ async def run_worker(
             handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
         )
+        relay = resources.outbox.relay(
+            stop,
+            interval_s=settings.outbox_relay_interval,
+            older_than_s=settings.outbox_relay_after,
+        )
         tasks = [asyncio.create_task(job(resources, stop)) for job in background]
+        tasks.append(asyncio.create_task(relay))
+        for task in tasks:
+            task.add_done_callback(partial(_stop_if_failed, stop))
         try:
             await worker.run(stop)
         finally:
             stop.set()
             await asyncio.gather(*tasks)
+
+
+def _stop_if_failed(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """A dead background job (SQS bridge, outbox relay) must not go unnoticed behind a
+    green readiness probe: stop the service so its supervisor restarts it."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background job failed; stopping", error=repr(task.exception()))
+        stop.set()
 
 
 def load_settings() -> Settings:

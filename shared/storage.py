@@ -16,10 +16,14 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import StorageUnavailable
+from shared.errors import PermanentError, StorageUnavailable
 from shared.settings import Settings
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+class ObjectChanged(PermanentError):
+    """The object's ETag is no longer the one asked for."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,11 @@ class Storage:
         """Bytes start..end inclusive (fewer if the object is shorter)."""
         return await self._read(key, Range=f"bytes={start}-{end}")
 
-    async def get(self, key: str) -> bytes:
-        return await self._read(key)
+    async def get(self, key: str, *, if_match: str | None = None) -> bytes:
+        """The whole object; with `if_match`, only if its ETag is still that one."""
+        if if_match is None:
+            return await self._read(key)
+        return await self._read(key, IfMatch=if_match)
 
     async def _read(self, key: str, **extra: Any) -> bytes:
         try:
@@ -113,7 +120,11 @@ class Storage:
             async with resp["Body"] as body:
                 data: bytes = await body.read()
                 return data
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if _error_code(exc) in ("PreconditionFailed", "412"):
+                raise ObjectChanged(f"{key!r} was replaced since it was verified") from exc
+            raise _unavailable("get", key, exc) from exc
+        except BotoCoreError as exc:
             raise _unavailable("get", key, exc) from exc
 
     async def put(self, key: str, body: bytes, *, content_type: str) -> None:

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.errors import DatabaseUnavailable, PermanentError
+from shared.events import Envelope
 from shared.migrations import migrate
 from shared.settings import Settings
-from shared.tables import photos, renditions
+from shared.tables import outbox, photos, renditions
 
 
 class PhotoStatus(StrEnum):
@@ -72,6 +73,7 @@ class PhotoRecord:
     size: int | None
     width: int | None
     height: int | None
+    etag: str | None
     reason: str | None
     reason_detail: str | None
     upload_expires_at: datetime
@@ -100,27 +102,13 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+_CONVERTED = {"status", "upload_expires_at", "created_at", "updated_at"}
+
+
 def _record(row: sa.Row[Any]) -> PhotoRecord:
     m = row._mapping
     return PhotoRecord(
-        **{
-            k: m[k]
-            for k in (
-                "id",
-                "owner_id",
-                "object_key",
-                "filename",
-                "trace_id",
-                "declared_type",
-                "declared_size",
-                "content_type",
-                "size",
-                "width",
-                "height",
-                "reason",
-                "reason_detail",
-            )
-        },
+        **{f.name: m[f.name] for f in fields(PhotoRecord) if f.name not in _CONVERTED},
         status=PhotoStatus(m["status"]),
         upload_expires_at=_aware(m["upload_expires_at"]),
         created_at=_aware(m["created_at"]),
@@ -149,6 +137,9 @@ class Store:
         try:
             async with self._engine.begin() as conn:
                 yield conn
+        except IntegrityError as exc:
+            # A constraint said no: the same statement will never succeed.
+            raise PermanentError(f"metadata store refused the change: {exc.orig}") from exc
         except (OperationalError, DBAPIError, OSError) as exc:
             raise DatabaseUnavailable(f"metadata store failed: {exc}") from exc
 
@@ -208,24 +199,29 @@ class Store:
         photo_id: str,
         to: PhotoStatus,
         allowed_from: Sequence[PhotoStatus],
+        announce: Envelope,
         **values: Any,
     ) -> bool:
+        """Move the photo on and queue `announce` in the outbox, both or neither."""
         stmt = (
             sa.update(photos)
             .where(photos.c.id == photo_id, photos.c.status.in_([s.value for s in allowed_from]))
             .values(status=to.value, updated_at=datetime.now(UTC), **values)
         )
-        return bool((await conn.execute(stmt)).rowcount)
+        if not (await conn.execute(stmt)).rowcount:
+            return False
+        await conn.execute(
+            sa.insert(outbox).values(
+                id=announce.id,
+                routing_key=announce.type,
+                body=announce.to_bytes().decode(),
+                created_at=datetime.now(UTC),
+            )
+        )
+        return True
 
     async def mark_verified(
-        self,
-        photo_id: str,
-        *,
-        content_type: str,
-        size: int,
-        width: int,
-        height: int,
-        etag: str | None,
+        self, photo_id: str, *, facts: ImageFacts, etag: str | None, announce: Envelope
     ) -> bool:
         async with self._tx() as conn:
             return await self._advance(
@@ -233,56 +229,88 @@ class Store:
                 photo_id,
                 PhotoStatus.VERIFIED,
                 [PhotoStatus.PENDING],
-                content_type=content_type,
-                size=size,
-                width=width,
-                height=height,
+                announce,
+                content_type=facts.content_type,
+                size=facts.size,
+                width=facts.width,
+                height=facts.height,
                 etag=etag,
             )
 
-    async def mark_rejected(self, photo_id: str, *, reason: str, detail: str) -> bool:
+    async def mark_rejected(
+        self,
+        photo_id: str,
+        *,
+        reason: str,
+        detail: str,
+        announce: Envelope,
+        allowed_from: Sequence[PhotoStatus] = (PhotoStatus.PENDING,),
+    ) -> bool:
         async with self._tx() as conn:
             return await self._advance(
                 conn,
                 photo_id,
                 PhotoStatus.REJECTED,
-                [PhotoStatus.PENDING, PhotoStatus.VERIFIED],
+                allowed_from,
+                announce,
                 reason=reason,
                 reason_detail=detail[:2000],
             )
 
     async def mark_ready(
-        self, photo_id: str, *, width: int, height: int, made: Sequence[RenditionRecord]
+        self,
+        photo_id: str,
+        *,
+        width: int,
+        height: int,
+        made: Sequence[RenditionRecord],
+        announce: Envelope,
     ) -> bool:
-        """Record renditions and move to ready in one transaction."""
+        """Move to ready and record its renditions in one transaction."""
         async with self._tx() as conn:
-            for r in made:
-                stmt = self._insert(renditions).values(
-                    photo_id=photo_id,
-                    name=r.name,
-                    object_key=r.object_key,
-                    width=r.width,
-                    height=r.height,
-                    content_type=r.content_type,
-                    size=r.size,
-                )
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["photo_id", "name"],
-                        set_={
-                            c: stmt.excluded[c]
-                            for c in ("object_key", "width", "height", "content_type", "size")
-                        },
-                    )
-                )
-            return await self._advance(
+            advanced = await self._advance(
                 conn,
                 photo_id,
                 PhotoStatus.READY,
                 [PhotoStatus.VERIFIED],
+                announce,
                 width=width,
                 height=height,
             )
+            if advanced:
+                await conn.execute(
+                    sa.insert(renditions),
+                    [{"photo_id": photo_id, **asdict(r)} for r in made],
+                )
+            return advanced
+
+    async def claim_unsent(
+        self, *, older_than_s: float, lease_s: float, limit: int = 100
+    ) -> list[Envelope]:
+        """Outbox events nobody sent yet, leased to this caller so other relays skip them."""
+        now = datetime.now(UTC)
+        due = (
+            sa.select(outbox.c.id)
+            .where(
+                outbox.c.created_at < now - timedelta(seconds=older_than_s),
+                sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+            )
+            .order_by(outbox.c.created_at)
+            .limit(limit)
+        )
+        stmt = (
+            sa.update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .values(claimed_until=now + timedelta(seconds=lease_s))
+            .returning(outbox.c.body)
+        )
+        async with self._tx() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Envelope.from_bytes(row.body.encode()) for row in rows]
+
+    async def forget_sent(self, event_id: str) -> None:
+        async with self._tx() as conn:
+            await conn.execute(sa.delete(outbox).where(outbox.c.id == event_id))
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -40,3 +40,15 @@ renditions = sa.Table(
     sa.Column("content_type", sa.Text, nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
 )
+
+# Events waiting to be published: written in the same transaction as the state change
+# they announce, deleted once the broker confirmed them (see shared/outbox.py).
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("routing_key", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+)

@@ -21,7 +21,18 @@ from shared.topology import Topology
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 SETTING_NAMES = {f"DARKROOM_{name.upper()}" for name in Settings.model_fields}
-DEFAULT_TOPOLOGY = Topology.from_settings(Settings())
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the files under test configure the settings built here."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def topology() -> Topology:
+    return Topology.from_settings(Settings())
 
 
 def settings_from(env: dict[str, Any]) -> Settings:
@@ -62,9 +73,11 @@ def test_compose_services_run_real_commands_with_valid_settings(compose: dict[st
         assert settings.gateway_host == "0.0.0.0"
 
 
-def test_compose_minio_publishes_to_the_storage_exchange(compose: dict[str, Any]) -> None:
+def test_compose_minio_publishes_to_the_storage_exchange(
+    compose: dict[str, Any], topology: Topology
+) -> None:
     env = compose["services"]["minio"]["environment"]
-    assert env["MINIO_NOTIFY_AMQP_EXCHANGE_PRIMARY"] == DEFAULT_TOPOLOGY.storage_exchange
+    assert env["MINIO_NOTIFY_AMQP_EXCHANGE_PRIMARY"] == topology.storage_exchange
     assert env["MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_PRIMARY"] == "topic"
     assert env["MINIO_NOTIFY_AMQP_DURABLE_PRIMARY"] == "on"
     assert env["MINIO_NOTIFY_AMQP_QUEUE_DIR_PRIMARY"], "events must survive a broker outage"
@@ -81,7 +94,7 @@ def k8s_documents() -> list[dict[str, Any]]:
     return docs
 
 
-def test_kubernetes_manifests_fit_the_code() -> None:
+def test_kubernetes_manifests_fit_the_code(topology: Topology) -> None:
     docs = k8s_documents()
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
@@ -97,7 +110,7 @@ def test_kubernetes_manifests_fit_the_code() -> None:
         assert container["args"][0] in commands
         assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    queues = {q.name for q in DEFAULT_TOPOLOGY.all_queues()}
+    queues = {q.name for q in topology.all_queues()}
     deployments = {d["metadata"]["name"] for d in by_kind["Deployment"]}
     scaled = by_kind["ScaledObject"]
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == deployments - {"gateway"}

@@ -1,4 +1,4 @@
-"""The metadata store on SQLite and on real PostgreSQL."""
+"""The metadata store and its outbox, on SQLite and on real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.errors import PermanentError
+from shared.events import Envelope, PhotoReady, PhotoRejected, PhotoVerified, announcement
 from shared.migrations import MIGRATIONS, migrate
 from shared.settings import Settings
-from shared.store import NewPhoto, PhotoStatus, RenditionRecord, Store, create_engine, open_store
+from shared.store import (
+    ImageFacts,
+    NewPhoto,
+    PhotoStatus,
+    RenditionRecord,
+    Store,
+    create_engine,
+    open_store,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -37,6 +47,37 @@ def new_photo(owner: str = "alice") -> NewPhoto:
     )
 
 
+FACTS = ImageFacts("image/jpeg", 1234, 10, 20)
+
+
+def verified(photo_id: str) -> Envelope:
+    event = PhotoVerified(
+        photo_id=photo_id,
+        owner_id="alice",
+        bucket="b",
+        object_key="k",
+        content_type="image/jpeg",
+        size=1234,
+        width=10,
+        height=20,
+    )
+    return announcement(event, photo_id=photo_id, trace_id="trace")
+
+
+def ready(photo_id: str) -> Envelope:
+    event = PhotoReady(photo_id=photo_id, owner_id="alice", width=10, height=20, renditions=())
+    return announcement(event, photo_id=photo_id, trace_id="trace")
+
+
+def rejected(photo_id: str) -> Envelope:
+    event = PhotoRejected(photo_id=photo_id, owner_id="alice", reason="corrupt", detail="x")
+    return announcement(event, photo_id=photo_id, trace_id="trace")
+
+
+async def unsent_ids(store: Store) -> set[str]:
+    return {e.id for e in await store.claim_unsent(older_than_s=-1, lease_s=0)}
+
+
 async def test_intent_is_recorded_once(store: Store) -> None:
     photo = new_photo()
     assert await store.create_pending(photo) is True
@@ -51,47 +92,51 @@ async def test_intent_is_recorded_once(store: Store) -> None:
     assert record.created_at.tzinfo is not None
 
 
-async def test_state_only_moves_forward(store: Store) -> None:
+async def test_state_only_moves_forward_and_each_step_is_announced_once(store: Store) -> None:
     photo = new_photo()
     await store.create_pending(photo)
-    assert await store.mark_verified(
-        photo.id, content_type="image/jpeg", size=1234, width=10, height=20, etag="e"
-    )
-    # A duplicate verification is a no-op, not a second transition.
+    assert await store.mark_verified(photo.id, facts=FACTS, etag="e1", announce=verified(photo.id))
+    # A duplicate verification neither transitions nor queues a second event.
     assert not await store.mark_verified(
-        photo.id, content_type="image/png", size=1, width=1, height=1, etag=None
+        photo.id, facts=ImageFacts("image/png", 1, 1, 1), etag=None, announce=verified(photo.id)
     )
     made = [RenditionRecord("thumb", "k/thumb.webp", 5, 10, "image/webp", 99)]
-    assert await store.mark_ready(photo.id, width=10, height=20, made=made)
-    # Ready photos cannot be rejected by a late message.
-    assert not await store.mark_rejected(photo.id, reason="corrupt", detail="late")
+    assert await store.mark_ready(
+        photo.id, width=10, height=20, made=made, announce=ready(photo.id)
+    )
+    # A late rejection from a handler that only rejects pending photos changes nothing.
+    assert not await store.mark_rejected(
+        photo.id, reason="corrupt", detail="late", announce=rejected(photo.id)
+    )
     record = await store.get(photo.id)
     assert record is not None
-    assert (record.status, record.content_type, record.width) == (
+    assert (record.status, record.content_type, record.width, record.etag) == (
         PhotoStatus.READY,
         "image/jpeg",
         10,
+        "e1",
     )
     assert await store.renditions(photo.id) == made
+    assert {verified(photo.id).id, ready(photo.id).id} <= await unsent_ids(store)
+    assert rejected(photo.id).id not in await unsent_ids(store)
 
 
-async def test_rendition_records_are_upserts(store: Store) -> None:
+async def test_a_refused_transition_writes_no_renditions(store: Store) -> None:
     photo = new_photo()
     await store.create_pending(photo)
-    await store.mark_verified(
-        photo.id, content_type="image/jpeg", size=1, width=1, height=1, etag=None
+    made = [RenditionRecord("thumb", "k", 1, 1, "image/webp", 1)]
+    assert not await store.mark_ready(
+        photo.id, width=1, height=1, made=made, announce=ready(photo.id)
     )
-    first = [RenditionRecord("thumb", "k", 1, 1, "image/webp", 1)]
-    again = [RenditionRecord("thumb", "k", 2, 2, "image/webp", 2)]
-    await store.mark_ready(photo.id, width=1, height=1, made=first)
-    await store.mark_ready(photo.id, width=1, height=1, made=again)
-    assert await store.renditions(photo.id) == again
+    assert await store.renditions(photo.id) == []
 
 
 async def test_rejection_records_the_reason(store: Store) -> None:
     photo = new_photo()
     await store.create_pending(photo)
-    assert await store.mark_rejected(photo.id, reason="type_mismatch", detail="png not jpeg")
+    assert await store.mark_rejected(
+        photo.id, reason="type_mismatch", detail="png not jpeg", announce=rejected(photo.id)
+    )
     record = await store.get(photo.id)
     assert record is not None
     assert (record.status, record.reason, record.reason_detail) == (
@@ -99,6 +144,42 @@ async def test_rejection_records_the_reason(store: Store) -> None:
         "type_mismatch",
         "png not jpeg",
     )
+
+
+async def test_outbox_leases_events_and_forgets_sent_ones(store: Store) -> None:
+    photo = new_photo()
+    await store.create_pending(photo)
+    envelope = verified(photo.id)
+    await store.mark_verified(photo.id, facts=FACTS, etag=None, announce=envelope)
+    # Too young for the relay: the handler's own send normally takes it.
+    assert envelope.id not in {e.id for e in await store.claim_unsent(older_than_s=60, lease_s=30)}
+    claimed = [
+        e for e in await store.claim_unsent(older_than_s=-1, lease_s=30) if e.id == envelope.id
+    ]
+    assert claimed == [envelope]
+    # Leased: a second relay does not take it too.
+    assert envelope.id not in await unsent_ids(store)
+    await store.forget_sent(envelope.id)
+    assert envelope.id not in {
+        e.id for e in await store.claim_unsent(older_than_s=-1, lease_s=-100)
+    }
+
+
+async def test_constraint_violation_is_permanent(store: Store) -> None:
+    photo = new_photo()
+    await store.create_pending(photo)
+    clash = NewPhoto(
+        uuid.uuid4().hex,
+        "bob",
+        photo.object_key,
+        "b.jpg",
+        "image/jpeg",
+        1,
+        photo.upload_expires_at,
+        "t",
+    )
+    with pytest.raises(PermanentError, match="refused"):
+        await store.create_pending(clash)
 
 
 async def test_migrations_are_recorded_and_not_reapplied(store: Store) -> None:

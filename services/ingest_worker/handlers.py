@@ -1,22 +1,26 @@
-"""Ingest worker handlers: record upload intents, verify stored objects."""
+"""Ingest worker handlers: record upload intents, verify stored objects.
+
+Every outcome is a state change committed together with its event (shared/outbox.py),
+so a duplicate or replayed notification changes nothing and announces nothing.
+"""
 
 from __future__ import annotations
 
 from services.ingest_worker.notifications import StoredObject, parse_notification
-from services.ingest_worker.verify import Rejected, Verified, verify
-from shared.broker import Message, publish
+from services.ingest_worker.verify import Reason, Rejected, Verified, verify
+from shared.broker import Message
 from shared.errors import NotYet
 from shared.events import (
     PhotoRejected,
     PhotoVerified,
     UploadRequested,
-    outcome_event_id,
+    announcement,
 )
 from shared.keys import photo_id_of
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
-from shared.store import NewPhoto, PhotoRecord, PhotoStatus, facts_of
+from shared.store import ImageFacts, NewPhoto, PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
 
@@ -68,14 +72,14 @@ class Ingest:
         match photo.status:
             case PhotoStatus.PENDING:
                 await self._verify(photo)
-            case PhotoStatus.VERIFIED:
-                # A redelivery after a crash between recording and announcing.
-                await self._announce_verified(photo)
+            case PhotoStatus.VERIFIED | PhotoStatus.READY:
+                await self._check_unchanged(photo)
             case PhotoStatus.REJECTED:
-                await self.res.storage.delete(photo.object_key)
-                await self._announce_rejected(photo)
+                # Finishes a purge a crash interrupted; a re-upload through a still-valid
+                # URL after rejection goes the same way.
+                await self._purge(photo)
             case _:
-                log.info("duplicate notification; nothing to do", status=photo.status.value)
+                log.info("notification for a finished photo; nothing to do")
 
     async def _verify(self, photo: PhotoRecord) -> None:
         res = self.res
@@ -86,63 +90,75 @@ class Ingest:
         try:
             verified = await verify(res.storage, info, photo, res.settings)
         except Rejected as rejection:
-            await self._reject(photo, rejection)
+            await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
             return
         await self._accept(photo, verified)
 
+    async def _check_unchanged(self, photo: PhotoRecord) -> None:
+        """The upload URL outlives verification: bytes swapped in later are not verified."""
+        info = await self.res.storage.head(photo.object_key)
+        if info is None or info.etag == photo.etag:
+            log.info("duplicate notification; nothing to do", status=photo.status.value)
+            return
+        rejection = Rejected(
+            Reason.REPLACED, "the object was overwritten after it had been verified"
+        )
+        await self._reject(photo, rejection, allowed_from=(PhotoStatus.VERIFIED, PhotoStatus.READY))
+
     async def _accept(self, photo: PhotoRecord, v: Verified) -> None:
-        await self.res.store.mark_verified(
-            photo.id,
-            content_type=v.content_type,
-            size=v.size,
-            width=v.width,
-            height=v.height,
-            etag=v.etag,
-        )
-        current = await self.res.store.get(photo.id)
-        if current is not None and current.status is PhotoStatus.VERIFIED:
-            log.info("photo verified", width=v.width, height=v.height, type=v.content_type)
-            await self._announce_verified(current)
-
-    async def _reject(self, photo: PhotoRecord, rejection: Rejected) -> None:
-        log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
-        await self.res.store.mark_rejected(
-            photo.id, reason=rejection.reason.value, detail=rejection.detail
-        )
-        await self.res.storage.delete(photo.object_key)
-        current = await self.res.store.get(photo.id)
-        if current is not None and current.status is PhotoStatus.REJECTED:
-            self.res.metrics.photos.labels("rejected").inc()
-            await self._announce_rejected(current)
-
-    async def _announce_verified(self, photo: PhotoRecord) -> None:
-        facts = facts_of(photo)
-        event = PhotoVerified(
+        facts = ImageFacts(v.content_type, v.size, v.width, v.height)
+        envelope = announcement(
+            PhotoVerified(
+                photo_id=photo.id,
+                owner_id=photo.owner_id,
+                bucket=self.res.storage.bucket,
+                object_key=photo.object_key,
+                content_type=v.content_type,
+                size=v.size,
+                width=v.width,
+                height=v.height,
+            ),
             photo_id=photo.id,
-            owner_id=photo.owner_id,
-            bucket=self.res.storage.bucket,
-            object_key=photo.object_key,
-            content_type=facts.content_type,
-            size=facts.size,
-            width=facts.width,
-            height=facts.height,
-        )
-        await self._publish(event, photo)
-
-    async def _announce_rejected(self, photo: PhotoRecord) -> None:
-        event = PhotoRejected(
-            photo_id=photo.id,
-            owner_id=photo.owner_id,
-            reason=photo.reason or "unknown",
-            detail=photo.reason_detail or "",
-        )
-        await self._publish(event, photo)
-
-    async def _publish(self, event: PhotoVerified | PhotoRejected, photo: PhotoRecord) -> None:
-        await publish(
-            self.res.broker,
-            self.res.topology,
-            event,
             trace_id=photo.trace_id,
-            event_id=outcome_event_id(event.TYPE, photo.id),
         )
+        if await self.res.store.mark_verified(
+            photo.id, facts=facts, etag=v.etag, announce=envelope
+        ):
+            log.info("photo verified", width=v.width, height=v.height, type=v.content_type)
+            await self.res.outbox.send(envelope)
+
+    async def _reject(
+        self,
+        photo: PhotoRecord,
+        rejection: Rejected,
+        *,
+        allowed_from: tuple[PhotoStatus, ...],
+    ) -> None:
+        envelope = announcement(
+            PhotoRejected(
+                photo_id=photo.id,
+                owner_id=photo.owner_id,
+                reason=rejection.reason.value,
+                detail=rejection.detail,
+            ),
+            photo_id=photo.id,
+            trace_id=photo.trace_id,
+        )
+        res = self.res
+        if not await res.store.mark_rejected(
+            photo.id,
+            reason=rejection.reason.value,
+            detail=rejection.detail,
+            announce=envelope,
+            allowed_from=allowed_from,
+        ):
+            return
+        log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
+        res.metrics.photos.labels("rejected").inc()
+        await self._purge(photo)
+        await res.outbox.send(envelope)
+
+    async def _purge(self, photo: PhotoRecord) -> None:
+        for rendition in await self.res.store.renditions(photo.id):
+            await self.res.storage.delete(rendition.object_key)
+        await self.res.storage.delete(photo.object_key)

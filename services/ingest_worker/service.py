@@ -6,7 +6,7 @@ import asyncio
 
 from services.ingest_worker.handlers import Ingest
 from services.ingest_worker.sqs_bridge import run_sqs_bridge
-from shared.imaging import enable_heif
+from shared.imaging import configure_pillow
 from shared.resources import Resources
 from shared.service import Background, require_real_broker, run_process, run_worker
 from shared.settings import Settings
@@ -19,7 +19,7 @@ async def serve(
     resources: Resources | None = None,
     health: bool = True,
 ) -> None:
-    enable_heif()
+    configure_pillow()
     background: list[Background] = []
     if settings.sqs_queue_url:
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.imaging import HeaderError, TooManyPixels, read_header, same_family, sniff
+from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.storage import ObjectInfo, Storage
 from shared.store import PhotoRecord
@@ -30,6 +30,7 @@ class Reason(StrEnum):
     CORRUPT = "corrupt"
     TOO_MANY_PIXELS = "too_many_pixels"
     DIMENSIONS_TOO_LARGE = "dimensions_too_large"
+    REPLACED = "replaced"
 
 
 class Rejected(Exception):
@@ -81,19 +82,7 @@ async def verify(
     check_size(info, photo, settings)
     head = await storage.get_range(photo.object_key, 0, FIRST_READ - 1)
     content_type = check_type(head, photo)
-    while True:
-        try:
-            header = read_header(head, content_type, max_pixels=settings.max_image_pixels)
-            break
-        except TooManyPixels as exc:
-            raise Rejected(Reason.TOO_MANY_PIXELS, str(exc)) from exc
-        except HeaderError as exc:
-            more = exc.incomplete and len(head) < min(info.size, MAX_HEADER_READ)
-            if not more:
-                raise Rejected(Reason.CORRUPT, f"image header does not parse: {exc}") from exc
-            head = await storage.get_range(
-                photo.object_key, 0, min(len(head) * 4, MAX_HEADER_READ) - 1
-            )
+    header = await _parse_header(storage, info, photo.object_key, head, content_type, settings)
     side = settings.max_image_side
     if header.width > side or header.height > side:
         raise Rejected(
@@ -101,3 +90,29 @@ async def verify(
             f"{header.width}x{header.height} exceeds {side} pixels on a side",
         )
     return Verified(content_type, info.size, header.width, header.height, info.etag)
+
+
+async def _parse_header(
+    storage: Storage,
+    info: ObjectInfo,
+    key: str,
+    head: bytes,
+    content_type: str,
+    settings: Settings,
+) -> Header:
+    """Parse the header from the object's prefix, reading more (up to MAX_HEADER_READ)
+    only while the parser needs it and the object has it."""
+    while True:
+        try:
+            return read_header(head, content_type, max_pixels=settings.max_image_pixels)
+        except TooManyPixels as exc:
+            raise Rejected(Reason.TOO_MANY_PIXELS, str(exc)) from exc
+        except HeaderError as exc:
+            want = min(len(head) * 4, info.size, MAX_HEADER_READ)
+            longer = b""
+            if exc.incomplete and want > len(head):
+                longer = await storage.get_range(key, 0, want - 1)
+            # Nothing more to read, or the object is shorter than its HEAD said.
+            if len(longer) <= len(head):
+                raise Rejected(Reason.CORRUPT, f"image header does not parse: {exc}") from exc
+            head = longer

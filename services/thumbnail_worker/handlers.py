@@ -13,13 +13,19 @@ from services.thumbnail_worker.render import (
     RenditionSpec,
     render,
 )
-from shared.broker import publish
 from shared.errors import NotYet
-from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, outcome_event_id
+from shared.events import (
+    PhotoReady,
+    PhotoRejected,
+    PhotoVerified,
+    Rendition,
+    announcement,
+)
 from shared.keys import rendition_key
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
+from shared.storage import ObjectChanged
 from shared.store import PhotoRecord, PhotoStatus, RenditionRecord, facts_of
 
 log = get_logger(__name__)
@@ -37,7 +43,7 @@ class Thumbnails:
         self.res = res
         self.pool = pool
         self.specs = specs
-        # Bounds decoded images in memory, whatever the prefetch.
+        # Bounds originals and decoded images in memory, whatever the prefetch.
         self.slots = asyncio.Semaphore(concurrency)
 
     def routes(self) -> list[Route]:
@@ -47,43 +53,70 @@ class Thumbnails:
         photo = await self.res.store.get(event.photo_id)
         if photo is None:
             raise NotYet("photo.verified arrived before its record is readable")
-        match photo.status:
-            case PhotoStatus.VERIFIED:
-                await self._render(photo)
-            case PhotoStatus.READY:
-                # Redelivery after a crash between recording and announcing.
-                await self._announce_ready(photo)
-            case _:
-                log.info("photo no longer needs renditions", status=photo.status.value)
+        if photo.status is PhotoStatus.REJECTED:
+            # Finishes an undecodable-photo rejection a crash interrupted (idempotent).
+            await self.res.storage.delete(photo.object_key)
+            return
+        if photo.status is not PhotoStatus.VERIFIED:
+            log.info("photo needs no renditions (duplicate)", status=photo.status.value)
+            return
+        try:
+            result = await self._render(photo)
+        except ObjectChanged:
+            # Bytes swapped in after verification: the ingest worker rejects the photo on
+            # that upload's notification. Rendering them here would serve unverified bytes.
+            log.warning("original replaced since verification; not rendering")
+            return
+        except RenderError as exc:
+            await self._reject(photo, str(exc))
+            return
+        await self._finish(photo, result)
 
-    async def _render(self, photo: PhotoRecord) -> None:
-        res = self.res
-        content_type = facts_of(photo).content_type
-        data = await res.storage.get(photo.object_key)
+    async def _render(self, photo: PhotoRecord) -> RenderResult:
+        facts = facts_of(photo)
         loop = asyncio.get_running_loop()
         async with self.slots:
-            try:
-                result = await loop.run_in_executor(
-                    self.pool,
-                    partial(
-                        render,
-                        data,
-                        content_type,
-                        self.specs,
-                        max_pixels=res.settings.max_image_pixels,
-                    ),
-                )
-            except RenderError as exc:
-                await self._reject(photo, str(exc))
-                return
-        del data
+            data = await self.res.storage.get(photo.object_key, if_match=photo.etag)
+            if len(data) != facts.size:
+                raise ObjectChanged(f"expected {facts.size} bytes, read {len(data)}")
+            job = partial(
+                render,
+                data,
+                facts.content_type,
+                self.specs,
+                max_pixels=self.res.settings.max_image_pixels,
+            )
+            return await loop.run_in_executor(self.pool, job)
+
+    async def _finish(self, photo: PhotoRecord, result: RenderResult) -> None:
         made = await self._store_renditions(photo, result)
-        await res.store.mark_ready(photo.id, width=result.width, height=result.height, made=made)
-        current = await res.store.get(photo.id)
-        if current is not None and current.status is PhotoStatus.READY:
-            res.metrics.photos.labels("ready").inc()
+        envelope = announcement(
+            PhotoReady(
+                photo_id=photo.id,
+                owner_id=photo.owner_id,
+                width=result.width,
+                height=result.height,
+                renditions=tuple(
+                    Rendition(
+                        name=r.name,
+                        object_key=r.object_key,
+                        width=r.width,
+                        height=r.height,
+                        content_type=r.content_type,
+                        size=r.size,
+                    )
+                    for r in made
+                ),
+            ),
+            photo_id=photo.id,
+            trace_id=photo.trace_id,
+        )
+        if await self.res.store.mark_ready(
+            photo.id, width=result.width, height=result.height, made=made, announce=envelope
+        ):
+            self.res.metrics.photos.labels("ready").inc()
             log.info("photo ready", width=result.width, height=result.height)
-            await self._announce_ready(current)
+            await self.res.outbox.send(envelope)
 
     async def _store_renditions(
         self, photo: PhotoRecord, result: RenderResult
@@ -101,44 +134,20 @@ class Thumbnails:
 
     async def _reject(self, photo: PhotoRecord, detail: str) -> None:
         """A verified header over undecodable pixels (e.g. a truncated JPEG)."""
-        log.info("photo cannot be decoded; rejecting", detail=detail)
-        await self.res.store.mark_rejected(photo.id, reason="undecodable", detail=detail)
-        await self.res.storage.delete(photo.object_key)
-        event = PhotoRejected(
-            photo_id=photo.id, owner_id=photo.owner_id, reason="undecodable", detail=detail
-        )
-        await publish(
-            self.res.broker,
-            self.res.topology,
-            event,
-            trace_id=photo.trace_id,
-            event_id=outcome_event_id(event.TYPE, photo.id),
-        )
-
-    async def _announce_ready(self, photo: PhotoRecord) -> None:
-        facts = facts_of(photo)
-        renditions = tuple(
-            Rendition(
-                name=r.name,
-                object_key=r.object_key,
-                width=r.width,
-                height=r.height,
-                content_type=r.content_type,
-                size=r.size,
-            )
-            for r in await self.res.store.renditions(photo.id)
-        )
-        event = PhotoReady(
+        envelope = announcement(
+            PhotoRejected(
+                photo_id=photo.id, owner_id=photo.owner_id, reason="undecodable", detail=detail
+            ),
             photo_id=photo.id,
-            owner_id=photo.owner_id,
-            width=facts.width,
-            height=facts.height,
-            renditions=renditions,
-        )
-        await publish(
-            self.res.broker,
-            self.res.topology,
-            event,
             trace_id=photo.trace_id,
-            event_id=outcome_event_id(event.TYPE, photo.id),
         )
+        if await self.res.store.mark_rejected(
+            photo.id,
+            reason="undecodable",
+            detail=detail,
+            announce=envelope,
+            allowed_from=(PhotoStatus.VERIFIED,),
+        ):
+            log.info("photo cannot be decoded; rejected", detail=detail)
+            await self.res.storage.delete(photo.object_key)
+            await self.res.outbox.send(envelope)

@@ -4,7 +4,6 @@ runs it in a thread pool (Pillow releases the GIL while decoding and resampling)
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps
@@ -63,17 +62,12 @@ def render(
     data: bytes, content_type: str, specs: tuple[RenditionSpec, ...], *, max_pixels: int
 ) -> RenderResult:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return _render(data, content_type, specs, max_pixels)
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        EOFError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as exc:
+        return _render(data, content_type, specs, max_pixels)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Hostile bytes make Pillow raise almost anything (struct.error, TypeError, ...):
+        # every one of them means "this image cannot be rendered", never "try again".
         raise RenderError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -113,7 +107,7 @@ def _to_srgb(img: Image.Image) -> Image.Image:
             converted = ImageCms.profileToProfile(img, src, dst, outputMode=out_mode)
             if converted is not None:
                 img = converted
-        except ImageCms.PyCMSError:
+        except (ImageCms.PyCMSError, OSError):
             pass  # A broken profile: fall back to treating the pixels as sRGB.
     if img.mode != target:
         img = img.convert(target)

@@ -7,7 +7,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 from services.thumbnail_worker.handlers import Thumbnails
-from shared.imaging import enable_heif
+from shared.imaging import configure_pillow
 from shared.resources import Resources
 from shared.service import require_real_broker, run_process, run_worker
 from shared.settings import Settings
@@ -20,7 +20,7 @@ async def serve(
     resources: Resources | None = None,
     health: bool = True,
 ) -> None:
-    enable_heif()
+    configure_pillow()
     threads = settings.render_concurrency or os.cpu_count() or 1
     with ThreadPoolExecutor(threads, thread_name_prefix="render") as pool:
         await run_worker(

@@ -1,0 +1,54 @@
+"""Transactional outbox: an event is stored with the state change it announces, then sent.
+
+A handler that changes state sends its event right after the commit. If it crashes or the
+broker is away at that moment, the event waits in the `outbox` table and the relay, which
+every worker runs, sends it a little later. So a state change is announced at least once,
+a duplicate or replayed message changes nothing and announces nothing, and the rare
+resend after a crash between confirm and delete carries the same event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from shared.broker import Broker, publish_event
+from shared.errors import TransientError
+from shared.events import Envelope
+from shared.logging import get_logger
+from shared.store import Store
+from shared.topology import Topology
+
+log = get_logger(__name__)
+
+
+class Outbox:
+    def __init__(self, store: Store, broker: Broker, topology: Topology) -> None:
+        self._store = store
+        self._broker = broker
+        self._topology = topology
+
+    async def send(self, envelope: Envelope) -> None:
+        """Publish a committed outbox event (confirmed), then forget it."""
+        await publish_event(self._broker, self._topology, envelope)
+        await self._store.forget_sent(envelope.id)
+
+    async def relay_once(self, *, older_than_s: float, lease_s: float = 30.0) -> int:
+        """Send events left behind by crashes or outages; returns how many went out."""
+        sent = 0
+        for envelope in await self._store.claim_unsent(older_than_s=older_than_s, lease_s=lease_s):
+            await self.send(envelope)
+            sent += 1
+        if sent:
+            log.info("outbox relay sent left-behind events", count=sent)
+        return sent
+
+    async def relay(self, stop: asyncio.Event, *, interval_s: float, older_than_s: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.relay_once(older_than_s=older_than_s)
+            except TransientError as exc:
+                # Broker or database away: the events stay in the table for the next round.
+                log.warning("outbox relay round failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
