@@ -11,6 +11,7 @@ import asyncio
 import secrets
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -78,14 +79,23 @@ async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
         )
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, for printing."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _banner(settings: Settings, token: str) -> None:
     url = f"http://{settings.gateway_host}:{settings.gateway_port}/"
     print(
         "\n  Darkroom is running (embedded mode)\n"
         f"    upload page : {url}\n"
         f"    storage     : {settings.s3_endpoint_url} (bucket {settings.s3_bucket})\n"
-        f"    broker      : {settings.broker_url or 'in-process'}\n"
-        f"    database    : {settings.effective_database_url}\n"
+        f"    broker      : {redact_url(settings.broker_url) or 'in-process'}\n"
+        f"    database    : {redact_url(settings.effective_database_url)}\n"
         f"    dev token   : {token}\n"
         f"    try         : curl -H 'Authorization: Bearer <token>' {url}v1/photos/<id>\n",
         flush=True,

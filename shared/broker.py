@@ -122,7 +122,9 @@ async def open_broker(settings: Settings) -> AsyncIterator[Broker]:
     if not settings.broker_url:
         from shared.memory_broker import MemoryBroker
 
-        broker: Broker = MemoryBroker(delivery_limit=settings.delivery_limit)
+        broker: Broker = MemoryBroker(
+            delivery_limit=settings.delivery_limit, prefetch=settings.prefetch
+        )
     else:
         from shared.rabbitmq import RabbitBroker
 

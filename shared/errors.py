@@ -23,6 +23,8 @@ class ConfigurationError(DarkroomError):
 class TransientError(DarkroomError):
     """Try again later."""
 
+    what = "a backing service"  # named in HTTP 503 answers
+
 
 class PermanentError(DarkroomError):
     """Retrying the same input cannot succeed."""
@@ -31,13 +33,19 @@ class PermanentError(DarkroomError):
 class BrokerUnavailable(TransientError):
     """The broker did not confirm a publish in time, or the connection is down."""
 
+    what = "the message broker"
+
 
 class StorageUnavailable(TransientError):
     """Object storage failed or timed out."""
 
+    what = "object storage"
+
 
 class DatabaseUnavailable(TransientError):
     """The metadata store failed or timed out."""
+
+    what = "the metadata store"
 
 
 class NotYet(TransientError):

@@ -44,6 +44,7 @@ class _Queue:
     delivery_limit: int | None = None
     dead_letter_exchange: str | None = None
     items: asyncio.Queue[tuple[Message, int]] = field(default_factory=asyncio.Queue)
+    unsettled: int = 0
 
 
 class MemoryBroker:
@@ -117,6 +118,11 @@ class MemoryBroker:
         subscription.start()
         return subscription
 
+    def outstanding(self, queue: QueueSpec) -> int:
+        """Messages queued or handed out and not yet settled (RabbitMQ's ready + unacked)."""
+        q = self._queues[queue.name]
+        return q.items.qsize() + q.unsettled
+
     def dead_letters(self, queue: QueueSpec) -> list[Message]:
         """What a dead-letter queue holds now, for tools and tests (not consumed)."""
         items = self._queues[queue.dead_letter_queue].items
@@ -170,6 +176,7 @@ class _Subscription:
         while True:
             await self._window.acquire()
             message, deliveries = await self._queue.items.get()
+            self._queue.unsettled += 1
             delivery = _MemoryDelivery(
                 self._broker, self._queue, message, deliveries + 1, self._window.release
             )
@@ -203,6 +210,7 @@ class _MemoryDelivery:
         if self._settled:
             raise RuntimeError("delivery settled twice")
         self._settled = True
+        self._queue.unsettled -= 1
         self._release()
 
     async def ack(self) -> None:

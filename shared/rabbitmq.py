@@ -32,6 +32,15 @@ from shared.topology import QueueSpec, Topology
 
 log = get_logger(__name__)
 
+# Quorum queues dead-letter at-most-once by default; at-least-once (which needs
+# reject-publish overflow) keeps a message in its queue until the dead-letter target
+# confirmed it, so neither a retry's expiry nor a park can drop it.
+_QUORUM: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+
 
 class RabbitBroker:
     def __init__(self, connection: AbstractRobustConnection, settings: Settings) -> None:
@@ -83,7 +92,7 @@ class RabbitBroker:
             spec.name,
             durable=True,
             arguments={
-                "x-queue-type": "quorum",
+                **_QUORUM,
                 "x-delivery-limit": topology.delivery_limit,
                 "x-dead-letter-exchange": spec.dead_letter_exchange,
                 "x-dead-letter-routing-key": spec.name,
@@ -91,15 +100,14 @@ class RabbitBroker:
         )
         for key in spec.routing_keys:
             await queue.bind(spec.exchange, key)
-        dlq = await channel.declare_queue(
-            spec.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=_QUORUM)
         await dlq.bind(spec.dead_letter_exchange, spec.name)
         for delay in topology.retry.delays_ms():
             await channel.declare_queue(
                 spec.retry_queue(delay),
                 durable=True,
                 arguments={
+                    **_QUORUM,
                     "x-message-ttl": delay,
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": spec.name,

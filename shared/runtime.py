@@ -136,11 +136,15 @@ class Worker:
                 # Retrying or parking means publishing a copy; that failed, so hand the
                 # original back for redelivery (or, if the channel is gone too, the broker
                 # redelivers it anyway). Either way it is not lost and not left unacked.
+                pause = min(self._topology.retry.delay_ms(delivery.message.attempt), 5000)
                 log.warning(
                     "could not settle message; requeueing it",
                     queue=route.queue.name,
                     error=str(exc),
+                    pause_ms=pause,
                 )
+                # A pause, so a broker refusing copies is not hammered in a tight loop.
+                await asyncio.sleep(pause / 1000)
                 await delivery.requeue()
             finally:
                 self._in_flight.discard(task)

@@ -5,9 +5,10 @@
     <p>.dlx      direct dead letters; routing key = the queue they came from
 
 Each consumer owns one durable quorum queue with a delivery limit, dead-lettering to
-`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: classic durable queues with a
-fixed message TTL that dead-letter back into the consumer's queue. One queue per delay
-keeps expiry exact (a per-message TTL only expires at a queue's head).
+`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: quorum queues with a fixed message
+TTL that dead-letter back into the consumer's queue. One queue per delay keeps expiry
+exact (a per-message TTL only expires at a queue's head). All dead-lettering is
+at-least-once.
 
 `p` is `DARKROOM_TOPOLOGY_PREFIX` (default `darkroom`); tests use their own prefix so
 they never share queues with anything else on the broker.
@@ -74,6 +75,9 @@ class Topology:
     @property
     def storage_exchange(self) -> str:
         return f"{self.prefix}.storage"
+
+    # Routing key of AWS S3 notifications the SQS bridge moves onto the storage exchange.
+    sqs_bridge_routing_key = "aws.sqs"
 
     @property
     def dead_letter_exchange(self) -> str:

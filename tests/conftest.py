@@ -31,10 +31,14 @@ POSTGRES_URL = os.environ.get(
 JWT_SECRET = "test-secret-" + "x" * 40
 
 
+_DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432}
+
+
 def _reachable(url: str) -> bool:
     parts = urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme, 0)
     try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 1):
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), 1):
             return True
     except OSError:
         return False
@@ -98,6 +102,7 @@ def make_settings(**overrides: Any) -> Settings:
         "retry_base_ms": 50,
         "retry_cap_ms": 400,
         "retry_max_attempts": 4,
+        "delivery_limit": 3,
         "shutdown_grace": 5.0,
         "sqs_wait_seconds": 1,
         "log_json": True,

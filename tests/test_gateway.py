@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,7 @@ from shared.broker import Delivery
 from shared.events import Envelope, UploadRequested
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
+from shared.store import create_engine
 from tests.conftest import JWT_SECRET
 
 
@@ -66,26 +67,26 @@ async def problem_of(resp: Any, status: int) -> dict[str, Any]:
     return body
 
 
+def bearer(claims: dict[str, Any], key: str = JWT_SECRET) -> str:
+    return f"Bearer {jwt.encode(claims, key)}"
+
+
 @pytest.mark.parametrize(
-    ("header", "detail"),
+    ("make_header", "detail"),
     [
-        (None, "missing Authorization"),
-        ("Basic abc", "Bearer"),
-        ("Bearer not-a-jwt", "invalid token"),
-        (
-            f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) - 3600}, JWT_SECRET)}",
-            "expired",
-        ),
-        (
-            f"Bearer {jwt.encode({'sub': 'a', 'exp': int(time.time()) + 60}, 'other' * 10)}",
-            "invalid token",
-        ),
-        (f"Bearer {jwt.encode({'exp': int(time.time()) + 60}, JWT_SECRET)}", "sub"),
+        (lambda now: None, "missing Authorization"),
+        (lambda now: "Basic abc", "Bearer"),
+        (lambda now: "Bearer not-a-jwt", "invalid token"),
+        (lambda now: bearer({"sub": "a", "exp": now - 3600}), "expired"),
+        (lambda now: bearer({"sub": "a", "exp": now + 60}, "other" * 10), "invalid token"),
+        (lambda now: bearer({"exp": now + 60}), "sub"),
     ],
+    ids=["missing", "not-bearer", "garbage", "expired", "wrong-key", "no-sub"],
 )
 async def test_bad_credentials_get_401_problem(
-    gw: Gateway, header: str | None, detail: str
+    gw: Gateway, make_header: Callable[[int], str | None], detail: str
 ) -> None:
+    header = make_header(int(time.time()))
     headers = {"Authorization": header} if header else {}
     resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=headers)
     body = await problem_of(resp, 401)
@@ -97,6 +98,9 @@ async def test_bad_credentials_get_401_problem(
     ("payload", "status", "code"),
     [
         ("{nope", 400, "malformed_json"),
+        (b'{"filename": "\xff\xfe"}', 400, "malformed_json"),
+        (json.dumps(grant_body(size=True)), 422, "invalid_request"),
+        (json.dumps(grant_body(size="12")), 422, "invalid_request"),
         (json.dumps({"filename": "a.jpg"}), 422, "invalid_request"),
         (json.dumps(grant_body(size=0)), 422, "invalid_request"),
         (json.dumps(grant_body(surprise=True)), 422, "invalid_request"),
@@ -106,7 +110,7 @@ async def test_bad_credentials_get_401_problem(
     ],
 )
 async def test_bad_requests_get_problems_and_no_grant(
-    gw: Gateway, payload: str, status: int, code: str
+    gw: Gateway, payload: str | bytes, status: int, code: str
 ) -> None:
     resp = await gw.client.post("/v1/uploads", data=payload, headers=gw.auth())
     assert (await problem_of(resp, status))["code"] == code
@@ -195,3 +199,13 @@ async def test_upload_page_is_served(gw: Gateway) -> None:
     resp = await gw.client.get("/")
     page = await resp.text()
     assert resp.status == 200 and "<input" in page and "/v1/uploads" in page
+
+
+async def test_database_outage_is_a_503_problem(gw: Gateway) -> None:
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth())
+    photo_id = (await resp.json())["photo_id"]
+    await gw.res.store.close()
+    gw.res.store._engine = create_engine("postgresql://nobody@127.0.0.1:1/none")
+    resp = await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())
+    body = await problem_of(resp, 503)
+    assert "metadata store" in body["detail"]

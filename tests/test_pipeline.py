@@ -75,7 +75,7 @@ async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
     connection = await aio_pika.connect(settings.broker_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{settings.topology_prefix}.storage")
+        exchange = await channel.get_exchange(Topology.from_settings(settings).storage_exchange)
         await exchange.publish(
             aio_pika.Message(
                 body,

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from services.dev import redact_url
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import JWT_SECRET, delete_topology
@@ -110,3 +111,8 @@ async def test_invalid_settings_stop_the_process_with_every_reason(settings: Set
     assert process.returncode == 2
     assert "DARKROOM_PREFETCH" in text and "DARKROOM_GATEWAY_PORT" in text
     assert "Traceback" not in text
+
+
+def test_printed_urls_hide_passwords() -> None:
+    assert redact_url("amqp://user:s3cret@host:5672/") == "amqp://user:***@host:5672/"
+    assert redact_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"

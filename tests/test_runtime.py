@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
+import aio_pika
 import pytest
 
 from shared.broker import (
@@ -20,6 +21,7 @@ from shared.broker import (
 )
 from shared.errors import BrokerUnavailable, PermanentError, TransientError
 from shared.events import Envelope, PhotoRejected
+from shared.memory_broker import MemoryBroker
 from shared.metrics import Metrics
 from shared.runtime import Meta, Route, Worker, on_events
 from shared.settings import Settings
@@ -63,6 +65,19 @@ async def dead_letter_probe(broker: Broker, queue: QueueSpec) -> asyncio.Queue[M
     dlq = replace(queue, name=queue.dead_letter_queue)
     await broker.consume(dlq, take)
     return parked
+
+
+async def outstanding(broker: Broker, queue: QueueSpec, settings: Settings) -> int:
+    """Messages not yet acked. On RabbitMQ, closing the connection first returns unacked
+    ones to the queue, where a passive declare counts them."""
+    if isinstance(broker, MemoryBroker):
+        return broker.outstanding(queue)
+    await broker.close()
+    async with await aio_pika.connect(settings.broker_url) as connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue.name, passive=True)
+        count = declared.declaration_result.message_count
+        return int(count or 0)
 
 
 def worker(broker: Broker, topology: Topology, route: Route, grace: float = 5.0) -> Worker:
@@ -180,22 +195,7 @@ async def test_drain_waits_for_in_flight_work_then_acks_it(env: Any) -> None:
     await asyncio.wait_for(drain, 10)
     assert finished == ["p1"]
 
-    # Acked: a fresh worker on the same queue gets only the next message.
-    seen: list[str] = []
-    got = asyncio.Event()
-
-    async def record(event: PhotoRejected, meta: Meta) -> None:
-        seen.append(event.photo_id)
-        got.set()
-
-    w2 = worker(broker, topology, on_events(queue, {PhotoRejected: record}))
-    await w2.start()
-    await broker.publish(
-        topology.events_exchange, "photo.rejected", rejected_event("p2").to_bytes()
-    )
-    await asyncio.wait_for(got.wait(), 10)
-    await w2.drain()
-    assert seen == ["p2"]
+    assert await outstanding(broker, topology.notifier, env[2]) == 0
 
 
 @both
@@ -223,3 +223,26 @@ async def test_work_outliving_the_grace_period_is_requeued(env: Any) -> None:
     await w2.start()
     assert await asyncio.wait_for(again.get(), 10) == "p1"
     await w2.drain()
+
+
+@both
+async def test_a_message_that_keeps_coming_back_is_dead_lettered_at_the_delivery_limit(
+    env: Any,
+) -> None:
+    """A crash loop (delivered, never settled) ends in the DLQ, not in an endless loop."""
+    broker, topology, settings = env
+    queue = topology.notifier
+    deliveries = 0
+
+    async def crash(delivery: Delivery) -> None:
+        nonlocal deliveries
+        deliveries += 1
+        await delivery.requeue()
+
+    parked = await dead_letter_probe(broker, queue)
+    await broker.consume(queue, crash)
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    message = await asyncio.wait_for(parked.get(), 20)
+    reason = message.headers.get(REASON_HEADER) or message.headers.get("x-first-death-reason")
+    assert reason == "delivery_limit"
+    assert deliveries >= settings.delivery_limit

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.errors import TransientError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -74,6 +75,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return problem(exc.status, code, exc.reason, headers=headers)
+    except TransientError as exc:
+        # Broker, database or storage away: the client may retry; nothing was granted.
+        log.warning("dependency unavailable", path=request.path, error=str(exc))
+        return problem(
+            503,
+            "unavailable",
+            f"{exc.what} is unavailable; try again shortly",
+            headers={"Retry-After": "2"},
+        )
     except Exception:
         log.exception("unhandled error", path=request.path)
         return problem(500, "internal_error", "the server failed; the error has been logged")

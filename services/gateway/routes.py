@@ -10,13 +10,12 @@ from importlib.resources import files
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from services.gateway.auth import Unauthorized, user_from_header
 from services.gateway.context import DEV_TOKEN, RESOURCES, TRACE_ID
 from services.gateway.problems import ApiError
 from shared.broker import publish
-from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import UploadRequested
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
@@ -35,7 +34,7 @@ class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     filename: str = Field(min_length=1, max_length=1024)
     content_type: str = Field(min_length=1, max_length=100)
-    size: int = Field(gt=0)
+    size: StrictInt = Field(gt=0)
     method: Literal["POST", "PUT"] = "POST"
 
 
@@ -60,7 +59,7 @@ def authenticate(request: web.Request) -> str:
 async def json_body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8
         raise ApiError(400, "malformed_json", f"request body is not JSON: {exc}") from exc
 
 
@@ -76,16 +75,6 @@ def validation_problem(exc: ValidationError) -> ApiError:
         for e in exc.errors()
     ]
     return ApiError(422, "invalid_request", "the request body is not valid", errors=errors)
-
-
-def unavailable(what: str, exc: Exception) -> ApiError:
-    log.warning("dependency unavailable", dependency=what, error=str(exc))
-    return ApiError(
-        503,
-        "unavailable",
-        f"{what} is unavailable; try again shortly",
-        headers={"Retry-After": "2"},
-    )
 
 
 @routes.post("/v1/uploads")
@@ -112,69 +101,62 @@ async def create_upload(request: web.Request) -> web.Response:
             limit=settings.max_upload_bytes,
         )
     photo_id = uuid.uuid4().hex
-    trace_id = request[TRACE_ID]
-    with log_context(photo_id=photo_id, trace_id=trace_id, owner_id=owner):
-        return await _grant(request, owner, photo_id, content_type, body)
-
-
-async def _grant(
-    request: web.Request, owner: str, photo_id: str, content_type: str, body: UploadRequest
-) -> web.Response:
-    res = request.app[RESOURCES]
-    settings, storage = res.settings, res.storage
-    key = original_key(owner, photo_id)
-    expires_at = (datetime.now(UTC) + timedelta(seconds=settings.upload_url_ttl)).replace(
-        microsecond=0
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(
+        seconds=settings.upload_url_ttl
     )
-    upload: dict[str, Any]
-    if body.method == "POST":
-        post = await storage.presign_post(
-            key, content_type=content_type, size=body.size, expires_in=settings.upload_url_ttl
-        )
-        upload = {"method": "POST", "url": post.url, "fields": post.fields}
-    else:
-        url, headers = await storage.presign_put(
-            key, content_type=content_type, size=body.size, expires_in=settings.upload_url_ttl
-        )
-        upload = {"method": "PUT", "url": url, "headers": headers}
-    filename = display_name(body.filename)
-    try:
-        # Read-your-writes for the client; the ingest worker records the same intent
-        # from the event (insert-if-absent), which is what survives a lost row.
-        await res.store.create_pending(
-            NewPhoto(
-                photo_id,
-                owner,
-                key,
-                filename,
-                content_type,
-                body.size,
-                expires_at,
-                request[TRACE_ID],
-            )
-        )
-    except DatabaseUnavailable as exc:
-        raise unavailable("the metadata store", exc) from exc
+    intent = NewPhoto(
+        photo_id,
+        owner,
+        original_key(owner, photo_id),
+        display_name(body.filename),
+        content_type,
+        body.size,
+        expires_at,
+        request[TRACE_ID],
+    )
+    with log_context(photo_id=photo_id, owner_id=owner):
+        return await _grant(request.app[RESOURCES], intent, body.method)
+
+
+async def _grant(res: Resources, intent: NewPhoto, method: Literal["POST", "PUT"]) -> web.Response:
+    """Sign the upload, then make the intent durable; answer only once both are done."""
+    upload = await _presign(res, intent, method)
+    # Read-your-writes for the client; the ingest worker records the same intent from
+    # the event (insert-if-absent).
+    await res.store.create_pending(intent)
     event = UploadRequested(
-        photo_id=photo_id,
-        owner_id=owner,
-        bucket=storage.bucket,
-        object_key=key,
-        content_type=content_type,
-        size=body.size,
-        filename=filename,
-        method=body.method,
-        expires_at=expires_at,
+        photo_id=intent.id,
+        owner_id=intent.owner_id,
+        bucket=res.storage.bucket,
+        object_key=intent.object_key,
+        content_type=intent.declared_type,
+        size=intent.declared_size,
+        filename=intent.filename,
+        method=method,
+        expires_at=intent.upload_expires_at,
     )
-    try:
-        await publish(res.broker, res.topology, event, trace_id=request[TRACE_ID])
-    except BrokerUnavailable as exc:
-        raise unavailable("the message broker", exc) from exc
-    log.info("upload granted", method=body.method, size=body.size, content_type=content_type)
-    return web.json_response(
-        {"photo_id": photo_id, "upload": upload, "expires_at": expires_at.isoformat()},
-        status=201,
+    await publish(res.broker, res.topology, event, trace_id=intent.trace_id)
+    log.info("upload granted", method=method, size=intent.declared_size)
+    body = {
+        "photo_id": intent.id,
+        "upload": upload,
+        "expires_at": intent.upload_expires_at.isoformat(),
+    }
+    return web.json_response(body, status=201)
+
+
+async def _presign(res: Resources, intent: NewPhoto, method: str) -> dict[str, Any]:
+    key, ttl = intent.object_key, res.settings.upload_url_ttl
+    content_type, size = intent.declared_type, intent.declared_size
+    if method == "POST":
+        post = await res.storage.presign_post(
+            key, content_type=content_type, size=size, expires_in=ttl
+        )
+        return {"method": "POST", "url": post.url, "fields": post.fields}
+    url, headers = await res.storage.presign_put(
+        key, content_type=content_type, size=size, expires_in=ttl
     )
+    return {"method": "PUT", "url": url, "headers": headers}
 
 
 @routes.get("/v1/photos/{photo_id}")
@@ -185,10 +167,7 @@ async def get_photo(request: web.Request) -> web.Response:
 
 
 async def _owned_photo(request: web.Request, owner: str, photo_id: str) -> PhotoRecord:
-    try:
-        photo = await request.app[RESOURCES].store.get(photo_id)
-    except DatabaseUnavailable as exc:
-        raise unavailable("the metadata store", exc) from exc
+    photo = await request.app[RESOURCES].store.get(photo_id)
     # Someone else's photo is indistinguishable from a missing one.
     if photo is None or photo.owner_id != owner or photo.status is PhotoStatus.DELETED:
         raise ApiError(404, "not_found", "no such photo")

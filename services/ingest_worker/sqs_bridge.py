@@ -22,7 +22,6 @@ from shared.topology import Topology
 
 log = get_logger(__name__)
 
-ROUTING_KEY = "aws.sqs"
 _BACKOFF_CAP_S = 30.0
 
 
@@ -37,7 +36,7 @@ async def forward_batch(client: Any, settings: Settings, broker: Broker, topolog
     for msg in resp.get("Messages", []):
         await broker.publish(
             topology.storage_exchange,
-            ROUTING_KEY,
+            topology.sqs_bridge_routing_key,
             msg["Body"].encode(),
             message_id=msg.get("MessageId"),
         )
