@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from standardwebhooks import Webhook
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.gateway.service import serve as gateway
 from services.ingest_worker.service import serve as ingest
@@ -34,19 +34,37 @@ class WebhookReceiver:
     """A real local HTTP endpoint that verifies and collects webhooks."""
 
     url: str = ""
+    fail_first: int = 0  # answer 503 to this many valid deliveries first
     received: list[dict[str, Any]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    attempts: list[tuple[str, int]] = field(default_factory=list)  # (webhook-id, status)
     _arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        # Raises (-> 500 -> the notifier retries) unless the signature is valid.
-        payload: dict[str, Any] = Webhook(WEBHOOK_SECRET).verify(body, dict(request.headers))
+        msg_id = request.headers.get("webhook-id", "")
+        try:
+            payload: dict[str, Any] = Webhook(WEBHOOK_SECRET).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.attempts.append((msg_id, 401))
+            return web.Response(status=401)
+        if self.fail_first:
+            self.fail_first -= 1
+            self.attempts.append((msg_id, 503))
+            return web.Response(status=503)
+        self.attempts.append((msg_id, 204))
         async with self._arrived:
             self.received.append(payload)
-            self.ids.append(request.headers["webhook-id"])
+            self.ids.append(msg_id)
             self._arrived.notify_all()
         return web.Response(status=204)
+
+    def deliveries(self, photo_id: str, event_type: str) -> int:
+        return sum(
+            1
+            for p in self.received
+            if p["type"] == event_type and p["data"]["photo_id"] == photo_id
+        )
 
     async def wait_for(self, photo_id: str, event_type: str, timeout: float = 60) -> dict[str, Any]:
         def match() -> dict[str, Any] | None:

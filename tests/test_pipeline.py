@@ -8,10 +8,12 @@ messages published to the storage exchange.
 
 from __future__ import annotations
 
-import asyncio
 import io
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -22,9 +24,11 @@ from pydantic import SecretStr
 from services.dev import run_dev
 from services.gateway.auth import issue_token
 from shared.embedded import provision_bucket_with_sqs
+from shared.events import PhotoVerified, announcement
 from shared.keys import original_key
 from shared.settings import Settings
 from shared.storage import open_storage
+from shared.store import ImageFacts, NewPhoto, open_store
 from shared.topology import Topology
 from tests import images, s3events
 from tests.conftest import JWT_SECRET, delete_topology
@@ -131,28 +135,56 @@ async def test_photo_travels_every_service_on_real_components(
     assert {r["name"] for r in ready["data"]["renditions"]} == {"thumb", "preview"}
 
 
-async def test_put_upload_and_duplicate_notifications_end_in_one_ready_photo(
-    real: Settings, hooks: WebhookReceiver, unique: str
+async def test_duplicate_notifications_change_nothing_and_announce_nothing(
+    real: Settings, hooks: WebhookReceiver
 ) -> None:
-    real = await with_sqs(real, unique)
-    photo = images.jpeg(1600, 1000, orientation=3)
+    """One object announced by all three formats, twice: one verification, one render,
+    one photo.ready. With prefetch 1 the storage queue is handled in order, so once a
+    later photo is ready every duplicate before it has been handled."""
+    real = real.model_copy(update={"prefetch": 1})
+    async with open_storage(real) as storage:
+        await storage.ensure_bucket()
+    photo, sentinel = images.jpeg(1600, 1000, orientation=3), images.jpeg(800, 500)
     async with running(real, ALL_SERVICES) as base, aiohttp.ClientSession() as http:
         client = Client(http, base, issue_token(JWT_SECRET, "alice"))
         grant = await client.grant(photo, "image/jpeg", method="PUT")
         await client.upload(grant, photo, "image/jpeg")
         key = original_key("alice", grant["photo_id"])
-        # The same object announced again by two other routes, as a flaky source would.
-        await announce(real, "minio", key, len(photo))
-        await announce(real, "ceph", key, len(photo))
-        await hooks.wait_for(grant["photo_id"], "photo.ready")
+        for fmt in ["minio", "ceph", "aws", "minio", "ceph", "aws"]:
+            await announce(real, fmt, key, len(photo))
+        later = await client.grant(sentinel, "image/jpeg")
+        await client.upload(later, sentinel, "image/jpeg")
+        await announce(real, "minio", later["upload"]["fields"]["key"], len(sentinel))
+        await hooks.wait_for(later["photo_id"], "photo.ready")
         await assert_ready_and_upright(client, grant["photo_id"])
-    # Every delivery of photo.ready for this photo carries the same webhook-id.
-    ready_ids = {
-        i
-        for i, p in zip(hooks.ids, hooks.received, strict=True)
-        if p["type"] == "photo.ready" and p["data"]["photo_id"] == grant["photo_id"]
-    }
-    assert len(ready_ids) == 1
+    assert hooks.deliveries(grant["photo_id"], "photo.ready") == 1
+    assert hooks.deliveries(grant["photo_id"], "photo.rejected") == 0
+
+
+async def test_bytes_swapped_in_after_verification_get_the_photo_rejected(
+    real: Settings, hooks: WebhookReceiver, unique: str
+) -> None:
+    """The upload URL outlives verification; a second upload through it must not be
+    served as the verified photo."""
+    real = await with_sqs(real, unique)
+    photo = images.jpeg(1600, 1000)
+    swapped = photo[:-1000] + bytes(b ^ 0x5A for b in photo[-1000:-2]) + photo[-2:]
+    async with running(real, ALL_SERVICES) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, "alice"))
+        grant = await client.grant(photo, "image/jpeg", method="PUT")
+        await client.upload(grant, photo, "image/jpeg")
+        await hooks.wait_for(grant["photo_id"], "photo.ready")
+        renditions = (await client.photo(grant["photo_id"]))["renditions"]
+        await client.upload(grant, swapped, "image/jpeg")
+        event = await hooks.wait_for(grant["photo_id"], "photo.rejected")
+        view = await client.photo(grant["photo_id"])
+    assert event["data"]["reason"] == "replaced"
+    assert (view["status"], view["reason"], view["renditions"]) == ("rejected", "replaced", {})
+    async with open_storage(real) as storage:
+        assert await storage.head(original_key("alice", grant["photo_id"])) is None
+        for r in renditions.values():
+            key = urlsplit(r["url"]).path.split(f"/{real.s3_bucket}/", 1)[1]
+            assert await storage.head(key) is None
 
 
 async def test_text_declared_as_jpeg_is_rejected_removed_and_announced(
@@ -217,35 +249,56 @@ async def test_same_flow_in_dev_mode(
     assert (tmp_path / "darkroom.sqlite3").exists() == (parts == "embedded")
 
 
-async def test_webhook_failures_are_retried_until_delivered(real: Settings, unique: str) -> None:
-    """The receiver fails twice; the notifier's backoff gets the event through."""
-    failures = 2
-    arrived: asyncio.Queue[str] = asyncio.Queue()
-
-    async def flaky(request: aiohttp.web.Request) -> aiohttp.web.Response:
-        nonlocal failures
-        if failures:
-            failures -= 1
-            return aiohttp.web.Response(status=503)
-        arrived.put_nowait(request.headers["webhook-id"])
-        return aiohttp.web.Response(status=200)
-
-    app = aiohttp.web.Application()
-    app.router.add_post("/hook", flaky)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    real = await with_sqs(
-        real.model_copy(update={"webhook_url": f"http://127.0.0.1:{port}/hook"}), unique
-    )
+async def test_webhook_failures_are_retried_until_delivered(
+    real: Settings, hooks: WebhookReceiver, unique: str
+) -> None:
+    """The receiver answers 503 twice; backoff retries get the event through, every
+    attempt signed validly and carrying the same webhook-id."""
+    hooks.fail_first = 2
+    real = await with_sqs(real, unique)
     fake = b"not an image at all"
-    try:
-        async with running(real, ALL_SERVICES) as base, aiohttp.ClientSession() as http:
-            client = Client(http, base, issue_token(JWT_SECRET, "alice"))
-            grant = await client.grant(fake, "image/png")
-            await client.upload(grant, fake, "image/png")
-            webhook_id = await asyncio.wait_for(arrived.get(), 60)
-    finally:
-        await runner.cleanup()
-    assert failures == 0 and webhook_id
+    async with running(real, ALL_SERVICES) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, "alice"))
+        grant = await client.grant(fake, "image/png")
+        await client.upload(grant, fake, "image/png")
+        await hooks.wait_for(grant["photo_id"], "photo.rejected")
+    assert [status for _, status in hooks.attempts] == [503, 503, 204]
+    assert len({msg_id for msg_id, _ in hooks.attempts}) == 1
+
+
+async def test_an_event_left_unsent_by_a_crash_is_sent_by_the_relay(
+    real: Settings, hooks: WebhookReceiver
+) -> None:
+    """The ingest worker committed `verified` and its event, then died before publishing:
+    the outbox relay publishes it and the photo still becomes ready."""
+    real = real.model_copy(update={"outbox_relay_after": 0.2, "outbox_relay_interval": 0.1})
+    data = images.jpeg(1200, 900)
+    photo_id = uuid.uuid4().hex
+    key = original_key("alice", photo_id)
+    async with open_storage(real) as storage, open_store(real) as store:
+        await storage.ensure_bucket()
+        await storage.put(key, data, content_type="image/jpeg")
+        info = await storage.head(key)
+        assert info is not None
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        await store.create_pending(
+            NewPhoto(photo_id, "alice", key, "a.jpg", "image/jpeg", len(data), expires, "t")
+        )
+        event = PhotoVerified(
+            photo_id=photo_id,
+            owner_id="alice",
+            bucket=real.s3_bucket,
+            object_key=key,
+            content_type="image/jpeg",
+            size=len(data),
+            width=1200,
+            height=900,
+        )
+        envelope = announcement(event, photo_id=photo_id, trace_id="t")
+        facts = ImageFacts("image/jpeg", len(data), 1200, 900)
+        assert await store.mark_verified(photo_id, facts=facts, etag=info.etag, announce=envelope)
+        # ...and here the ingest worker "crashes": the event is never sent by it.
+        async with running(real, ALL_SERVICES):
+            ready = await hooks.wait_for(photo_id, "photo.ready")
+        assert await store.claim_unsent(older_than_s=-1, lease_s=0) == []
+    assert ready["data"]["width"] == 1200
