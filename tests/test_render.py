@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import random
 
 import pytest
 from PIL import Image
 
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, RenderError, render
+from shared.imaging import HeaderError, TooManyPixels, read_header
 from tests import images
 
 LIMIT = 40_000_000
@@ -61,3 +63,25 @@ def test_truncated_jpeg_is_a_render_error() -> None:
 def test_pixel_limit_applies_before_decoding() -> None:
     with pytest.raises(RenderError, match="more than"):
         render(images.png(400, 300), "image/png", DEFAULT_RENDITIONS, max_pixels=1000)
+
+
+@pytest.mark.filterwarnings("ignore:.*(EXIF|Tag data).*:UserWarning")
+@pytest.mark.parametrize("fmt", ["jpeg", "png"])
+def test_mangled_images_fail_only_with_the_documented_errors(fmt: str) -> None:
+    """Seeded byte mutations of a real image: header parsing and rendering may refuse
+    them, but only ever with their own error types (which the workers map to reasons)."""
+    rng = random.Random(f"darkroom-{fmt}")
+    original = images.jpeg(320, 200, orientation=6) if fmt == "jpeg" else images.png(320, 200)
+    content_type = f"image/{fmt}"
+    outcomes = {"ok": 0, "refused": 0}
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(2, min(len(data), 600))] = rng.randrange(256)
+        try:
+            read_header(bytes(data), content_type, max_pixels=LIMIT)
+            render(bytes(data), content_type, DEFAULT_RENDITIONS, max_pixels=LIMIT)
+            outcomes["ok"] += 1
+        except (HeaderError, TooManyPixels, RenderError):
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0  # the mutations do reach the parsers
