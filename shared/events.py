@@ -47,6 +47,26 @@ class UploadRequested(Event):
     expires_at: datetime
 
 
+class UploadCompleted(Event):
+    """The client says its upload finished: a hint to verify now, trusted for nothing."""
+
+    TYPE = "upload.completed"
+    photo_id: str
+    owner_id: str
+    object_key: str
+
+
+class PhotoDeleted(Event):
+    TYPE = "photo.deleted"
+    photo_id: str
+    owner_id: str
+
+
+class AccountDeleted(Event):
+    TYPE = "account.deleted"
+    owner_id: str
+
+
 class PhotoVerified(Event):
     TYPE = "photo.verified"
     photo_id: str

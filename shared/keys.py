@@ -19,12 +19,26 @@ def owner_digest(owner_id: str) -> str:
     return hashlib.sha256(owner_id.encode()).hexdigest()[:16]
 
 
+ORIGINALS = "originals/"
+RENDITIONS = "renditions/"
+
+
 def original_key(owner_id: str, photo_id: str) -> str:
-    return f"originals/{owner_digest(owner_id)}/{photo_id}"
+    return f"{ORIGINALS}{owner_digest(owner_id)}/{photo_id}"
 
 
 def rendition_key(owner_id: str, photo_id: str, name: str, extension: str) -> str:
-    return f"renditions/{owner_digest(owner_id)}/{photo_id}/{name}.{extension}"
+    return f"{renditions_prefix(owner_id, photo_id)}{name}.{extension}"
+
+
+def originals_prefix(owner_id: str) -> str:
+    return f"{ORIGINALS}{owner_digest(owner_id)}/"
+
+
+def renditions_prefix(owner_id: str, photo_id: str = "") -> str:
+    """Every rendition of one photo, or with no photo id, of the owner's every photo."""
+    base = f"{RENDITIONS}{owner_digest(owner_id)}/"
+    return f"{base}{photo_id}/" if photo_id else base
 
 
 def photo_id_of(key: str) -> str | None:

@@ -32,14 +32,11 @@ from shared.topology import QueueSpec, Topology
 
 log = get_logger(__name__)
 
-# Quorum queues dead-letter at-most-once by default; at-least-once (which needs
-# reject-publish overflow) keeps a message in its queue until the dead-letter target
-# confirmed it, so neither a retry's expiry nor a park can drop it.
-_QUORUM: dict[str, Any] = {
-    "x-queue-type": "quorum",
-    "x-dead-letter-strategy": "at-least-once",
-    "x-overflow": "reject-publish",
-}
+# Broker-side dead-lettering (a retry's expiry, the delivery limit) is at-most-once here.
+# Quorum queues' at-least-once strategy would close that gap, but on RabbitMQ 3.10 it
+# wedged the broker under queue churn in our tests; revisit on a newer broker. Darkroom's
+# own parking (the reasons operators read) is a confirmed publish, so it loses nothing.
+_QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 
 
 class RabbitBroker:
@@ -107,7 +104,6 @@ class RabbitBroker:
                 spec.retry_queue(delay),
                 durable=True,
                 arguments={
-                    **_QUORUM,
                     "x-message-ttl": delay,
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": spec.name,

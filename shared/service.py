@@ -8,7 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -22,7 +22,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 Service = Callable[[Settings, asyncio.Event], Awaitable[None]]
-Background = Callable[[Resources, asyncio.Event], Coroutine[Any, Any, None]]
+Job = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def require_real_broker(settings: Settings, name: str) -> None:
@@ -33,16 +33,24 @@ def require_real_broker(settings: Settings, name: str) -> None:
         )
 
 
+class Consumer(Protocol):
+    """What a worker service is: routes to consume, and jobs to run beside them."""
+
+    def routes(self) -> Sequence[Route]: ...
+
+    def jobs(self) -> Sequence[Job]: ...
+
+
 async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
-    make_routes: Callable[[Resources], Sequence[Route]],
+    make: Callable[[Resources], Consumer],
     *,
     resources: Resources | None = None,
-    background: Sequence[Background] = (),
     health: bool = True,
 ) -> None:
-    """Consume `make_routes(resources)` until `stop` is set, then drain and close.
+    """Consume `make(resources)`'s routes and run its jobs (and the outbox relay) until
+    `stop` is set, then drain and close.
 
     Pass `resources` to share them (dev mode, tests); otherwise they are opened here.
     """
@@ -54,10 +62,11 @@ async def run_worker(
                 serve_health(settings.health_host, settings.health_port, resources)
             )
             log.info("health endpoints up", port=port)
+        consumer = make(resources)
         worker = Worker(
             resources.broker,
             resources.topology,
-            make_routes(resources),
+            consumer.routes(),
             metrics=resources.metrics,
             handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
@@ -67,7 +76,7 @@ async def run_worker(
             interval_s=settings.outbox_relay_interval,
             older_than_s=settings.outbox_relay_after,
         )
-        tasks = [asyncio.create_task(job(resources, stop)) for job in background]
+        tasks = [asyncio.create_task(job(stop)) for job in consumer.jobs()]
         tasks.append(asyncio.create_task(relay))
         for task in tasks:
             task.add_done_callback(partial(_stop_if_failed, stop))

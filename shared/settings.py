@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     # Verification limits (pict-rs-like defaults).
     max_image_pixels: PositiveInt = 40_000_000
     max_image_side: PositiveInt = 10_000
+    max_frames: PositiveInt = 1000
+
+    # Ingest worker: verifications at once, and the sweep for lost notifications and
+    # lapsed upload URLs.
+    verify_concurrency: PositiveInt = 8
+    sweep_interval: Seconds = 60.0
+    sweep_after: Seconds = 60.0
 
     # Thumbnail worker: threads rendering at once (0 = one per core).
     render_concurrency: int = Field(0, ge=0)

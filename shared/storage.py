@@ -127,6 +127,40 @@ class Storage:
         except BotoCoreError as exc:
             raise _unavailable("get", key, exc) from exc
 
+    async def stream(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks, never all in memory."""
+        try:
+            resp = await self._client.get_object(Bucket=self.bucket, Key=key)
+            async with resp["Body"] as body:
+                while chunk := await body.read(chunk_size):
+                    yield chunk
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("get", key, exc) from exc
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise _unavailable("list", prefix, exc) from exc
+
+    async def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under prefix; returns how many. Absent objects are fine."""
+        keys = [key async for key in self.list_keys(prefix)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            try:
+                resp = await self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise _unavailable("delete", prefix, exc) from exc
+            if resp.get("Errors"):
+                raise StorageUnavailable(f"could not delete under {prefix!r}: {resp['Errors'][:3]}")
+        return len(keys)
+
     async def put(self, key: str, body: bytes, *, content_type: str) -> None:
         try:
             await self._client.put_object(

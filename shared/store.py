@@ -184,6 +184,26 @@ class Store:
             row = (await conn.execute(sa.select(photos).where(photos.c.id == photo_id))).first()
         return _record(row) if row else None
 
+    async def pending_since(self, older_than_s: float, *, limit: int) -> list[PhotoRecord]:
+        """Pending photos recorded more than older_than_s ago, oldest first."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        query = (
+            sa.select(photos)
+            .where(photos.c.status == PhotoStatus.PENDING.value, photos.c.created_at < cutoff)
+            .order_by(photos.c.created_at)
+            .limit(limit)
+        )
+        async with self._tx() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
+    async def forget_owner(self, owner_id: str) -> int:
+        """Delete every record of an owner (account deletion); returns photos removed."""
+        owned = sa.select(photos.c.id).where(photos.c.owner_id == owner_id)
+        async with self._tx() as conn:
+            await conn.execute(sa.delete(renditions).where(renditions.c.photo_id.in_(owned)))
+            result = await conn.execute(sa.delete(photos).where(photos.c.owner_id == owner_id))
+        return int(result.rowcount)
+
     async def renditions(self, photo_id: str) -> list[RenditionRecord]:
         query = sa.select(renditions).where(renditions.c.photo_id == photo_id)
         async with self._tx() as conn:

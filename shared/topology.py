@@ -5,10 +5,9 @@
     <p>.dlx      direct dead letters; routing key = the queue they came from
 
 Each consumer owns one durable quorum queue with a delivery limit, dead-lettering to
-`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: quorum queues with a fixed message
-TTL that dead-letter back into the consumer's queue. One queue per delay keeps expiry
-exact (a per-message TTL only expires at a queue's head). All dead-lettering is
-at-least-once.
+`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: classic durable queues with a
+fixed message TTL that dead-letter back into the consumer's queue. One queue per delay
+keeps expiry exact (a per-message TTL only expires at a queue's head).
 
 `p` is `DARKROOM_TOPOLOGY_PREFIX` (default `darkroom`); tests use their own prefix so
 they never share queues with anything else on the broker.
@@ -89,7 +88,14 @@ class Topology:
     # One queue per consumer. Add a consumer here, never inline in a service.
     @property
     def ingest_intents(self) -> QueueSpec:
-        return self._queue("ingest.intents", self.events_exchange, "upload.requested")
+        return self._queue(
+            "ingest.intents",
+            self.events_exchange,
+            "upload.requested",
+            "upload.completed",
+            "photo.deleted",
+            "account.deleted",
+        )
 
     @property
     def ingest_storage(self) -> QueueSpec:

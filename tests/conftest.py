@@ -99,8 +99,10 @@ def unique() -> str:
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "auth_jwt_secret": SecretStr(JWT_SECRET),
-        "retry_base_ms": 50,
-        "retry_cap_ms": 400,
+        # One retry delay: every topology a test declares is a dozen quorum queues on the
+        # shared broker, so keep them few.
+        "retry_base_ms": 100,
+        "retry_cap_ms": 100,
         "retry_max_attempts": 4,
         "delivery_limit": 3,
         "shutdown_grace": 5.0,

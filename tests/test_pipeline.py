@@ -187,7 +187,7 @@ async def test_bytes_swapped_in_after_verification_get_the_photo_rejected(
             assert await storage.head(key) is None
 
 
-async def test_text_declared_as_jpeg_is_rejected_removed_and_announced(
+async def test_html_declared_as_jpeg_is_rejected_removed_and_announced(
     real: Settings, hooks: WebhookReceiver, unique: str
 ) -> None:
     real = await with_sqs(real, unique)
@@ -198,8 +198,8 @@ async def test_text_declared_as_jpeg_is_rejected_removed_and_announced(
         await client.upload(grant, fake, "image/jpeg")
         event = await hooks.wait_for(grant["photo_id"], "photo.rejected")
         view = await client.photo(grant["photo_id"])
-    assert event["data"]["reason"] == "unsupported_type"
-    assert (view["status"], view["reason"]) == ("rejected", "unsupported_type")
+    assert event["data"]["reason"] == "html"
+    assert (view["status"], view["reason"]) == ("rejected", "html")
     assert view["renditions"] == {} and view["original"] is None
     async with open_storage(real) as storage:
         assert await storage.head(grant["upload"]["fields"]["key"]) is None

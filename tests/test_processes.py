@@ -35,6 +35,8 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
             "DARKROOM_TOPOLOGY_PREFIX": settings.topology_prefix,
             "DARKROOM_AUTH_JWT_SECRET": JWT_SECRET,
             "DARKROOM_LOG_JSON": "true",
+            "DARKROOM_RETRY_BASE_MS": "100",
+            "DARKROOM_RETRY_CAP_MS": "100",
             **extra,
         }
     )

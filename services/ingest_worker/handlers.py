@@ -6,20 +6,35 @@ so a duplicate or replayed notification changes nothing and announces nothing.
 
 from __future__ import annotations
 
+import asyncio
+from functools import partial
+
 from services.ingest_worker.notifications import StoredObject, parse_notification
+from services.ingest_worker.sqs_bridge import run_sqs_bridge
+from services.ingest_worker.sweep import run_sweeper
 from services.ingest_worker.verify import Reason, Rejected, Verified, verify
 from shared.broker import Message
 from shared.errors import NotYet
 from shared.events import (
+    AccountDeleted,
+    PhotoDeleted,
     PhotoRejected,
     PhotoVerified,
+    UploadCompleted,
     UploadRequested,
     announcement,
 )
-from shared.keys import photo_id_of
+from shared.keys import (
+    RENDITIONS,
+    original_key,
+    originals_prefix,
+    photo_id_of,
+    renditions_prefix,
+)
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
+from shared.service import Job
 from shared.store import ImageFacts, NewPhoto, PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
@@ -28,13 +43,30 @@ log = get_logger(__name__)
 class Ingest:
     def __init__(self, res: Resources) -> None:
         self.res = res
+        # Bounds HEADs and ranged reads in flight, whatever the prefetch or the sweep.
+        self.slots = asyncio.Semaphore(res.settings.verify_concurrency)
 
     def routes(self) -> list[Route]:
         topology = self.res.topology
         return [
-            on_events(topology.ingest_intents, {UploadRequested: self.on_upload_requested}),
+            on_events(
+                topology.ingest_intents,
+                {
+                    UploadRequested: self.on_upload_requested,
+                    UploadCompleted: self.on_upload_completed,
+                    PhotoDeleted: self.on_photo_deleted,
+                    AccountDeleted: self.on_account_deleted,
+                },
+            ),
             Route(topology.ingest_storage, self.on_storage_notification),
         ]
+
+    def jobs(self) -> list[Job]:
+        res = self.res
+        jobs: list[Job] = [partial(run_sweeper, self)]
+        if res.settings.sqs_queue_url:
+            jobs.append(partial(run_sqs_bridge, res.settings, res.broker, res.topology))
+        return jobs
 
     async def on_upload_requested(self, event: UploadRequested, meta: Meta) -> None:
         created = await self.res.store.create_pending(
@@ -51,35 +83,81 @@ class Ingest:
         )
         log.info("upload intent recorded", new=created)
 
-    async def on_storage_notification(self, message: Message) -> None:
-        for obj in parse_notification(message.body):
-            await self.ingest(obj)
-
-    async def ingest(self, obj: StoredObject) -> None:
-        photo_id = photo_id_of(obj.key)
-        if obj.bucket != self.res.storage.bucket or photo_id is None:
-            # Our own renditions and anything outside originals/ notify too.
-            log.debug("not an original upload; ignored", bucket=obj.bucket, key=obj.key)
+    async def on_upload_completed(self, event: UploadCompleted, meta: Meta) -> None:
+        """Verify now rather than at the notification; if the object is not there yet,
+        the notification or the sweep will come for it."""
+        photo = await self.res.store.get(event.photo_id)
+        if (
+            photo is None
+            or photo.owner_id != event.owner_id
+            or photo.status is not PhotoStatus.PENDING
+        ):
             return
-        photo = await self.res.store.get(photo_id)
-        if photo is None or photo.object_key != obj.key:
-            raise NotYet(f"no upload intent recorded for {obj.key!r} yet")
-        with log_context(photo_id=photo.id, trace_id=photo.trace_id, source=obj.source):
-            await self._advance(photo)
+        if await self.res.storage.head(photo.object_key) is None:
+            log.info("completion hint before the object exists; ignored")
+            return
+        await self.advance(photo)
 
-    async def _advance(self, photo: PhotoRecord) -> None:
+    async def on_photo_deleted(self, event: PhotoDeleted, meta: Meta) -> None:
+        storage = self.res.storage
+        removed = await storage.delete_prefix(renditions_prefix(event.owner_id, event.photo_id))
+        await storage.delete(original_key(event.owner_id, event.photo_id))
+        log.info("photo purged from storage", renditions=removed)
+
+    async def on_account_deleted(self, event: AccountDeleted, meta: Meta) -> None:
+        storage = self.res.storage
+        originals = await storage.delete_prefix(originals_prefix(event.owner_id))
+        renditions = await storage.delete_prefix(renditions_prefix(event.owner_id))
+        photos = await self.res.store.forget_owner(event.owner_id)
+        log.info("account purged", originals=originals, renditions=renditions, photos=photos)
+
+    async def on_storage_notification(self, message: Message) -> None:
+        final = message.attempt >= self.res.topology.retry.max_attempts
+        for obj in parse_notification(message.body):
+            await self.ingest(obj, final_attempt=final)
+
+    async def ingest(self, obj: StoredObject, *, final_attempt: bool = False) -> None:
+        if obj.bucket != self.res.storage.bucket or obj.key.startswith(RENDITIONS):
+            # Another bucket's events, or our own renditions being written.
+            log.debug("not an upload; ignored", bucket=obj.bucket, key=obj.key)
+            return
+        photo_id = photo_id_of(obj.key)
+        photo = await self.res.store.get(photo_id) if photo_id else None
+        if photo is None and photo_id and not final_attempt:
+            # The intent may still be on its way (the gateway records it first, so this
+            # is rare): give it the retries before calling the object an orphan.
+            raise NotYet(f"no upload intent recorded for {obj.key!r} yet")
+        if photo is None or photo.object_key != obj.key:
+            await self._remove_orphan(obj)
+            return
+        with log_context(photo_id=photo.id, trace_id=photo.trace_id, source=obj.source):
+            await self.advance(photo)
+
+    async def _remove_orphan(self, obj: StoredObject) -> None:
+        """An object no intent asked for (unknown key, or under another user's prefix):
+        never recorded, removed, and logged for the operator."""
+        log.warning("removing an object no upload intent asked for", key=obj.key, source=obj.source)
+        await self.res.storage.delete(obj.key)
+
+    async def advance(self, photo: PhotoRecord) -> None:
         """Move the photo on from whatever state it is in; safe to repeat."""
-        match photo.status:
-            case PhotoStatus.PENDING:
-                await self._verify(photo)
-            case PhotoStatus.VERIFIED | PhotoStatus.READY:
-                await self._check_unchanged(photo)
-            case PhotoStatus.REJECTED:
-                # Finishes a purge a crash interrupted; a re-upload through a still-valid
-                # URL after rejection goes the same way.
-                await self._purge(photo)
-            case _:
-                log.info("notification for a finished photo; nothing to do")
+        async with self.slots:
+            match photo.status:
+                case PhotoStatus.PENDING:
+                    await self._verify(photo)
+                case PhotoStatus.VERIFIED | PhotoStatus.READY:
+                    await self._check_unchanged(photo)
+                case PhotoStatus.REJECTED:
+                    # Finishes a purge a crash interrupted; a re-upload through a
+                    # still-valid URL after rejection goes the same way.
+                    await self._purge(photo)
+                case _:
+                    log.info("notification for a finished photo; nothing to do")
+
+    async def expire(self, photo: PhotoRecord) -> None:
+        """The upload URL lapsed and nothing arrived: leave pending, with a reason."""
+        rejection = Rejected(Reason.UPLOAD_EXPIRED, "the upload URL expired unused")
+        await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
 
     async def _verify(self, photo: PhotoRecord) -> None:
         res = self.res

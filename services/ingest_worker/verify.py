@@ -1,36 +1,60 @@
 """Verification of one stored object against its upload intent.
 
-Reads the object's HEAD and at most a bounded prefix of it, never the whole object.
-A PNG declared as JPEG (or any declared/actual mismatch outside the HEIF family) is
-rejected: the client signed one type and sent another, which is a broken or hostile
-client, and serving it under either label would be wrong for someone.
+Reads the object's HEAD, its first 64 KiB (more, up to 2 MiB, only if a header sits behind
+large metadata) and its last 64 KiB. Only GIFs and animated WebPs are streamed through,
+in 64 KiB chunks, to count their frames. A PNG declared as JPEG (any declared/actual
+mismatch outside the HEIF family) is rejected rather than relabelled: the client signed
+one type and sent another, which is a broken or hostile client.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 
+from services.ingest_worker.inspect import (
+    ByteStream,
+    Truncated,
+    apng_frames,
+    count_gif_frames,
+    count_webp_frames,
+    find_active_content,
+    identify_non_image,
+    is_animated_webp,
+    isobmff_truncation,
+    missing_end,
+)
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.storage import ObjectInfo, Storage
 from shared.store import PhotoRecord
 
 FIRST_READ = 64 * 1024
+TAIL_READ = 64 * 1024
 # JPEG headers may sit behind large EXIF/ICC segments; give the parser this much at most.
 MAX_HEADER_READ = 2 * 1024 * 1024
 
 
 class Reason(StrEnum):
+    """Why an upload was rejected; stable codes the owner's app can act on."""
+
     EMPTY = "empty"
     TOO_LARGE = "too_large"
     SIZE_MISMATCH = "size_mismatch"
+    SVG = "svg"
+    HTML = "html"
+    EXECUTABLE = "executable"
     UNSUPPORTED_TYPE = "unsupported_type"
     TYPE_MISMATCH = "type_mismatch"
     CORRUPT = "corrupt"
+    TRUNCATED = "truncated"
+    POLYGLOT = "polyglot"
     TOO_MANY_PIXELS = "too_many_pixels"
     DIMENSIONS_TOO_LARGE = "dimensions_too_large"
+    TOO_MANY_FRAMES = "too_many_frames"
     REPLACED = "replaced"
+    UPLOAD_EXPIRED = "upload_expired"
 
 
 class Rejected(Exception):
@@ -67,6 +91,9 @@ def check_size(info: ObjectInfo, photo: PhotoRecord, settings: Settings) -> None
 def check_type(head: bytes, photo: PhotoRecord) -> str:
     actual = sniff(head)
     if actual is None or actual not in ALLOWED_CONTENT_TYPES:
+        known = identify_non_image(head)
+        if known is not None:
+            raise Rejected(Reason(known[0]), known[1])
         raise Rejected(Reason.UNSUPPORTED_TYPE, "the bytes are not an accepted image format")
     if not same_family(photo.declared_type, actual):
         raise Rejected(
@@ -79,17 +106,59 @@ async def verify(
     storage: Storage, info: ObjectInfo, photo: PhotoRecord, settings: Settings
 ) -> Verified:
     """Raise Rejected with a reason, or return the verified facts."""
+    key = photo.object_key
     check_size(info, photo, settings)
-    head = await storage.get_range(photo.object_key, 0, FIRST_READ - 1)
+    head = await storage.get_range(key, 0, FIRST_READ - 1)
     content_type = check_type(head, photo)
-    header = await _parse_header(storage, info, photo.object_key, head, content_type, settings)
+    header = await _parse_header(storage, info, key, head, content_type, settings)
+    check_dimensions(header, settings)
+    tail = head
+    if info.size > len(head):
+        tail = await storage.get_range(key, max(0, info.size - TAIL_READ), info.size - 1)
+    riding = find_active_content(head, tail)
+    if riding:
+        raise Rejected(Reason.POLYGLOT, f"found {riding}")
+    await check_complete(storage, key, content_type, head, tail, info.size)
+    await check_frames(storage, key, content_type, head, settings.max_frames)
+    return Verified(content_type, info.size, header.width, header.height, info.etag)
+
+
+def check_dimensions(header: Header, settings: Settings) -> None:
     side = settings.max_image_side
     if header.width > side or header.height > side:
         raise Rejected(
             Reason.DIMENSIONS_TOO_LARGE,
             f"{header.width}x{header.height} exceeds {side} pixels on a side",
         )
-    return Verified(content_type, info.size, header.width, header.height, info.etag)
+
+
+async def check_complete(
+    storage: Storage, key: str, content_type: str, head: bytes, tail: bytes, size: int
+) -> None:
+    cut = missing_end(content_type, head, tail, size)
+    if cut is None and content_type in ("image/heic", "image/heif", "image/avif"):
+        cut = await isobmff_truncation(partial(storage.get_range, key), size)
+    if cut:
+        raise Rejected(Reason.TRUNCATED, cut)
+
+
+async def check_frames(
+    storage: Storage, key: str, content_type: str, head: bytes, limit: int
+) -> None:
+    """Animations are capped by frame count; only the first frame is ever rendered."""
+    try:
+        if content_type == "image/gif":
+            frames = await count_gif_frames(ByteStream(storage.stream(key)), limit)
+        elif content_type == "image/webp" and is_animated_webp(head):
+            frames = await count_webp_frames(ByteStream(storage.stream(key)), limit)
+        elif content_type == "image/png":
+            frames = apng_frames(head)
+        else:
+            return
+    except Truncated as exc:
+        raise Rejected(Reason.TRUNCATED, str(exc)) from exc
+    if frames > limit:
+        raise Rejected(Reason.TOO_MANY_FRAMES, f"more than {limit} animation frames")
 
 
 async def _parse_header(

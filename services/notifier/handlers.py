@@ -11,6 +11,7 @@ from shared.events import PhotoReady, PhotoRejected
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
+from shared.service import Job
 
 log = get_logger(__name__)
 
@@ -21,6 +22,9 @@ class Notifier:
         self.session = session
         self.url = res.settings.webhook_url
         self.key = secret_key(res.settings.webhook_secret.get_secret_value())
+
+    def jobs(self) -> list[Job]:
+        return []
 
     def routes(self) -> list[Route]:
         return [

@@ -23,7 +23,7 @@ async def serve(
         await run_worker(
             settings,
             stop,
-            lambda res: Notifier(res, session).routes(),
+            lambda res: Notifier(res, session),
             resources=resources,
             health=health,
         )

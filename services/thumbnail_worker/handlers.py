@@ -25,6 +25,7 @@ from shared.keys import rendition_key
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
+from shared.service import Job
 from shared.storage import ObjectChanged
 from shared.store import PhotoRecord, PhotoStatus, RenditionRecord, facts_of
 
@@ -48,6 +49,9 @@ class Thumbnails:
 
     def routes(self) -> list[Route]:
         return [on_events(self.res.topology.thumbnail, {PhotoVerified: self.on_verified})]
+
+    def jobs(self) -> list[Job]:
+        return []
 
     async def on_verified(self, event: PhotoVerified, meta: Meta) -> None:
         photo = await self.res.store.get(event.photo_id)

@@ -26,7 +26,7 @@ async def serve(
         await run_worker(
             settings,
             stop,
-            lambda res: Thumbnails(res, pool, concurrency=threads).routes(),
+            lambda res: Thumbnails(res, pool, concurrency=threads),
             resources=resources,
             health=health,
         )

@@ -1,0 +1,58 @@
+"""The sweep: what notifications missed.
+
+Storage notifications get lost (MinIO drops them across a restart without queue_dir) and
+some uploads never happen. Every interval, each pending photo older than `sweep_after`
+is looked at: if its object exists it is verified now; if its upload URL lapsed
+`sweep_after` ago with nothing stored, it leaves pending as `rejected/upload_expired`.
+Running it on every replica at once is harmless: every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from shared.errors import DarkroomError
+from shared.logging import get_logger, log_context
+
+if TYPE_CHECKING:
+    from services.ingest_worker.handlers import Ingest
+
+log = get_logger(__name__)
+
+BATCH = 200
+
+
+async def sweep_once(ingest: Ingest) -> dict[str, int]:
+    settings = ingest.res.settings
+    lapsed_before = datetime.now(UTC) - timedelta(seconds=settings.sweep_after)
+    counts = {"verified": 0, "expired": 0, "failed": 0}
+    for photo in await ingest.res.store.pending_since(settings.sweep_after, limit=BATCH):
+        with log_context(photo_id=photo.id, trace_id=photo.trace_id, source="sweep"):
+            try:
+                if await ingest.res.storage.head(photo.object_key) is not None:
+                    await ingest.advance(photo)
+                    counts["verified"] += 1
+                elif photo.upload_expires_at < lapsed_before:
+                    await ingest.expire(photo)
+                    counts["expired"] += 1
+            except DarkroomError as exc:
+                # One stubborn photo must not stall the sweep; the next round retries it.
+                log.warning("sweep could not settle a photo", error=str(exc))
+                counts["failed"] += 1
+    if any(counts.values()):
+        log.info("sweep round", **counts)
+    return counts
+
+
+async def run_sweeper(ingest: Ingest, stop: asyncio.Event) -> None:
+    interval = ingest.res.settings.sweep_interval
+    while not stop.is_set():
+        try:
+            await sweep_once(ingest)
+        except DarkroomError as exc:
+            log.warning("sweep round failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
