@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from shared.embedded import moto_server
 from shared.settings import Settings
 from shared.topology import Topology
+from tests.harness import WEBHOOK_SECRET, WebhookReceiver, free_port, webhook_receiver
 
 AMQP_URL = os.environ.get("DARKROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_URL = os.environ.get(
@@ -151,5 +152,28 @@ async def delete_topology(url: str, topology: Topology) -> None:
 @pytest.fixture
 async def rabbit_settings(settings: Settings, amqp_url: str) -> AsyncIterator[Settings]:
     real = settings.model_copy(update={"broker_url": amqp_url})
+    yield real
+    await delete_topology(amqp_url, Topology.from_settings(real))
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    async with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+async def real(
+    settings: Settings, amqp_url: str, postgres_url: str, hooks: WebhookReceiver
+) -> AsyncIterator[Settings]:
+    real = settings.model_copy(
+        update={
+            "broker_url": amqp_url,
+            "database_url": postgres_url,
+            "webhook_url": hooks.url,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "gateway_port": free_port(),
+        }
+    )
     yield real
     await delete_topology(amqp_url, Topology.from_settings(real))

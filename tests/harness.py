@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
 import aiohttp
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -17,7 +18,10 @@ from services.gateway.service import serve as gateway
 from services.ingest_worker.service import serve as ingest
 from services.notifier.service import serve as notifier
 from services.thumbnail_worker.service import serve as thumbnails
+from shared.embedded import provision_bucket_with_sqs
 from shared.settings import Settings
+from shared.topology import Topology
+from tests import s3events
 
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
 
@@ -178,3 +182,25 @@ class Client:
         async with self.http.get(url) as resp:
             assert resp.status == 200, await resp.text()
             return await resp.read(), resp.headers.get("Content-Type", "")
+
+
+async def with_sqs(settings: Settings, unique: str) -> Settings:
+    queue_url = await provision_bucket_with_sqs(settings, f"notify-{unique}")
+    return settings.model_copy(update={"sqs_queue_url": queue_url})
+
+
+async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
+    """Publish a notification the way MinIO or Ceph would: straight to the exchange."""
+    body = getattr(s3events, fmt)(settings.s3_bucket, key, size)
+    connection = await aio_pika.connect(settings.broker_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(Topology.from_settings(settings).storage_exchange)
+        await exchange.publish(
+            aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=f"{fmt}.object-created",
+        )

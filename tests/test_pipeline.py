@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import aio_pika
 import aiohttp
 import pytest
 from PIL import Image
@@ -23,71 +21,26 @@ from pydantic import SecretStr
 
 from services.dev import run_dev
 from services.gateway.auth import issue_token
-from shared.embedded import provision_bucket_with_sqs
 from shared.events import PhotoVerified, announcement
 from shared.keys import original_key
 from shared.settings import Settings
 from shared.storage import open_storage
 from shared.store import ImageFacts, NewPhoto, open_store
 from shared.topology import Topology
-from tests import images, s3events
+from tests import images
 from tests.conftest import JWT_SECRET, delete_topology
 from tests.harness import (
     ALL_SERVICES,
     WEBHOOK_SECRET,
     Client,
     WebhookReceiver,
+    announce,
     free_port,
     running,
-    webhook_receiver,
+    with_sqs,
 )
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    async with webhook_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-async def real(
-    settings: Settings, amqp_url: str, postgres_url: str, hooks: WebhookReceiver
-) -> AsyncIterator[Settings]:
-    real = settings.model_copy(
-        update={
-            "broker_url": amqp_url,
-            "database_url": postgres_url,
-            "webhook_url": hooks.url,
-            "webhook_secret": SecretStr(WEBHOOK_SECRET),
-            "gateway_port": free_port(),
-        }
-    )
-    yield real
-    await delete_topology(amqp_url, Topology.from_settings(real))
-
-
-async def with_sqs(settings: Settings, unique: str) -> Settings:
-    queue_url = await provision_bucket_with_sqs(settings, f"notify-{unique}")
-    return settings.model_copy(update={"sqs_queue_url": queue_url})
-
-
-async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
-    """Publish a notification the way MinIO or Ceph would: straight to the exchange."""
-    body = getattr(s3events, fmt)(settings.s3_bucket, key, size)
-    connection = await aio_pika.connect(settings.broker_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(Topology.from_settings(settings).storage_exchange)
-        await exchange.publish(
-            aio_pika.Message(
-                body,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=f"{fmt}.object-created",
-        )
 
 
 async def assert_ready_and_upright(client: Client, photo_id: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from services.gateway.auth import Unauthorized, user_from_header
 from services.gateway.context import DEV_TOKEN, RESOURCES, TRACE_ID
 from services.gateway.problems import ApiError
 from shared.broker import publish
-from shared.events import UploadRequested
+from shared.events import UploadCompleted, UploadRequested
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
@@ -157,6 +157,20 @@ async def _presign(res: Resources, intent: NewPhoto, method: str) -> dict[str, A
         key, content_type=content_type, size=size, expires_in=ttl
     )
     return {"method": "PUT", "url": url, "headers": headers}
+
+
+@routes.post("/v1/uploads/{photo_id}/complete")
+async def complete_upload(request: web.Request) -> web.Response:
+    """The client says its upload finished. Only a hint to verify sooner: the ingest
+    worker trusts nothing in it and checks the stored object as always."""
+    owner = authenticate(request)
+    res = request.app[RESOURCES]
+    photo = await _owned_photo(request, owner, request.match_info["photo_id"])
+    if photo.status is PhotoStatus.PENDING:
+        hint = UploadCompleted(photo_id=photo.id, owner_id=owner, object_key=photo.object_key)
+        await publish(res.broker, res.topology, hint, trace_id=request[TRACE_ID])
+        return web.json_response({"id": photo.id, "status": photo.status.value}, status=202)
+    return web.json_response({"id": photo.id, "status": photo.status.value})
 
 
 @routes.get("/v1/photos/{photo_id}")

@@ -58,17 +58,33 @@ def find_active_content(head: bytes, tail: bytes) -> str | None:
     return None
 
 
-def missing_end(content_type: str, head: bytes, tail: bytes, size: int) -> str | None:
-    """Why the container is cut short, else None. Trailing bytes after a complete image
+def missing_end_marker(content_type: str, tail: bytes) -> str | None:
+    """Why a JPEG or PNG looks cut short, else None. Trailing bytes after a complete image
     (Motion Photos append a video) are fine; a missing end marker is not."""
-    if content_type == "image/jpeg" and b"\xff\xd9" not in tail:
-        return "the JPEG has no end-of-image marker"
+    if content_type == "image/jpeg" and b"\xff\xd9" not in tail and _looks_like_scan(tail):
+        return "the JPEG ends inside its image data (no end-of-image marker)"
     if content_type == "image/png" and b"IEND\xaeB`\x82" not in tail:
         return "the PNG has no IEND chunk"
-    if content_type == "image/webp":
-        declared = int.from_bytes(head[4:8], "little") + 8
-        if declared > size:
-            return f"the WebP container declares {declared} bytes but {size} were stored"
+    return None
+
+
+_FOREIGN_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _looks_like_scan(tail: bytes) -> bool:
+    """JPEG entropy-coded data only has 0xFF before 0x00 (stuffing) or a restart marker.
+    Anything else means the tail is something appended after the image (a Motion Photo's
+    video, say), so the image itself ended earlier, outside what was read."""
+    scan = tail.rfind(b"\xff\xda")  # the last start-of-scan header, if the tail has it
+    if scan >= 0:
+        tail = tail[scan + 2 + int.from_bytes(tail[scan + 2 : scan + 4], "big") :]
+    return _FOREIGN_MARKER.search(tail) is None
+
+
+def webp_truncation(head: bytes, size: int) -> str | None:
+    declared = int.from_bytes(head[4:8], "little") + 8
+    if declared > size:
+        return f"the WebP container declares {declared} bytes but {size} were stored"
     return None
 
 

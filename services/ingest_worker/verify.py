@@ -23,7 +23,8 @@ from services.ingest_worker.inspect import (
     identify_non_image,
     is_animated_webp,
     isobmff_truncation,
-    missing_end,
+    missing_end_marker,
+    webp_truncation,
 )
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
@@ -110,15 +111,20 @@ async def verify(
     check_size(info, photo, settings)
     head = await storage.get_range(key, 0, FIRST_READ - 1)
     content_type = check_type(head, photo)
-    header = await _parse_header(storage, info, key, head, content_type, settings)
-    check_dimensions(header, settings)
     tail = head
     if info.size > len(head):
         tail = await storage.get_range(key, max(0, info.size - TAIL_READ), info.size - 1)
+    # A container that declares more bytes than were stored is provably cut short: say
+    # so before its header fails to parse for the same reason.
+    await check_declared_length(storage, key, content_type, head, info.size)
+    header = await _parse_header(storage, info, key, head, content_type, settings)
+    check_dimensions(header, settings)
+    missing = missing_end_marker(content_type, tail)
+    if missing:
+        raise Rejected(Reason.TRUNCATED, missing)
     riding = find_active_content(head, tail)
     if riding:
         raise Rejected(Reason.POLYGLOT, f"found {riding}")
-    await check_complete(storage, key, content_type, head, tail, info.size)
     await check_frames(storage, key, content_type, head, settings.max_frames)
     return Verified(content_type, info.size, header.width, header.height, info.etag)
 
@@ -132,11 +138,11 @@ def check_dimensions(header: Header, settings: Settings) -> None:
         )
 
 
-async def check_complete(
-    storage: Storage, key: str, content_type: str, head: bytes, tail: bytes, size: int
+async def check_declared_length(
+    storage: Storage, key: str, content_type: str, head: bytes, size: int
 ) -> None:
-    cut = missing_end(content_type, head, tail, size)
-    if cut is None and content_type in ("image/heic", "image/heif", "image/avif"):
+    cut = webp_truncation(head, size) if content_type == "image/webp" else None
+    if content_type in ("image/heic", "image/heif", "image/avif"):
         cut = await isobmff_truncation(partial(storage.get_range, key), size)
     if cut:
         raise Rejected(Reason.TRUNCATED, cut)
