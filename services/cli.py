@@ -35,6 +35,35 @@ def _token(args: argparse.Namespace) -> None:
     print(issue_token(secret, args.user, ttl_s=args.ttl))
 
 
+async def _dlq(args: argparse.Namespace) -> None:
+    from shared.dlq import DeadLetters, resolve
+    from shared.topology import Topology
+
+    settings = load_settings()
+    if not settings.broker_url:
+        raise ConfigurationError("darkroom dlq needs DARKROOM_BROKER_URL (RabbitMQ)")
+    topology = Topology.from_settings(settings)
+    if args.action != "list" and not args.queue:
+        raise ConfigurationError(f"darkroom dlq {args.action} needs a QUEUE")
+    connection, dead = await DeadLetters.connect(settings.broker_url, topology)
+    async with connection:
+        if args.action == "list":
+            for name, depth in (await dead.depths()).items():
+                print(f"{depth:>8}  {name}")
+            return
+        spec = resolve(topology, args.queue)
+        if args.action == "show":
+            for parked in await dead.show(spec, args.limit):
+                print(
+                    f"--- {parked.message_id}  ({parked.routing_key})\n"
+                    f"reason: {parked.reason}\n{parked.body}"
+                )
+        elif args.action == "replay":
+            print(f"replayed {await dead.replay(spec, args.limit)} message(s) to {spec.name}")
+        else:
+            print(f"purged {await dead.purge(spec)} message(s) from {spec.dead_letter_queue}")
+
+
 def _migrate() -> None:
     from shared.store import open_store
 
@@ -61,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
     token.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires")
     sub.add_parser("migrate", help="apply database migrations and exit")
+    dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages")
+    dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dlq.add_argument("queue", nargs="?", help="consumer queue, e.g. thumbnail")
+    dlq.add_argument("--limit", type=int, default=100, help="most messages to show or replay")
     return parser
 
 
@@ -81,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
             _token(args)
         elif args.command == "migrate":
             _migrate()
+        elif args.command == "dlq":
+            asyncio.run(_dlq(args))
         else:
             _serve(args.command)
     except ConfigurationError as exc:
