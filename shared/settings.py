@@ -49,6 +49,7 @@ class Settings(BaseSettings):
 
     # Metadata store. Empty means SQLite under data_dir.
     database_url: str = ""
+    database_timeout: Seconds = 30.0
 
     # Object storage. An empty endpoint means AWS S3 (or the embedded moto server in dev).
     s3_endpoint_url: str = ""

@@ -140,8 +140,8 @@ class Store:
         except IntegrityError as exc:
             # A constraint said no: the same statement will never succeed.
             raise PermanentError(f"metadata store refused the change: {exc.orig}") from exc
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise DatabaseUnavailable(f"metadata store failed: {exc}") from exc
+        except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
+            raise DatabaseUnavailable(f"metadata store failed: {exc!r}") from exc
 
     async def ping(self) -> bool:
         try:
@@ -336,11 +336,19 @@ class Store:
         await self._engine.dispose()
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, timeout: float = 30.0) -> AsyncEngine:
+    """An engine whose connects, statements and pool waits all give up after `timeout`."""
     url = engine_url(url)
     if url.startswith("sqlite"):
-        return create_async_engine(url, connect_args={"timeout": 30})
-    return create_async_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return create_async_engine(url, connect_args={"timeout": timeout})
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
 
 
 @asynccontextmanager
@@ -348,7 +356,7 @@ async def open_store(settings: Settings, *, run_migrations: bool = True) -> Asyn
     url = settings.effective_database_url
     if url.startswith("sqlite") and not settings.database_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    engine = create_engine(url, timeout=settings.database_timeout)
     store = Store(engine)
     try:
         if run_migrations:

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
-from shared.errors import PermanentError
+from shared.errors import DatabaseUnavailable, PermanentError
 from shared.events import Envelope, PhotoReady, PhotoRejected, PhotoVerified, announcement
 from shared.migrations import MIGRATIONS, migrate
 from shared.settings import Settings
@@ -194,3 +195,13 @@ async def test_unreachable_database_reads_as_not_ready(settings: Settings) -> No
         assert await store.ping() is False
     finally:
         await store.close()
+
+
+async def test_a_statement_that_runs_too_long_fails_clearly(
+    settings: Settings, postgres_url: str
+) -> None:
+    slow = settings.model_copy(update={"database_url": postgres_url, "database_timeout": 0.5})
+    async with open_store(slow) as store:
+        with pytest.raises(DatabaseUnavailable, match="metadata store failed"):
+            async with store._tx() as conn:
+                await conn.execute(sa.text("SELECT pg_sleep(5)"))
