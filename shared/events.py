@@ -45,6 +45,7 @@ class UploadRequested(Event):
     filename: str
     method: Literal["POST", "PUT"]
     expires_at: datetime
+    keep_location: bool = False
 
 
 class UploadCompleted(Event):
@@ -104,6 +105,9 @@ class PhotoReady(Event):
     width: int
     height: int
     renditions: tuple[Rendition, ...]
+    placeholder: str | None = None
+    sha256: str | None = None
+    taken_at: datetime | None = None
 
 
 E = TypeVar("E", bound=Event)

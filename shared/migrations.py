@@ -57,6 +57,28 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX outbox_created ON outbox (created_at)",
         ),
     ),
+    (
+        3,
+        "photo facts: digest, placeholder, EXIF, location opt-in",
+        (
+            "ALTER TABLE photos ADD COLUMN keep_location BOOLEAN NOT NULL DEFAULT FALSE",
+            "ALTER TABLE photos ADD COLUMN sha256 TEXT",
+            "ALTER TABLE photos ADD COLUMN placeholder TEXT",
+            "ALTER TABLE photos ADD COLUMN taken_at TIMESTAMP WITH TIME ZONE",
+            "ALTER TABLE photos ADD COLUMN taken_at_local TEXT",
+            "ALTER TABLE photos ADD COLUMN camera_make TEXT",
+            "ALTER TABLE photos ADD COLUMN camera_model TEXT",
+            "ALTER TABLE photos ADD COLUMN lens_model TEXT",
+            "ALTER TABLE photos ADD COLUMN exposure_time DOUBLE PRECISION",
+            "ALTER TABLE photos ADD COLUMN f_number DOUBLE PRECISION",
+            "ALTER TABLE photos ADD COLUMN iso INTEGER",
+            "ALTER TABLE photos ADD COLUMN focal_length DOUBLE PRECISION",
+            "ALTER TABLE photos ADD COLUMN gps_latitude DOUBLE PRECISION",
+            "ALTER TABLE photos ADD COLUMN gps_longitude DOUBLE PRECISION",
+            "CREATE INDEX photos_owner_sha256 ON photos (owner_id, sha256)",
+            "CREATE INDEX photos_owner_taken ON photos (owner_id, taken_at)",
+        ),
+    ),
 )
 
 _LOCK_ID = 0x6461726B  # "dark": serialises concurrent migrators on PostgreSQL

@@ -47,6 +47,27 @@ class NewPhoto:
     declared_size: int
     upload_expires_at: datetime
     trace_id: str
+    keep_location: bool = False  # the owner's opt-in to recording GPS
+
+
+@dataclass(frozen=True)
+class PhotoFacts:
+    """What rendering learnt about a photo. `taken_at` is the instant (a camera time with no
+    recorded offset is read as UTC); `taken_at_local` keeps the camera's own wall clock."""
+
+    sha256: str
+    placeholder: str
+    taken_at: datetime | None = None
+    taken_at_local: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens_model: str | None = None
+    exposure_time: float | None = None
+    f_number: float | None = None
+    iso: int | None = None
+    focal_length: float | None = None
+    gps_latitude: float | None = None
+    gps_longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,20 @@ class PhotoRecord:
     upload_expires_at: datetime
     created_at: datetime
     updated_at: datetime
+    keep_location: bool = False
+    sha256: str | None = None
+    placeholder: str | None = None
+    taken_at: datetime | None = None
+    taken_at_local: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens_model: str | None = None
+    exposure_time: float | None = None
+    f_number: float | None = None
+    iso: int | None = None
+    focal_length: float | None = None
+    gps_latitude: float | None = None
+    gps_longitude: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +137,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-_CONVERTED = {"status", "upload_expires_at", "created_at", "updated_at"}
+_CONVERTED = {"status", "upload_expires_at", "created_at", "updated_at", "taken_at"}
 
 
 def _record(row: sa.Row[Any]) -> PhotoRecord:
@@ -113,6 +148,7 @@ def _record(row: sa.Row[Any]) -> PhotoRecord:
         upload_expires_at=_aware(m["upload_expires_at"]),
         created_at=_aware(m["created_at"]),
         updated_at=_aware(m["updated_at"]),
+        taken_at=_aware(m["taken_at"]) if m["taken_at"] else None,
     )
 
 
@@ -167,6 +203,7 @@ class Store:
                 object_key=photo.object_key,
                 filename=photo.filename,
                 trace_id=photo.trace_id,
+                keep_location=photo.keep_location,
                 declared_type=photo.declared_type,
                 declared_size=photo.declared_size,
                 upload_expires_at=photo.upload_expires_at,
@@ -285,8 +322,9 @@ class Store:
         height: int,
         made: Sequence[RenditionRecord],
         announce: Envelope,
+        facts: PhotoFacts | None = None,
     ) -> bool:
-        """Move to ready and record its renditions in one transaction."""
+        """Move to ready and record its renditions and facts in one transaction."""
         async with self._tx() as conn:
             advanced = await self._advance(
                 conn,
@@ -296,8 +334,9 @@ class Store:
                 announce,
                 width=width,
                 height=height,
+                **(asdict(facts) if facts else {}),
             )
-            if advanced:
+            if advanced and made:
                 await conn.execute(
                     sa.insert(renditions),
                     [{"photo_id": photo_id, **asdict(r)} for r in made],

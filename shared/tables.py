@@ -27,6 +27,21 @@ photos = sa.Table(
     sa.Column("upload_expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Migration 3: facts the thumbnail worker records.
+    sa.Column("keep_location", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("sha256", sa.Text),
+    sa.Column("placeholder", sa.Text),
+    sa.Column("taken_at", sa.DateTime(timezone=True)),
+    sa.Column("taken_at_local", sa.Text),
+    sa.Column("camera_make", sa.Text),
+    sa.Column("camera_model", sa.Text),
+    sa.Column("lens_model", sa.Text),
+    sa.Column("exposure_time", sa.Float),
+    sa.Column("f_number", sa.Float),
+    sa.Column("iso", sa.Integer),
+    sa.Column("focal_length", sa.Float),
+    sa.Column("gps_latitude", sa.Float),
+    sa.Column("gps_longitude", sa.Float),
 )
 
 renditions = sa.Table(

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from shared.store import (
     ImageFacts,
     NewPhoto,
+    PhotoFacts,
     PhotoStatus,
     RenditionRecord,
     Store,
@@ -205,3 +206,37 @@ async def test_a_statement_that_runs_too_long_fails_clearly(
         with pytest.raises(DatabaseUnavailable, match="metadata store failed"):
             async with store._tx() as conn:
                 await conn.execute(sa.text("SELECT pg_sleep(5)"))
+
+
+async def test_facts_are_recorded_with_the_ready_state(store: Store) -> None:
+    photo = NewPhoto(**{**new_photo().__dict__, "keep_location": True})
+    await store.create_pending(photo)
+    await store.mark_verified(photo.id, facts=FACTS, etag=None, announce=verified(photo.id))
+    taken = datetime(2024, 5, 1, 12, 3, 22, tzinfo=UTC)
+    facts = PhotoFacts(
+        sha256="ab" * 32,
+        placeholder="3OcRJYB4d3h/iIeHeEh3eIhw+j2w",
+        taken_at=taken,
+        taken_at_local="2024-05-01T14:03:22+02:00",
+        camera_make="Fujifilm",
+        iso=200,
+        gps_latitude=48.85,
+        gps_longitude=2.35,
+    )
+    await store.mark_ready(
+        photo.id, width=10, height=20, made=[], announce=ready(photo.id), facts=facts
+    )
+    record = await store.get(photo.id)
+    assert record is not None
+    assert record.keep_location is True
+    assert (record.sha256, record.placeholder, record.taken_at, record.camera_make) == (
+        facts.sha256,
+        facts.placeholder,
+        taken,
+        "Fujifilm",
+    )
+    assert (record.taken_at_local, record.iso, record.gps_latitude) == (
+        "2024-05-01T14:03:22+02:00",
+        200,
+        48.85,
+    )

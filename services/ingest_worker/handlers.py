@@ -79,6 +79,7 @@ class Ingest:
                 event.size,
                 event.expires_at,
                 meta.trace_id,
+                keep_location=event.keep_location,
             )
         )
         log.info("upload intent recorded", new=created)
