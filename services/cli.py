@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import Any
 
 from shared.errors import ConfigurationError
 from shared.service import load_settings
@@ -75,6 +76,47 @@ def _migrate() -> None:
     print("schema is up to date")
 
 
+async def _apikey(args: argparse.Namespace) -> None:
+    from shared.apikeys import SCOPES, create_key, list_keys
+    from shared.store import open_store
+
+    async with open_store(load_settings()) as store:
+        if args.action == "create":
+            try:
+                key, secret = await create_key(store, args.name, args.scope or list(SCOPES))
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from exc
+            print(f"created API key {key.id} ({' '.join(sorted(key.scopes))})", file=sys.stderr)
+            print("store it now; it is not shown again:", file=sys.stderr)
+            print(secret)
+        elif args.action == "list":
+            for key in await list_keys(store):
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                print(f"{key.id}  {state:<18} {key.name}  [{' '.join(sorted(key.scopes))}]")
+        elif not await store.revoke_api_key(args.id):
+            raise ConfigurationError(f"no active API key {args.id!r}")
+        else:
+            print(f"revoked API key {args.id}")
+
+
+def _add_apikey_parser(sub: Any) -> None:
+    from shared.apikeys import SCOPES
+
+    apikey = sub.add_parser("apikey", help="create, list or revoke server-to-server API keys")
+    actions = apikey.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=list(SCOPES),
+        help="repeat for several (default: all of them)",
+    )
+    actions.add_parser("list", help="list keys (ids, names, scopes; never the secrets)")
+    revoke = actions.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("id", help="the key id, as `apikey list` shows it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkroom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
     dlq.add_argument("queue", nargs="?", help="consumer queue, e.g. thumbnail")
     dlq.add_argument("--limit", type=int, default=100, help="most messages to show or replay")
+    _add_apikey_parser(sub)
     return parser
 
 
@@ -116,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
             _migrate()
         elif args.command == "dlq":
             asyncio.run(_dlq(args))
+        elif args.command == "apikey":
+            asyncio.run(_apikey(args))
         else:
             _serve(args.command)
     except ConfigurationError as exc:

@@ -79,6 +79,20 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             "CREATE INDEX photos_owner_taken ON photos (owner_id, taken_at)",
         ),
     ),
+    (
+        2,
+        "api keys",
+        (
+            """CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret_hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+            revoked_at TIMESTAMP WITH TIME ZONE
+        )""",
+        ),
+    ),
 )
 
 _LOCK_ID = 0x6461726B  # "dark": serialises concurrent migrators on PostgreSQL

@@ -101,6 +101,28 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(8081, ge=0, le=65535)
 
+    # Gateway API (issue 3)
+    # RS256/ES256 bearer tokens: keys from this JWKS URL (beside or instead of the secret).
+    auth_jwks_url: str = ""
+    auth_issuer: str = ""  # required `iss` when set
+    auth_audience: str = ""  # required `aud` when set
+    auth_leeway: float = Field(30.0, ge=0, le=300)
+    auth_jwks_ttl: Seconds = 3600.0
+    auth_jwks_refetch_interval: Seconds = 30.0
+    # Per-user quotas (0 = unlimited) and the cap on uploads granted but not yet stored.
+    quota_bytes: int = Field(0, ge=0)
+    quota_photos: int = Field(0, ge=0)
+    max_pending_uploads: int = Field(100, ge=0)
+    # Requests per minute (0 = off); shared across gateway replicas when redis_url is set.
+    rate_limit_user: int = Field(600, ge=0)
+    rate_limit_ip: int = Field(1200, ge=0)
+    redis_url: str = ""
+    # Reverse proxies in front of the gateway whose X-Forwarded-For is trusted.
+    trusted_proxies: int = Field(0, ge=0, le=10)
+    # Download URLs are signed per window of this many seconds, so they repeat (cacheable).
+    download_url_window: PositiveInt = 900
+    cors_origins: str = ""  # comma-separated origins, or *
+
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
 

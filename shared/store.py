@@ -374,6 +374,146 @@ class Store:
     async def close(self) -> None:
         await self._engine.dispose()
 
+    # --- gateway queries ---
+    # Tables this section adds are imported inside its methods, leaving the module's
+    # header to the rest of the file.
+
+    async def owner_photos(
+        self,
+        owner_id: str,
+        *,
+        limit: int,
+        before: tuple[datetime, str] | None = None,
+        statuses: Sequence[PhotoStatus] = (),
+        taken_from: datetime | None = None,
+        taken_to: datetime | None = None,
+    ) -> list[PhotoRecord]:
+        """An owner's photos, newest first, keyset-paged on (created_at, id): rows inserted
+        meanwhile sort before the cursor, so later pages neither skip nor repeat."""
+        c = photos.c
+        query = sa.select(photos).where(
+            c.owner_id == owner_id, c.status != PhotoStatus.DELETED.value
+        )
+        if statuses:
+            query = query.where(c.status.in_([s.value for s in statuses]))
+        if before is not None:
+            created, photo_id = before
+            query = query.where(
+                sa.or_(c.created_at < created, sa.and_(c.created_at == created, c.id < photo_id))
+            )
+        if taken_from is not None:
+            query = query.where(c.taken_at >= taken_from)
+        if taken_to is not None:
+            query = query.where(c.taken_at < taken_to)
+        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        async with self._tx() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
+    async def usage(self, owner_id: str) -> tuple[int, int, int]:
+        """(photos kept, bytes kept, uploads pending) of an owner, for quotas. A pending
+        upload counts until its URL lapses."""
+        c = photos.c
+        pending = sa.and_(
+            c.status == PhotoStatus.PENDING.value, c.upload_expires_at > datetime.now(UTC)
+        )
+        kept = sa.or_(c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), pending)
+        query = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.func.coalesce(c.size, c.declared_size)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((pending, 1), else_=0)), 0),
+        ).where(c.owner_id == owner_id, kept)
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).one()
+        return int(row[0]), int(row[1]), int(row[2])
+
+    async def mark_deleted(self, photo_id: str, owner_id: str, announce: Envelope) -> bool:
+        """Take one photo out of the API and queue its purge, both or neither."""
+        stmt = (
+            sa.update(photos)
+            .where(
+                photos.c.id == photo_id,
+                photos.c.owner_id == owner_id,
+                photos.c.status != PhotoStatus.DELETED.value,
+            )
+            .values(status=PhotoStatus.DELETED.value, updated_at=datetime.now(UTC))
+        )
+        async with self._tx() as conn:
+            if not (await conn.execute(stmt)).rowcount:
+                return False
+            await conn.execute(self._queued(announce))
+        return True
+
+    async def mark_owner_deleted(self, owner_id: str, announce: Envelope) -> int:
+        """Take every photo of an owner out of the API and queue the account purge."""
+        stmt = (
+            sa.update(photos)
+            .where(photos.c.owner_id == owner_id, photos.c.status != PhotoStatus.DELETED.value)
+            .values(status=PhotoStatus.DELETED.value, updated_at=datetime.now(UTC))
+        )
+        async with self._tx() as conn:
+            result = await conn.execute(stmt)
+            await conn.execute(self._queued(announce))
+        return int(result.rowcount)
+
+    async def ready_with_sha256(self, owner_id: str, sha256: str) -> PhotoRecord | None:
+        """The owner's newest ready photo with these bytes, if any (upload dedupe)."""
+        query = (
+            sa.select(photos)
+            .where(
+                photos.c.owner_id == owner_id,
+                photos.c.sha256 == sha256,
+                photos.c.status == PhotoStatus.READY.value,
+            )
+            .order_by(photos.c.created_at.desc())
+            .limit(1)
+        )
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).first()
+        return _record(row) if row else None
+
+    async def add_api_key(self, key_id: str, name: str, secret_hash: str, scopes: str) -> None:
+        from shared.tables import api_keys
+
+        values = {"id": key_id, "name": name, "secret_hash": secret_hash, "scopes": scopes}
+        async with self._tx() as conn:
+            await conn.execute(sa.insert(api_keys).values(**values, created_at=datetime.now(UTC)))
+
+    async def api_key_by_hash(self, secret_hash: str) -> dict[str, Any] | None:
+        """The key whose secret hashes to this, revoked or not."""
+        from shared.tables import api_keys
+
+        query = sa.select(api_keys).where(api_keys.c.secret_hash == secret_hash)
+        async with self._tx() as conn:
+            row = (await conn.execute(query)).first()
+        return dict(row._mapping) if row else None
+
+    async def api_key_list(self) -> list[dict[str, Any]]:
+        from shared.tables import api_keys
+
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        async with self._tx() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        from shared.tables import api_keys
+
+        stmt = (
+            sa.update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+        async with self._tx() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
+    @staticmethod
+    def _queued(announce: Envelope) -> Any:
+        return sa.insert(outbox).values(
+            id=announce.id,
+            routing_key=announce.type,
+            body=announce.to_bytes().decode(),
+            created_at=datetime.now(UTC),
+        )
+
 
 def create_engine(url: str, *, timeout: float = 30.0) -> AsyncEngine:
     """An engine whose connects, statements and pool waits all give up after `timeout`."""

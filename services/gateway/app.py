@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
+import aiohttp
 from aiohttp import web
 
-from services.gateway.auth import require_secret
-from services.gateway.context import DEV_TOKEN, RESOURCES, TRACE_ID
+from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
+from services.gateway.context import (
+    DEV_TOKEN,
+    DOWNLOADS,
+    LIMITER,
+    RESOURCES,
+    TRACE_ID,
+    VERIFIER,
+)
+from services.gateway.cors import cors_middleware, parse_origins
+from services.gateway.downloads import check_window, open_downloads
+from services.gateway.inputs import trace_id_of
 from services.gateway.problems import Handler, problem_middleware
-from services.gateway.routes import routes, trace_id_of
+from services.gateway.routes import all_routes
+from services.gateway.security import ip_rate_limit
 from shared.health import add_health_routes
 from shared.logging import get_logger, log_context
+from shared.ratelimit import open_limiter
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
 
@@ -48,22 +62,43 @@ def create_app(
     settings: Settings, *, resources: Resources | None = None, dev_token: str = ""
 ) -> web.Application:
     """The gateway app. Pass `resources` to share them (dev mode); otherwise it opens its own."""
-    require_secret(settings.auth_jwt_secret.get_secret_value())
+    check_auth_settings(settings)
+    check_window(settings)
     app = web.Application(
-        middlewares=[request_context, problem_middleware], client_max_size=MAX_JSON_BODY
+        middlewares=[
+            request_context,
+            cors_middleware(parse_origins(settings.cors_origins)),
+            problem_middleware,
+            ip_rate_limit,
+        ],
+        client_max_size=MAX_JSON_BODY,
     )
     app[DEV_TOKEN] = dev_token
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
-        if resources is not None:
-            app[RESOURCES] = resources
-            yield
-            return
-        async with open_resources(settings) as opened:
-            app[RESOURCES] = opened
+        async with AsyncExitStack() as stack:
+            if resources is None:
+                app[RESOURCES] = await stack.enter_async_context(open_resources(settings))
+            else:
+                app[RESOURCES] = resources
+            app[LIMITER] = await stack.enter_async_context(open_limiter(settings))
+            app[DOWNLOADS] = await stack.enter_async_context(open_downloads(settings))
+            app[VERIFIER] = JwtVerifier.from_settings(
+                settings, await _jwks(settings, stack) if settings.auth_jwks_url else None
+            )
             yield
 
     app.cleanup_ctx.append(resources_ctx)
-    app.add_routes(routes)
+    app.add_routes(all_routes())
     add_health_routes(app, lambda: app[RESOURCES])
     return app
+
+
+async def _jwks(settings: Settings, stack: AsyncExitStack) -> JwksCache:
+    http = await stack.enter_async_context(aiohttp.ClientSession())
+    return JwksCache(
+        settings.auth_jwks_url,
+        http,
+        ttl_s=settings.auth_jwks_ttl,
+        refetch_s=settings.auth_jwks_refetch_interval,
+    )

@@ -1,19 +1,47 @@
-"""Bearer JWTs (HS256 with DARKROOM_AUTH_JWT_SECRET). `sub` is the user id."""
+"""Bearer JWTs: HS256 with DARKROOM_AUTH_JWT_SECRET, or RS256/ES256 with the keys published
+at DARKROOM_AUTH_JWKS_URL. `sub` is the user id.
+
+The algorithm a token names picks the key source, and each source accepts only its own
+algorithms: `none` and HS256-signed-with-a-public-key confusions are refused by design.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+import aiohttp
 import jwt
+from jwt.types import Options
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, TransientError
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
 
 ALGORITHM = "HS256"
-LEEWAY_S = 30
+ASYMMETRIC = ("RS256", "ES256")
+_FAILURES: list[tuple[type[jwt.InvalidTokenError], str]] = [
+    (jwt.ExpiredSignatureError, "token has expired"),
+    (jwt.ImmatureSignatureError, "token is not valid yet (nbf)"),
+    (jwt.InvalidIssuerError, "token has the wrong issuer"),
+    (jwt.InvalidAudienceError, "token has the wrong audience"),
+    (jwt.InvalidSignatureError, "invalid token: the signature does not verify"),
+]
 
 
 class Unauthorized(Exception):
     """The request carries no usable credentials; the message says why."""
+
+
+class KeySetUnavailable(TransientError):
+    what = "the identity provider's key set"
 
 
 def require_secret(secret: str) -> str:
@@ -25,30 +53,142 @@ def require_secret(secret: str) -> str:
     return secret
 
 
+def check_auth_settings(settings: Settings) -> None:
+    """A secret of full length if one is set, and at least one way to verify tokens."""
+    secret = settings.auth_jwt_secret.get_secret_value()
+    if secret or not settings.auth_jwks_url:
+        require_secret(secret)
+
+
 def issue_token(secret: str, user_id: str, *, ttl_s: int = 86_400) -> str:
     now = int(time.time())
     return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl_s}, secret, ALGORITHM)
 
 
-def user_from_header(secret: str, header: str | None) -> str:
+def bearer_token(header: str | None) -> str:
     if not header:
         raise Unauthorized("missing Authorization header")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization must be 'Bearer <token>'")
-    try:
-        claims = jwt.decode(
-            token.strip(),
-            secret,
-            algorithms=[ALGORITHM],
-            leeway=LEEWAY_S,
-            options={"require": ["exp", "sub"]},
+    return token.strip()
+
+
+class JwksCache:
+    """The provider's public keys by kid, refreshed after `ttl_s`, and fetched again when a
+    token names a kid not in the set (key rotation), at most once per `refetch_s`."""
+
+    def __init__(
+        self,
+        url: str,
+        http: aiohttp.ClientSession,
+        *,
+        ttl_s: float,
+        refetch_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url, self._http, self._clock = url, http, clock
+        self._ttl_s, self._refetch_s = ttl_s, refetch_s
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = -math.inf
+        self._refetched_at = -math.inf
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        if self._clock() - self._fetched_at >= self._ttl_s:
+            await self._refresh(self._fetched_at)
+        elif kid not in self._keys and self._clock() - self._refetched_at >= self._refetch_s:
+            self._refetched_at = self._clock()
+            await self._refresh(self._fetched_at)
+        if kid not in self._keys:
+            raise Unauthorized("token is signed with an unknown key (kid)")
+        return self._keys[kid]
+
+    async def _refresh(self, seen: float) -> None:
+        async with self._lock:
+            if self._fetched_at != seen:
+                return  # another request refreshed the set while this one waited
+            try:
+                self._keys = await self._fetch()
+            except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+                log.warning("JWKS fetch failed", url=self._url, error=str(exc))
+                if not self._keys:
+                    raise KeySetUnavailable(f"cannot fetch the JWKS: {exc}") from exc
+            self._fetched_at = self._clock()
+
+    async def _fetch(self) -> dict[str, jwt.PyJWK]:
+        self.fetches += 1
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self._http.get(self._url, timeout=timeout) as resp:
+            resp.raise_for_status()
+            document = json.loads(await resp.read())
+        keys = jwt.PyJWKSet.from_dict(document).keys
+        return {k.key_id: k for k in keys if k.key_id and k.algorithm_name in ASYMMETRIC}
+
+
+@dataclass(frozen=True)
+class JwtVerifier:
+    secret: str
+    jwks: JwksCache | None
+    issuer: str
+    audience: str
+    leeway: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings, jwks: JwksCache | None) -> JwtVerifier:
+        return cls(
+            settings.auth_jwt_secret.get_secret_value(),
+            jwks,
+            settings.auth_issuer,
+            settings.auth_audience,
+            settings.auth_leeway,
         )
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("token has expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"invalid token: {exc}") from exc
-    sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub or len(sub) > 255:
-        raise Unauthorized("token has no usable 'sub' claim")
-    return sub
+
+    async def user(self, token: str) -> str:
+        key, algorithm = await self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                leeway=self.leeway,
+                issuer=self.issuer or None,
+                audience=self.audience or None,
+                options=self._options(),
+            )
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(_explain(exc)) from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 255:
+            raise Unauthorized("token has no usable 'sub' claim")
+        return sub
+
+    def _options(self) -> Options:
+        required = ["exp", "sub"] + ["iss"] * bool(self.issuer) + ["aud"] * bool(self.audience)
+        return {"require": required, "verify_aud": bool(self.audience)}
+
+    async def _key_for(self, token: str) -> tuple[Any, str]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        algorithm = header.get("alg")
+        if algorithm == ALGORITHM and self.secret:
+            return self.secret, algorithm
+        if algorithm in ASYMMETRIC and self.jwks is not None:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise Unauthorized("token has no 'kid' header")
+            jwk = await self.jwks.key(kid)
+            if jwk.algorithm_name != algorithm:
+                raise Unauthorized(f"key {kid!r} is not a {algorithm} key")
+            return jwk.key, algorithm
+        raise Unauthorized(f"invalid token: algorithm {algorithm!r} is not accepted")
+
+
+def _explain(exc: jwt.InvalidTokenError) -> str:
+    for kind, text in _FAILURES:
+        if isinstance(exc, kind):
+            return text
+    return f"invalid token: {exc}"

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.gateway.auth import JwtVerifier
+from services.gateway.downloads import Downloads
+from shared.ratelimit import RateLimiter
 from shared.resources import Resources
 
 RESOURCES = web.AppKey("resources", Resources)
+VERIFIER = web.AppKey("verifier", JwtVerifier)
+LIMITER = web.AppKey("limiter", RateLimiter)
+DOWNLOADS = web.AppKey("downloads", Downloads)
 # The token printed into the upload page in `darkroom dev`; empty everywhere else.
 DEV_TOKEN = web.AppKey("dev_token", str)
 # Per request: the trace id (from X-Request-ID or new), echoed back and put in every event.

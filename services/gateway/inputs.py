@@ -1,0 +1,61 @@
+"""Reading requests: trace ids, JSON bodies, query strings, validation problems."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from services.gateway.problems import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def trace_id_of(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+async def json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8
+        raise ApiError(400, "malformed_json", f"request body is not JSON: {exc}") from exc
+
+
+async def parsed_body(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(await json_body(request))
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+
+
+def parsed_query(query: Mapping[str, str], model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(query))
+    except ValidationError as exc:
+        raise validation_problem(exc, what="query string") from exc
+
+
+def display_name(filename: str) -> str:
+    """The client's file name for display only: no path, no control characters."""
+    name = _CONTROL.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return name[:255] or "photo"
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in exc.errors()
+    ]
+
+
+def validation_problem(exc: ValidationError, *, what: str = "request body") -> ApiError:
+    return ApiError(422, "invalid_request", f"the {what} is not valid", errors=field_errors(exc))

@@ -1,0 +1,98 @@
+"""Who is calling, and whether they may: bearer JWTs or API keys, scopes, rate limits."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from services.gateway.auth import Unauthorized, bearer_token
+from services.gateway.context import LIMITER, RESOURCES, VERIFIER
+from services.gateway.problems import ApiError, Handler
+from shared.apikeys import looks_like_key, lookup
+from shared.logging import log_context
+
+ACT_AS = "X-Darkroom-User"
+_USER = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    user_id: str
+    key_id: str | None = None  # the API key acting for the user; None for the user's token
+
+
+async def authenticate(request: web.Request, scope: str) -> Caller:
+    """The caller, allowed `scope` and within its rate limit; otherwise a 4xx ApiError."""
+    header = request.headers.get("Authorization")
+    try:
+        token = bearer_token(header)
+        if looks_like_key(token):
+            caller = await _key_caller(request, token, scope)
+        else:
+            caller = Caller(await request.app[VERIFIER].user(token))
+    except Unauthorized as exc:
+        challenge = 'Bearer realm="darkroom"' + (', error="invalid_token"' if header else "")
+        raise ApiError(
+            401, "unauthorized", str(exc), headers={"WWW-Authenticate": challenge}
+        ) from exc
+    await enforce_limit(request, f"user:{caller.user_id}", "user")
+    return caller
+
+
+async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
+    key = await lookup(request.app[RESOURCES].store, token)
+    if key is None or key.revoked_at is not None:
+        raise Unauthorized("unknown or revoked API key")
+    with log_context(api_key=key.id):
+        if scope not in key.scopes:
+            raise ApiError(
+                403,
+                "insufficient_scope",
+                f"API key {key.id} lacks the {scope!r} scope",
+                headers={
+                    "WWW-Authenticate": f'Bearer realm="darkroom", error="insufficient_scope", '
+                    f'scope="{scope}"'
+                },
+            )
+        user = request.headers.get(ACT_AS, "").strip()
+        if not _USER.match(user):
+            raise ApiError(400, "user_required", f"an API key acts for the user named in {ACT_AS}")
+        return Caller(user, key.id)
+
+
+async def enforce_limit(request: web.Request, key: str, kind: str) -> None:
+    settings = request.app[RESOURCES].settings
+    per_minute = settings.rate_limit_user if kind == "user" else settings.rate_limit_ip
+    if not per_minute:
+        return
+    decision = await request.app[LIMITER].hit(key, per_minute)
+    if not decision.allowed:
+        wait = max(1, math.ceil(decision.retry_after))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests for this {kind}; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+            limit_per_minute=per_minute,
+        )
+
+
+def client_ip(request: web.Request, trusted_proxies: int) -> str:
+    """The peer address, or with trusted proxies in front, the address the outermost of
+    them saw (an X-Forwarded-For entry a client wrote itself is never trusted)."""
+    if trusted_proxies:
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        if len(hops) >= trusted_proxies and hops[-trusted_proxies]:
+            return hops[-trusted_proxies]
+    return request.remote or "unknown"
+
+
+@web.middleware
+async def ip_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        ip = client_ip(request, request.app[RESOURCES].settings.trusted_proxies)
+        await enforce_limit(request, f"ip:{ip}", "client IP")
+    return await handler(request)

@@ -1,0 +1,110 @@
+"""Request rate limits: GCRA (a token bucket kept as one timestamp per key).
+
+Each key may make `per_minute` requests a minute, in bursts of up to as many. The state
+lives in this process (`LocalLimiter`), or in Redis (`RedisLimiter`) so every gateway
+replica draws on the same allowance; Redis's own clock is used, so replicas' clocks need
+not agree. If Redis is away the limiter lets requests through and says so in the log:
+an outage of the limiter should not become an outage of the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+PERIOD_S = 60.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: float = 0.0  # seconds until a request would be allowed again
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, per_minute: int) -> Decision: ...
+
+
+def gcra(tat: float, now: float, per_minute: int) -> tuple[Decision, float]:
+    """The decision for one request, and the key's new theoretical arrival time."""
+    interval = PERIOD_S / per_minute
+    tat = max(tat, now)
+    later = tat + interval
+    if later - now > PERIOD_S:
+        return Decision(False, later - now - PERIOD_S), tat
+    return Decision(True), later
+
+
+class LocalLimiter:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000):
+        self._clock = clock
+        self._max_keys = max_keys
+        self._tat: dict[str, float] = {}
+
+    async def hit(self, key: str, per_minute: int) -> Decision:
+        now = self._clock()
+        decision, self._tat[key] = gcra(self._tat.get(key, now), now, per_minute)
+        if len(self._tat) > self._max_keys:
+            # Keys whose allowance is full again carry no information.
+            self._tat = {k: t for k, t in self._tat.items() if t > now}
+        return decision
+
+
+# KEYS[1]: the key; ARGV: interval, period. Numbers go back as strings (Lua -> Redis
+# conversion would truncate them to integers).
+_GCRA_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local later = tat + interval
+if later - now > period then
+  return {0, tostring(later - now - period)}
+end
+redis.call('SET', KEYS[1], tostring(later), 'PX', math.ceil((later - now) * 1000))
+return {1, '0'}
+"""
+
+
+class RedisLimiter:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(_GCRA_LUA)
+
+    async def hit(self, key: str, per_minute: int) -> Decision:
+        # Hashed: user ids may be e-mail addresses, which have no business in Redis.
+        name = f"{self._prefix}:ratelimit:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        try:
+            allowed, retry_after = await self._script(
+                keys=[name], args=[PERIOD_S / per_minute, PERIOD_S]
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("rate limiter unavailable; request allowed", error=str(exc))
+            return Decision(True)
+        return Decision(bool(int(allowed)), float(retry_after))
+
+
+@asynccontextmanager
+async def open_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
+    if not settings.redis_url:
+        yield LocalLimiter()
+        return
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield RedisLimiter(redis, settings.topology_prefix)
+    finally:
+        await redis.aclose()

@@ -1,0 +1,137 @@
+"""Quotas (bytes, photos, pending uploads) and rate limits (per user, per client IP; per
+instance, and shared across instances through a real Redis)."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from shared.events import Envelope, PhotoRejected
+from shared.ratelimit import LocalLimiter
+from shared.settings import Settings
+from tests.conftest import require_server
+from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
+from tests.harness import free_port
+
+REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    require_server("Redis", REDIS_URL)
+    return REDIS_URL
+
+
+async def grant(gw: Gateway, user: str = "alice", **body: Any) -> Any:
+    return await gw.client.post("/v1/uploads", json=grant_body(**body), headers=gw.auth(user))
+
+
+async def test_byte_quota_is_413_with_the_reason(settings: Settings) -> None:
+    async with gateway(settings.model_copy(update={"quota_bytes": 200_000})) as gw:
+        assert (await grant(gw, size=150_000)).status == 201
+        body = await problem_of(await grant(gw, size=50_001), 413)
+        assert body["code"] == "byte_quota_exceeded" and body["limit"] == 200_000
+        assert "150000 used" in body["detail"]
+        assert (await grant(gw, size=50_000)).status == 201, "exactly at the quota is fine"
+        assert (await grant(gw, "bob", size=150_000)).status == 201, "quotas are per user"
+
+
+async def test_photo_quota_is_409_and_rejected_photos_free_their_place(
+    settings: Settings,
+) -> None:
+    async with gateway(settings.model_copy(update={"quota_photos": 2})) as gw:
+        first = (await (await grant(gw)).json())["photo_id"]
+        assert (await grant(gw)).status == 201
+        body = await problem_of(await grant(gw), 409)
+        assert body["code"] == "photo_quota_exceeded"
+        event = PhotoRejected(photo_id=first, owner_id="alice", reason="corrupt", detail="x")
+        envelope = Envelope.wrap(event, trace_id="t")
+        await gw.res.store.mark_rejected(first, reason="corrupt", detail="x", announce=envelope)
+        assert (await grant(gw)).status == 201
+
+
+async def test_pending_cap_is_409(settings: Settings) -> None:
+    async with gateway(settings.model_copy(update={"max_pending_uploads": 1})) as gw:
+        assert (await grant(gw)).status == 201
+        body = await problem_of(await grant(gw), 409)
+        assert body["code"] == "too_many_pending" and "pending" in body["detail"]
+
+
+async def test_user_rate_limit_is_429_with_retry_after(settings: Settings) -> None:
+    limited = settings.model_copy(update={"rate_limit_user": 3, "rate_limit_ip": 0})
+    async with gateway(limited) as gw:
+        for _ in range(3):
+            assert (await gw.client.get("/v1/photos", headers=gw.auth())).status == 200
+        resp = await gw.client.get("/v1/photos", headers=gw.auth())
+        body = await problem_of(resp, 429)
+        assert body["code"] == "rate_limited" and "user" in body["detail"]
+        assert 1 <= int(resp.headers["Retry-After"]) <= 20
+        assert (await gw.client.get("/v1/photos", headers=gw.auth("bob"))).status == 200
+        assert (await gw.client.get("/healthz")).status == 200, "health is never limited"
+
+
+async def test_ip_rate_limit_counts_every_user_and_unauthenticated_calls(
+    settings: Settings,
+) -> None:
+    limited = settings.model_copy(update={"rate_limit_user": 0, "rate_limit_ip": 3})
+    async with gateway(limited) as gw:
+        assert (await gw.client.get("/v1/photos")).status == 401
+        for user in ("a", "b"):
+            assert (await gw.client.get("/v1/photos", headers=gw.auth(user))).status == 200
+        resp = await gw.client.get("/v1/photos", headers=gw.auth("c"))
+        assert "client IP" in (await problem_of(resp, 429))["detail"]
+
+
+async def test_trusted_proxy_hops_pick_the_client_address(settings: Settings) -> None:
+    limited = settings.model_copy(
+        update={"rate_limit_user": 0, "rate_limit_ip": 1, "trusted_proxies": 1}
+    )
+    async with gateway(limited) as gw:
+
+        async def status(forwarded: str) -> int:
+            headers = gw.auth() | {"X-Forwarded-For": forwarded}
+            return (await gw.client.get("/v1/photos", headers=headers)).status
+
+        assert await status("10.0.0.1") == 200
+        assert await status("10.0.0.2") == 200
+        # A client's own X-Forwarded-For entries are left of the proxy's: not trusted.
+        assert await status("6.6.6.6, 10.0.0.1") == 429
+
+
+async def test_gcra_allows_a_burst_then_one_request_per_interval() -> None:
+    now = [0.0]
+    limiter = LocalLimiter(clock=lambda: now[0])
+    assert [(await limiter.hit("k", 3)).allowed for _ in range(4)] == [True] * 3 + [False]
+    denied = await limiter.hit("k", 3)
+    assert denied.retry_after == pytest.approx(20)
+    now[0] += 20
+    assert (await limiter.hit("k", 3)).allowed
+    assert not (await limiter.hit("k", 3)).allowed
+
+
+async def test_redis_shares_the_allowance_between_instances(
+    settings: Settings, redis_url: str, unique: str
+) -> None:
+    shared = settings.model_copy(
+        update={"redis_url": redis_url, "rate_limit_user": 4, "rate_limit_ip": 0}
+    )
+    async with AsyncExitStack() as stack:
+        one = await stack.enter_async_context(gateway(shared))
+        two = await stack.enter_async_context(gateway(shared))
+        user = f"shared-{unique}"
+        statuses = []
+        for gw in (one, two, one, two, one, two):
+            statuses.append((await gw.client.get("/v1/photos", headers=gw.auth(user))).status)
+        assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+async def test_an_unreachable_redis_lets_requests_through(settings: Settings) -> None:
+    dead = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "rate_limit_user": 1}
+    )
+    async with gateway(dead) as gw:
+        for _ in range(3):
+            assert (await gw.client.get("/v1/photos", headers=gw.auth())).status == 200
