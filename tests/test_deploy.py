@@ -84,7 +84,7 @@ def test_compose_minio_publishes_to_the_storage_exchange(
     setup = " ".join(compose["services"]["minio-setup"]["command"])
     assert "--prefix originals/" in setup and "arn:minio:sqs::PRIMARY:amqp" in setup
     names = {s for s in compose["services"]}
-    assert {"rabbitmq", "postgres", "minio", "mailpit"} <= names
+    assert {"rabbitmq", "postgres", "minio", "mailpit", "redis"} <= names
 
 
 def k8s_documents() -> list[dict[str, Any]]:
