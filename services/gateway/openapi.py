@@ -47,6 +47,7 @@ def _responses(ok: dict[str, Any], *extra: str) -> dict[str, Any]:
 
 NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_NUM = {"type": ["number", "null"]}
 
 SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -120,6 +121,35 @@ SCHEMAS: dict[str, Any] = {
             "width": NULLABLE_INT,
             "height": NULLABLE_INT,
             "taken_at": {"type": ["string", "null"], "format": "date-time"},
+            "taken_at_local": NULLABLE_STR,
+            "placeholder": {**NULLABLE_STR, "description": "ThumbHash, base64"},
+            "sha256": NULLABLE_STR,
+            "camera": {
+                "type": "object",
+                "properties": {"make": NULLABLE_STR, "model": NULLABLE_STR, "lens": NULLABLE_STR},
+            },
+            "exposure": {
+                "type": "object",
+                "properties": {
+                    "exposure_time": NULLABLE_NUM,
+                    "f_number": NULLABLE_NUM,
+                    "iso": NULLABLE_INT,
+                    "focal_length": NULLABLE_NUM,
+                },
+            },
+            "location": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["latitude", "longitude"],
+                        "properties": {
+                            "latitude": {"type": "number"},
+                            "longitude": {"type": "number"},
+                        },
+                    },
+                    {"type": "null"},
+                ]
+            },
             "created_at": {"type": "string", "format": "date-time"},
             "renditions": {"type": "object", "additionalProperties": _ref("Link")},
             "original": {"oneOf": [_ref("Link"), {"type": "null"}]},

@@ -181,6 +181,22 @@ async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]
         "width": photo.width,
         "height": photo.height,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
+        "taken_at_local": photo.taken_at_local,
+        "placeholder": photo.placeholder,
+        "sha256": photo.sha256,
+        "camera": {
+            "make": photo.camera_make,
+            "model": photo.camera_model,
+            "lens": photo.lens_model,
+        },
+        "exposure": {
+            "exposure_time": photo.exposure_time,
+            "f_number": photo.f_number,
+            "iso": photo.iso,
+            "focal_length": photo.focal_length,
+        },
+        # Recorded only with the owner's opt-in, and shown only to the owner.
+        "location": _location(photo),
         "created_at": photo.created_at.isoformat(),
         "renditions": {},
         "original": None,
@@ -199,3 +215,9 @@ async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]
         url, _ = await downloads.url(photo.object_key, photo.content_type, name)
         view["original"] = {"url": url}
     return view
+
+
+def _location(photo: PhotoRecord) -> dict[str, float] | None:
+    if photo.gps_latitude is None or photo.gps_longitude is None:
+        return None
+    return {"latitude": photo.gps_latitude, "longitude": photo.gps_longitude}
