@@ -34,3 +34,16 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .darkroom .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+## Thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
+## libvips (pyvips), on generated 12/24 MP photos. Takes about two minutes.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+.PHONY: bench
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/thumbnails.py

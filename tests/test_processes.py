@@ -118,3 +118,14 @@ async def test_invalid_settings_stop_the_process_with_every_reason(settings: Set
 def test_printed_urls_hide_passwords() -> None:
     assert redact_url("amqp://user:s3cret@host:5672/") == "amqp://user:***@host:5672/"
     assert redact_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+async def test_a_bad_rendition_setting_stops_the_thumbnail_worker(
+    settings: Settings, amqp_url: str, postgres_url: str
+) -> None:
+    settings = settings.model_copy(update={"broker_url": amqp_url, "database_url": postgres_url})
+    env = service_env(settings, DARKROOM_RENDITIONS="thumb:256:gif", DARKROOM_HEALTH_PORT="0")
+    process = await start("thumbnail_worker", env)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert "DARKROOM_RENDITIONS" in stderr.decode()

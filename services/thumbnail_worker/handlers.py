@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from datetime import UTC
 from functools import partial
 
 from services.thumbnail_worker.render import (
@@ -27,7 +28,7 @@ from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectChanged
-from shared.store import PhotoRecord, PhotoStatus, RenditionRecord, facts_of
+from shared.store import PhotoFacts, PhotoRecord, PhotoStatus, RenditionRecord, facts_of
 
 log = get_logger(__name__)
 
@@ -94,6 +95,7 @@ class Thumbnails:
 
     async def _finish(self, photo: PhotoRecord, result: RenderResult) -> None:
         made = await self._store_renditions(photo, result)
+        facts = stored_facts(result, keep_location=photo.keep_location)
         envelope = announcement(
             PhotoReady(
                 photo_id=photo.id,
@@ -111,12 +113,20 @@ class Thumbnails:
                     )
                     for r in made
                 ),
+                placeholder=facts.placeholder,
+                sha256=facts.sha256,
+                taken_at=facts.taken_at,
             ),
             photo_id=photo.id,
             trace_id=photo.trace_id,
         )
         if await self.res.store.mark_ready(
-            photo.id, width=result.width, height=result.height, made=made, announce=envelope
+            photo.id,
+            width=result.width,
+            height=result.height,
+            made=made,
+            announce=envelope,
+            facts=facts,
         ):
             self.res.metrics.photos.labels("ready").inc()
             log.info("photo ready", width=result.width, height=result.height)
@@ -155,3 +165,27 @@ class Thumbnails:
             log.info("photo cannot be decoded; rejected", detail=detail)
             await self.res.storage.delete(photo.object_key)
             await self.res.outbox.send(envelope)
+
+
+def stored_facts(result: RenderResult, *, keep_location: bool) -> PhotoFacts:
+    """Facts as recorded. A camera time without an offset is filed as UTC for ordering and
+    filtering, and kept as the camera showed it; GPS only with the owner's opt-in."""
+    f = result.facts
+    local = f.taken_at
+    instant = local if local is None or local.tzinfo else local.replace(tzinfo=UTC)
+    where = result.location if keep_location else None
+    return PhotoFacts(
+        sha256=f.sha256,
+        placeholder=f.placeholder,
+        taken_at=instant,
+        taken_at_local=local.isoformat() if local else None,
+        camera_make=f.camera_make,
+        camera_model=f.camera_model,
+        lens_model=f.lens_model,
+        exposure_time=f.exposure_time,
+        f_number=f.f_number,
+        iso=f.iso,
+        focal_length=f.focal_length,
+        gps_latitude=where.latitude if where else None,
+        gps_longitude=where.longitude if where else None,
+    )
