@@ -7,64 +7,24 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from services.gateway.app import create_app
-from services.gateway.auth import issue_token
-from shared.broker import Delivery
-from shared.events import Envelope, UploadRequested
-from shared.resources import Resources, open_resources
+from shared.events import UploadRequested
 from shared.settings import Settings
 from shared.store import create_engine
 from tests.conftest import JWT_SECRET
-
-
-@dataclass
-class Gateway:
-    client: TestClient[Any, Any]
-    res: Resources
-    intents: asyncio.Queue[Envelope]
-
-    def auth(self, user: str = "alice") -> dict[str, str]:
-        return {"Authorization": f"Bearer {issue_token(JWT_SECRET, user)}"}
+from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 
 
 @pytest.fixture
 async def gw(settings: Settings) -> AsyncIterator[Gateway]:
-    async with open_resources(settings) as res:
-        await res.storage.ensure_bucket()
-        intents: asyncio.Queue[Envelope] = asyncio.Queue()
-
-        async def capture(delivery: Delivery) -> None:
-            intents.put_nowait(Envelope.from_bytes(delivery.message.body))
-            await delivery.ack()
-
-        await res.broker.consume(res.topology.ingest_intents, capture)
-        client = TestClient(TestServer(create_app(settings, resources=res)))
-        await client.start_server()
-        try:
-            yield Gateway(client, res, intents)
-        finally:
-            await client.close()
-
-
-def grant_body(**overrides: Any) -> dict[str, Any]:
-    return {"filename": "holiday.jpg", "content_type": "image/jpeg", "size": 123_456, **overrides}
-
-
-async def problem_of(resp: Any, status: int) -> dict[str, Any]:
-    assert resp.status == status, await resp.text()
-    assert resp.content_type == "application/problem+json"
-    body: dict[str, Any] = await resp.json(content_type=None)
-    assert body["status"] == status and body["detail"]
-    return body
+    async with gateway(settings) as running:
+        yield running
 
 
 def bearer(claims: dict[str, Any], key: str = JWT_SECRET) -> str:
