@@ -10,7 +10,9 @@ it may leave, so a duplicate or late message can never move a photo backwards:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -167,6 +169,8 @@ def engine_url(url: str) -> str:
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # SQLite has no advisory locks; it only ever serves one process.
+        self._owner_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
@@ -193,8 +197,13 @@ class Store:
 
     async def create_pending(self, photo: NewPhoto) -> bool:
         """Record an upload intent; False if the photo was already recorded."""
+        async with self._tx() as conn:
+            result = await conn.execute(self._pending_insert(photo))
+        return bool(result.rowcount)
+
+    def _pending_insert(self, photo: NewPhoto) -> Any:
         now = datetime.now(UTC)
-        stmt = (
+        return (
             self._insert(photos)
             .values(
                 id=photo.id,
@@ -212,9 +221,6 @@ class Store:
             )
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        async with self._tx() as conn:
-            result = await conn.execute(stmt)
-        return bool(result.rowcount)
 
     async def get(self, photo_id: str) -> PhotoRecord | None:
         async with self._tx() as conn:
@@ -412,6 +418,37 @@ class Store:
     async def usage(self, owner_id: str) -> tuple[int, int, int]:
         """(photos kept, bytes kept, uploads pending) of an owner, for quotas. A pending
         upload counts until its URL lapses."""
+        async with self._tx() as conn:
+            return await self._usage(conn, owner_id)
+
+    async def reserve(
+        self,
+        owner_id: str,
+        intents: Sequence[NewPhoto],
+        check: Callable[[tuple[int, int, int]], None],
+    ) -> None:
+        """Record intents only if `check(usage)` lets them through, atomically per owner:
+        concurrent requests (on any replica) are serialised, so quotas cannot be overrun."""
+        sqlite = self._engine.dialect.name == "sqlite"
+        async with self._owner_lock if sqlite else contextlib.nullcontext(), self._tx() as conn:
+            if not sqlite:
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner_id}
+                )
+            check(await self._usage(conn, owner_id))
+            for intent in intents:
+                await conn.execute(self._pending_insert(intent))
+
+    async def forget_pending(self, photo_ids: Sequence[str]) -> None:
+        """Drop intents whose announcement failed (no grant was returned for them)."""
+        async with self._tx() as conn:
+            await conn.execute(
+                sa.delete(photos).where(
+                    photos.c.id.in_(photo_ids), photos.c.status == PhotoStatus.PENDING.value
+                )
+            )
+
+    async def _usage(self, conn: AsyncConnection, owner_id: str) -> tuple[int, int, int]:
         c = photos.c
         pending = sa.and_(
             c.status == PhotoStatus.PENDING.value, c.upload_expires_at > datetime.now(UTC)
@@ -422,8 +459,7 @@ class Store:
             sa.func.coalesce(sa.func.sum(sa.func.coalesce(c.size, c.declared_size)), 0),
             sa.func.coalesce(sa.func.sum(sa.case((pending, 1), else_=0)), 0),
         ).where(c.owner_id == owner_id, kept)
-        async with self._tx() as conn:
-            row = (await conn.execute(query)).one()
+        row = (await conn.execute(query)).one()
         return int(row[0]), int(row[1]), int(row[2])
 
     async def mark_deleted(self, photo_id: str, owner_id: str, announce: Envelope) -> bool:

@@ -124,6 +124,8 @@ async def test_no_grants_unless_every_intent_is_confirmed(gw: Gateway) -> None:
         resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
         body = await problem_of(resp, 503)
         assert "url" not in json.dumps(body) and "items" not in body
+        # No pending rows are left behind to count against the pending cap.
+        assert (await gw.res.store.usage("alice"))[2] == 0
     finally:
         await client.close()
 

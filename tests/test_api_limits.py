@@ -3,6 +3,7 @@ instance, and shared across instances through a real Redis)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import AsyncExitStack
 from typing import Any
@@ -51,6 +52,18 @@ async def test_photo_quota_is_409_and_rejected_photos_free_their_place(
         envelope = Envelope.wrap(event, trace_id="t")
         await gw.res.store.mark_rejected(first, reason="corrupt", detail="x", announce=envelope)
         assert (await grant(gw)).status == 201
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+async def test_concurrent_requests_cannot_overrun_a_quota(
+    settings: Settings, database: str, request: pytest.FixtureRequest
+) -> None:
+    limits: dict[str, Any] = {"max_pending_uploads": 2, "quota_photos": 2}
+    if database == "postgres":
+        limits["database_url"] = request.getfixturevalue("postgres_url")
+    async with gateway(settings.model_copy(update=limits)) as gw:
+        answers = await asyncio.gather(*(grant(gw, "zoe") for _ in range(12)))
+        assert sorted(a.status for a in answers) == [201, 201] + [409] * 10
 
 
 async def test_pending_cap_is_409(settings: Settings) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 
 from aiohttp import web
@@ -16,11 +18,12 @@ from services.gateway.photos import owned_photo, photo_view
 from services.gateway.problems import ApiError
 from services.gateway.security import authenticate
 from shared.broker import publish
+from shared.errors import BrokerUnavailable
 from shared.events import UploadCompleted, UploadRequested
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
-from shared.settings import ALLOWED_CONTENT_TYPES
+from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.store import NewPhoto, PhotoStatus
 
 log = get_logger(__name__)
@@ -62,13 +65,18 @@ def item_problem(item: UploadRequest, max_bytes: int) -> ApiError | None:
     return None
 
 
-async def check_quota(res: Resources, owner: str, items: list[UploadRequest]) -> None:
-    """Room for `items`, or the quota they would break. Checked, not reserved: replicas
-    racing on one user's last bytes can overshoot by a request or two."""
-    s = res.settings
+def quota_check(
+    res: Resources, items: list[UploadRequest]
+) -> Callable[[tuple[int, int, int]], None]:
+    """A check of the owner's usage against the quotas, run by Store.reserve while it holds
+    the owner's lock, so concurrent requests cannot overrun a quota."""
+    return partial(_check_quota, res.settings, items)
+
+
+def _check_quota(s: Settings, items: list[UploadRequest], usage: tuple[int, int, int]) -> None:
     if not (s.quota_bytes or s.quota_photos or s.max_pending_uploads):
         return
-    kept, used, pending = await res.store.usage(owner)
+    kept, used, pending = usage
     wanted = sum(i.size for i in items)
     if s.max_pending_uploads and pending + len(items) > s.max_pending_uploads:
         raise ApiError(
@@ -103,7 +111,6 @@ async def create_upload(request: web.Request) -> web.Response:
     with log_context(owner_id=owner):
         if duplicate := await _duplicate(request, res, owner, item):
             return web.json_response(duplicate)
-        await check_quota(res, owner, [item])
         [grant] = await grant_all(res, owner, [item], request[TRACE_ID])
     return web.json_response(grant, status=201)
 
@@ -118,7 +125,6 @@ async def create_batch(request: web.Request) -> web.Response:
             await _duplicate(request, res, owner, i) for i in batch
         ]
         new = [item for item, answer in zip(batch, answers, strict=True) if answer is None]
-        await check_quota(res, owner, new)
         grants = iter(await grant_all(res, owner, new, request[TRACE_ID]))
     items = [answer if answer is not None else next(grants) for answer in answers]
     return web.json_response({"items": items}, status=201)
@@ -175,22 +181,27 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
 async def grant_all(
     res: Resources, owner: str, items: list[UploadRequest], trace_id: str
 ) -> list[dict[str, Any]]:
-    """Sign every upload and make every intent durable, publishing them concurrently; any
-    unconfirmed intent fails the lot (the confirmed ones lapse unused)."""
+    """Sign every upload, record every intent within the owner's quotas, and publish them
+    concurrently; any unconfirmed intent fails the lot and its records are dropped."""
     ttl = res.settings.upload_url_ttl
     intents = [_intent(owner, item, trace_id, ttl) for item in items]
     pairs = list(zip(intents, [item.method for item in items], strict=True))
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
-    for intent in intents:
-        # Read-your-writes for the client; the ingest worker records the same intent
-        # from the event (insert-if-absent).
-        await res.store.create_pending(intent)
-    await asyncio.gather(
-        *(
-            publish(res.broker, res.topology, _requested(res, i, m), trace_id=trace_id)
-            for i, m in pairs
+    # Read-your-writes for the client; the ingest worker records the same intent from
+    # the event (insert-if-absent).
+    await res.store.reserve(owner, intents, quota_check(res, items))
+    try:
+        await asyncio.gather(
+            *(
+                publish(res.broker, res.topology, _requested(res, i, m), trace_id=trace_id)
+                for i, m in pairs
+            )
         )
-    )
+    except BrokerUnavailable:
+        # Pending rows without a grant would count against the pending cap until they
+        # lapse; an intent whose event did get through is recorded again by the worker.
+        await res.store.forget_pending([i.id for i in intents])
+        raise
     log.info("uploads granted", count=len(intents))
     return [
         {"photo_id": i.id, "upload": u, "expires_at": i.upload_expires_at.isoformat()}
