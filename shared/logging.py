@@ -27,7 +27,10 @@ def configure_logging(settings: Settings) -> None:
     as_json = settings.log_json if settings.log_json is not None else not sys.stderr.isatty()
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if as_json
+        # Tracebacks without local variables: a local may hold a token or a key.
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

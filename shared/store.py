@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.errors import DatabaseUnavailable, PermanentError
@@ -177,8 +177,8 @@ class Store:
         try:
             async with self._engine.begin() as conn:
                 yield conn
-        except IntegrityError as exc:
-            # A constraint said no: the same statement will never succeed.
+        except (IntegrityError, DataError) as exc:
+            # A constraint or the data itself said no: the same statement never succeeds.
             raise PermanentError(f"metadata store refused the change: {exc.orig}") from exc
         except (OperationalError, DBAPIError, OSError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"metadata store failed: {exc!r}") from exc

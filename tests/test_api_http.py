@@ -57,3 +57,22 @@ async def test_no_cors_unless_configured(settings: Settings) -> None:
     async with gateway(settings) as gw:
         resp = await gw.client.get("/v1/photos", headers=gw.auth() | {"Origin": APP})
         assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers"),
+    [
+        ("POST", "/v1/uploads", b"[" * 60_000, {"Content-Type": "application/json"}),
+        ("POST", "/v1/uploads", b"{}", {"Content-Type": "application/json; charset=bogus"}),
+        ("GET", "/v1/photos?cursor=" + "W" * 5000, None, {}),
+        ("GET", "/v1/photos/a%00b", None, {}),
+        ("DELETE", "/v1/photos/a%00b", None, {}),
+    ],
+    ids=["deep-json", "bogus-charset", "huge-cursor", "nul-id", "nul-id-delete"],
+)
+async def test_hostile_requests_get_4xx_problems_not_5xx(
+    gw: Gateway, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> None:
+    resp = await gw.client.request(method, path, data=body, headers={**gw.auth(), **headers})
+    assert 400 <= resp.status < 500, await resp.text()
+    assert resp.content_type == "application/problem+json"

@@ -92,10 +92,14 @@ class JwksCache:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = -math.inf
         self._refetched_at = -math.inf
+        self._failed_at = -math.inf
         self._lock = asyncio.Lock()
         self.fetches = 0
 
     async def key(self, kid: str) -> jwt.PyJWK:
+        if not self._keys and self._clock() - self._failed_at < self._refetch_s:
+            # Forged tokens must not turn a provider outage into a fetch per request.
+            raise KeySetUnavailable("the JWKS could not be fetched; retrying shortly")
         if self._clock() - self._fetched_at >= self._ttl_s:
             await self._refresh(self._fetched_at)
         elif kid not in self._keys and self._clock() - self._refetched_at >= self._refetch_s:
@@ -113,6 +117,7 @@ class JwksCache:
                 self._keys = await self._fetch()
             except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
                 log.warning("JWKS fetch failed", url=self._url, error=str(exc))
+                self._failed_at = self._clock()
                 if not self._keys:
                     raise KeySetUnavailable(f"cannot fetch the JWKS: {exc}") from exc
             self._fetched_at = self._clock()
@@ -160,7 +165,7 @@ class JwtVerifier:
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(_explain(exc)) from exc
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 255:
+        if not isinstance(sub, str) or not sub or len(sub) > 255 or not sub.isprintable():
             raise Unauthorized("token has no usable 'sub' claim")
         return sub
 

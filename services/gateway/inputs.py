@@ -26,8 +26,10 @@ def trace_id_of(request: web.Request) -> str:
 async def json_body(request: web.Request) -> Any:
     try:
         return await request.json()
-    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8
-        raise ApiError(400, "malformed_json", f"request body is not JSON: {exc}") from exc
+    # JSONDecodeError and UnicodeDecodeError (ValueError), an unknown charset (LookupError),
+    # absurd nesting (RecursionError): all just bad bodies.
+    except (ValueError, LookupError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", f"request body is not JSON: {exc!r}"[:300]) from exc
 
 
 async def parsed_body(request: web.Request, model: type[M]) -> M:

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import mimetypes
+import re
 from datetime import datetime
 from typing import Any
 
@@ -45,17 +46,32 @@ class ListQuery(BaseModel):
         return value
 
 
+# Photo ids are 32 hex digits (uuid4().hex); anything else cannot name a photo.
+_PHOTO_ID = re.compile(r"[0-9a-f]{32}")
+
+
 def encode_cursor(photo: PhotoRecord) -> str:
     raw = json.dumps([photo.created_at.isoformat(), photo.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    invalid = ApiError(400, "invalid_cursor", "the cursor is not one this API issued")
+    if len(cursor) > 200:
+        raise invalid
     try:
         created, photo_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(photo_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this API issued") from exc
+        when = datetime.fromisoformat(created)
+    except (ValueError, TypeError, RecursionError, binascii.Error) as exc:
+        raise invalid from exc
+    if not (
+        isinstance(photo_id, str)
+        and _PHOTO_ID.fullmatch(photo_id)
+        and when.tzinfo
+        and 1900 < when.year < 9000
+    ):
+        raise invalid
+    return when, photo_id
 
 
 @routes.get("/v1/photos")
@@ -154,6 +170,8 @@ async def _send(res: Resources, envelope: Envelope) -> None:
 
 
 async def owned_photo(res: Resources, owner: str, photo_id: str) -> PhotoRecord:
+    if not _PHOTO_ID.fullmatch(photo_id):
+        raise ApiError(404, "not_found", "no such photo")
     photo = await res.store.get(photo_id)
     # Someone else's photo is indistinguishable from a missing one.
     if photo is None or photo.owner_id != owner or photo.status is PhotoStatus.DELETED:

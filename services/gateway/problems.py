@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.errors import TransientError
+from shared.errors import PermanentError, TransientError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -84,6 +84,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             f"{exc.what} is unavailable; try again shortly",
             headers={"Retry-After": "2"},
         )
+    except PermanentError as exc:
+        # The request's data can never be stored as given (e.g. the database refused it).
+        log.warning("request refused by a backing service", path=request.path, error=str(exc))
+        return problem(400, "invalid_request", "the request cannot be processed as given")
     except Exception:
         log.exception("unhandled error", path=request.path)
         return problem(500, "internal_error", "the server failed; the error has been logged")
