@@ -47,3 +47,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/thumbnails.py
+
+## Fault injection against the real pipeline (one process per service, RabbitMQ and
+## PostgreSQL on 127.0.0.1, moto in-process): prints one `chaos: ...` line, fails on any
+## loss. CHAOS_UPLOADS=40 is the small configuration for CI. See docs/chaos.md.
+.PHONY: chaos
+chaos: $(STAMP)
+	$(BIN)/python -m chaos

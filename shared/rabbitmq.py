@@ -146,6 +146,10 @@ class RabbitBroker:
             ) from exc
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"publish failed: {exc!r}") from exc
+        except Exception as exc:
+            # aiormq fails a confirm pending when the connection drops with a bare
+            # Exception; whatever the cause, the message was not confirmed.
+            raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
         channel = self._channel("consume")

@@ -1,0 +1,194 @@
+"""The faults, each counted in one tally: SIGKILLed workers (while busy) restarted,
+broker connections cut, duplicated, delayed (so reordered) and premature storage events.
+S3 errors and slowness come from chaos.s3_proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+
+import aiohttp
+import asyncpg
+
+from chaos.fleet import WORKERS, ServiceProcess, ensure_up
+from chaos.infra import BrokerAdmin
+from chaos.load import Upload
+from chaos.tcp_proxy import TcpProxy
+from shared.topology import QueueSpec
+from tests import s3events
+
+BUSY_WAIT_S = 6.0
+MINIO_ROUTING_KEY = "minio.object-created"
+
+
+def worker_queues(admin: BrokerAdmin, module: str) -> list[QueueSpec]:
+    topology = admin.topology
+    return {
+        "ingest_worker": [topology.ingest_intents, topology.ingest_storage],
+        "thumbnail_worker": [topology.thumbnail],
+        "notifier": [topology.notifier],
+    }[module]
+
+
+async def handled_so_far(http: aiohttp.ClientSession, service: ServiceProcess) -> float:
+    """The worker's settled-message count from its /metrics (-1 if it cannot be read)."""
+    try:
+        async with http.get(f"{service.base_url}/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return -1
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("darkroom_messages_total{")
+    )
+
+
+# Photos in these states are work in hand for the worker (its queue may look empty
+# because it holds its whole prefetch).
+STAGE_WORK = {"ingest_worker": "pending", "thumbnail_worker": "verified"}
+
+
+async def stage_work(database_url: str, module: str) -> int:
+    status = STAGE_WORK.get(module)
+    if status is None:
+        return 0
+    conn = await asyncpg.connect(database_url, timeout=5)
+    try:
+        count = await conn.fetchval("SELECT count(*) FROM photos WHERE status = $1", status)
+        return int(count)
+    finally:
+        await conn.close()
+
+
+async def is_busy(
+    http: aiohttp.ClientSession, admin: BrokerAdmin, service: ServiceProcess, database_url: str
+) -> bool:
+    """Busy: photos wait for its stage, messages wait in its queue, or it settled messages
+    in the last quarter second (so it holds more)."""
+    if await stage_work(database_url, service.module) > 0:
+        return True
+    for spec in worker_queues(admin, service.module):
+        if await admin.ready_messages(spec) > 0:
+            return True
+    before = await handled_so_far(http, service)
+    await asyncio.sleep(0.25)
+    return before >= 0 and await handled_so_far(http, service) != before
+
+
+async def kill_when_busy(
+    http: aiohttp.ClientSession,
+    admin: BrokerAdmin,
+    service: ServiceProcess,
+    tally: Counter[str],
+    database_url: str,
+) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_WAIT_S
+    while loop.time() < deadline:
+        if service.running and await is_busy(http, admin, service, database_url):
+            service.expected_down = True
+            await service.kill()
+            tally[f"sigkill_{service.module}"] += 1
+            return True
+    tally[f"kill_skipped_idle_{service.module}"] += 1
+    return False
+
+
+async def killer(
+    http: aiohttp.ClientSession,
+    admin: BrokerAdmin,
+    fleet: dict[str, ServiceProcess],
+    tally: Counter[str],
+    *,
+    kills_per_worker: int,
+    interval_s: float,
+    database_url: str,
+    rng: random.Random,
+) -> None:
+    """Round-robin over the worker types: SIGKILL one while busy, restart it, pause.
+    A kill skipped because the worker stayed idle is owed and tried again."""
+    owed = dict.fromkeys(WORKERS, kills_per_worker)
+    while any(owed.values()):
+        for module in (m for m in WORKERS if owed[m]):
+            service = fleet[module]
+            if await kill_when_busy(http, admin, service, tally, database_url):
+                owed[module] -= 1
+                await asyncio.sleep(rng.uniform(0.2, 1.0))
+                try:
+                    await ensure_up(service, http, tally)
+                finally:
+                    service.expected_down = False
+            await asyncio.sleep(interval_s * rng.uniform(0.5, 1.5))
+
+
+async def broker_cutter(
+    proxy: TcpProxy, tally: Counter[str], *, every_s: float, rng: random.Random
+) -> None:
+    """Cut every broker connection now and then; half the time refuse reconnects awhile."""
+    while True:
+        await asyncio.sleep(every_s * rng.uniform(0.5, 1.5))
+        outage = rng.uniform(0.5, 3.0) if rng.random() < 0.5 else 0.0
+        proxy.refusing = outage > 0
+        tally["broker_cut"] += 1
+        tally["broker_sockets_cut"] += proxy.cut()
+        if outage:
+            tally["broker_outage"] += 1
+            await asyncio.sleep(outage)
+            proxy.refusing = False
+
+
+class StorageEvents:
+    """MinIO-format notifications published straight to the storage exchange, beside the
+    real ones arriving over SQS: early (before the bytes), and late duplicates."""
+
+    def __init__(
+        self,
+        admin: BrokerAdmin,
+        bucket: str,
+        tally: Counter[str],
+        rng: random.Random,
+        *,
+        duplicate_rate: float,
+        early_rate: float,
+    ) -> None:
+        self._admin = admin
+        self._bucket = bucket
+        self._tally = tally
+        self._rng = rng
+        self._duplicate_rate = duplicate_rate
+        self._early_rate = early_rate
+        self._pending: set[asyncio.Task[None]] = set()
+        self.enabled = True
+
+    async def _publish(self, upload: Upload, fault: str) -> None:
+        body = s3events.minio(self._bucket, upload.key, len(upload.sample.data))
+        try:
+            await self._admin.publish_storage_event(body, MINIO_ROUTING_KEY)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            self._tally[f"{fault}_failed_to_publish"] += 1
+            return
+        self._tally[fault] += 1
+
+    async def before_upload(self, upload: Upload) -> None:
+        if self.enabled and self._rng.random() < self._early_rate:
+            await self._publish(upload, "storage_event_early")
+
+    async def after_upload(self, upload: Upload) -> None:
+        if self.enabled and self._rng.random() < self._duplicate_rate:
+            copies = self._rng.choice((1, 1, 2))
+            delays = [self._rng.uniform(0.0, 15.0) for _ in range(copies)]
+            task = asyncio.create_task(self._later(upload, delays))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _later(self, upload: Upload, delays: list[float]) -> None:
+        for delay in sorted(delays):
+            await asyncio.sleep(delay)
+            # Delays differ per upload, so copies overtake later uploads' events.
+            await self._publish(upload, "storage_event_duplicate")
+
+    async def finish(self) -> None:
+        """Let the scheduled duplicates go out (at most ~15 s)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
