@@ -11,11 +11,12 @@ import aio_pika
 import pytest
 
 from shared.broker import open_broker
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Envelope, PhotoRejected
 from shared.metrics import Metrics
 from shared.runtime import Meta, Worker, on_events
 from shared.settings import Settings
+from shared.store import open_store
 from shared.topology import Topology
 from tests.conftest import delete_topology
 from tests.tcp_proxy import TcpProxy
@@ -86,6 +87,66 @@ async def test_consumer_and_publisher_recover_from_a_cut_connection(
             await until(lambda: broker.is_ready)
             await publish_directly(amqp_url, topology, "after")
             assert await asyncio.wait_for(handled.get(), 20) == "after"
+            await worker.drain()
+    finally:
+        await delete_topology(amqp_url, topology)
+
+
+async def test_store_recovers_after_the_database_connection_is_cut(
+    settings: Settings, postgres_url: str
+) -> None:
+    """Readiness drops while PostgreSQL is unreachable and returns after, in one process."""
+    parts = urlsplit(postgres_url)
+    pg = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await pg.start()
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{pg.port}"))
+    cut_off = settings.model_copy(update={"database_url": proxied, "database_timeout": 2.0})
+    try:
+        async with open_store(cut_off) as store:
+            assert await store.ping()
+            pg.refusing = True
+            pg.cut()
+            assert not await store.ping()
+            with pytest.raises(DatabaseUnavailable):
+                await store.get("0" * 32)
+            pg.refusing = False
+            assert await store.ping()
+            assert await store.get("0" * 32) is None
+    finally:
+        await pg.close()
+
+
+async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
+    settings: Settings, amqp_url: str, proxy: TcpProxy
+) -> None:
+    """The handler finishes while the connection is gone: its ack cannot reach the
+    broker, the worker carries on, and the message comes back and is handled again."""
+    settings = settings.model_copy(update={"broker_url": through(amqp_url, proxy)})
+    topology = Topology.from_settings(settings)
+    started, release = asyncio.Event(), asyncio.Event()
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(event: PhotoRejected, meta: Meta) -> None:
+        seen.put_nowait(event.photo_id)
+        started.set()
+        await release.wait()
+
+    try:
+        async with open_broker(settings) as broker:
+            worker = Worker(
+                broker,
+                topology,
+                [on_events(topology.notifier, {PhotoRejected: handler})],
+                metrics=Metrics(),
+            )
+            await worker.start()
+            await publish_directly(amqp_url, topology, "once")
+            await asyncio.wait_for(started.wait(), 10)
+            proxy.cut()
+            await until(lambda: not broker.is_ready)
+            release.set()  # finishes on a dead channel: the ack is lost, not raised
+            assert await asyncio.wait_for(seen.get(), 5) == "once"
+            assert await asyncio.wait_for(seen.get(), 20) == "once"  # redelivered
             await worker.drain()
     finally:
         await delete_topology(amqp_url, topology)
