@@ -1,7 +1,5 @@
-"""A TCP proxy that can cut every connection through it (the broker's, here).
-
-Adapted from tests/tcp_proxy.py: it also survives an unreachable target and counts cuts.
-"""
+"""A TCP proxy that can cut every connection through it, to take a broker or a database
+away from its clients without touching the server (chaos runs and reconnect tests)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import pytest
 
+from chaos.tcp_proxy import TcpProxy
 from shared.broker import open_broker
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Envelope, PhotoRejected
@@ -19,7 +20,6 @@ from shared.settings import Settings
 from shared.store import open_store
 from shared.topology import Topology
 from tests.conftest import delete_topology
-from tests.tcp_proxy import TcpProxy
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
