@@ -4,6 +4,7 @@ instead of hanging, and the consumer is restored once the broker is back."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,11 +108,12 @@ async def test_store_recovers_after_the_database_connection_is_cut(
             pg.refusing = True
             pg.cut()
             assert not await store.ping()
+            missing = uuid.uuid4().hex
             with pytest.raises(DatabaseUnavailable):
-                await store.get("0" * 32)
+                await store.get(missing)
             pg.refusing = False
             assert await store.ping()
-            assert await store.get("0" * 32) is None
+            assert await store.get(missing) is None
     finally:
         await pg.close()
 
