@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
+from shared.rabbitmq import delete_topology
 from shared.topology import QueueSpec, Topology
 
 log = logging.getLogger("chaos")
@@ -33,25 +34,6 @@ async def fresh_database(admin_url: str, name: str) -> AsyncIterator[str]:
         yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
     finally:
         await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def queue_names(topology: Topology) -> list[str]:
-    names: list[str] = []
-    for spec in topology.all_queues():
-        names += [spec.name, spec.dead_letter_queue]
-        names += [spec.retry_queue(d) for d in topology.retry.delays_ms()]
-    return names
-
-
-async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
-    for name in queue_names(topology):
-        await channel.queue_delete(name)
-    for exchange in (
-        topology.events_exchange,
-        topology.storage_exchange,
-        topology.dead_letter_exchange,
-    ):
-        await channel.exchange_delete(exchange)
 
 
 @contextlib.asynccontextmanager

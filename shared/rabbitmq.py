@@ -245,3 +245,12 @@ class _RabbitDelivery:
             # The channel died under us; the broker requeues every unacked message of a
             # dead channel, so this one is redelivered and its idempotent handler re-run.
             log.warning("could not settle message; it will be redelivered", error=repr(exc))
+
+
+async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Remove every queue and exchange `topology` declares: for runs with a throw-away
+    prefix (tests, chaos), never for a live deployment's."""
+    for name in topology.queue_names():
+        await channel.queue_delete(name)
+    for exchange in topology.exchange_names():
+        await channel.exchange_delete(exchange)

@@ -109,5 +109,16 @@ class Topology:
     def notifier(self) -> QueueSpec:
         return self._queue("notifier", self.events_exchange, "photo.ready", "photo.rejected")
 
+    def exchange_names(self) -> tuple[str, ...]:
+        return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange)
+
+    def queue_names(self) -> list[str]:
+        """Every queue declared: each consumer's, its dead-letter and its retry queues."""
+        names: list[str] = []
+        for spec in self.all_queues():
+            names += [spec.name, spec.dead_letter_queue]
+            names += [spec.retry_queue(d) for d in self.retry.delays_ms()]
+        return names
+
     def all_queues(self) -> tuple[QueueSpec, ...]:
         return (self.ingest_intents, self.ingest_storage, self.thumbnail, self.notifier)

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
+from shared import rabbitmq
 from shared.embedded import moto_server
 from shared.settings import Settings
 from shared.topology import Topology
@@ -133,18 +134,7 @@ async def delete_topology(url: str, topology: Topology) -> None:
     """Remove every queue and exchange a test declared on the real broker."""
     connection = await aio_pika.connect(url)
     try:
-        channel = await connection.channel()
-        for spec in topology.all_queues():
-            names = [spec.name, spec.dead_letter_queue]
-            names += [spec.retry_queue(d) for d in topology.retry.delays_ms()]
-            for name in names:
-                await channel.queue_delete(name)
-        for exchange in (
-            topology.events_exchange,
-            topology.storage_exchange,
-            topology.dead_letter_exchange,
-        ):
-            await channel.exchange_delete(exchange)
+        await rabbitmq.delete_topology(await connection.channel(), topology)
     finally:
         await connection.close()
 

@@ -18,7 +18,10 @@ from services.gateway.service import serve as gateway
 from services.ingest_worker.service import serve as ingest
 from services.notifier.service import serve as notifier
 from services.thumbnail_worker.service import serve as thumbnails
+from shared.broker import Broker
 from shared.embedded import provision_bucket_with_sqs
+from shared.metrics import Metrics
+from shared.runtime import Route, Worker
 from shared.settings import Settings
 from shared.topology import Topology
 from tests import s3events
@@ -85,19 +88,26 @@ class WebhookReceiver:
 
 
 @asynccontextmanager
-async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
+async def serve_local(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port until the block ends; yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    receiver.url = f"http://127.0.0.1:{port}/hook"
     try:
-        yield receiver
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def webhook_receiver() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    async with serve_local(app) as base:
+        receiver.url = f"{base}/hook"
+        yield receiver
 
 
 Service = Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]]
@@ -204,3 +214,8 @@ async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
             ),
             routing_key=f"{fmt}.object-created",
         )
+
+
+def worker(broker: Broker, topology: Topology, route: Route, grace: float = 5.0) -> Worker:
+    """A consumer runtime on one route, as the services build theirs."""
+    return Worker(broker, topology, [route], metrics=Metrics(), grace=grace)

@@ -21,7 +21,7 @@ from services.gateway.auth import JwksCache, Unauthorized
 from shared.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.gateway_harness import Gateway, gateway, problem_of
-from tests.harness import free_port
+from tests.harness import free_port, serve_local
 
 ISSUER = "https://idp.example/"
 AUDIENCE = "darkroom-api"
@@ -78,15 +78,9 @@ async def idp(rs1: Signer, es1: Signer) -> AsyncIterator[Idp]:
     provider = Idp(published=[rs1, es1])
     app = web.Application()
     app.router.add_get("/.well-known/jwks.json", provider.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    provider.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
-    try:
+    async with serve_local(app) as base:
+        provider.url = f"{base}/.well-known/jwks.json"
         yield provider
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from shared.broker import open_broker
 from shared.dlq import DeadLetters, resolve
 from shared.errors import ConfigurationError, PermanentError
 from shared.events import Envelope, PhotoRejected
-from shared.metrics import Metrics
-from shared.runtime import Meta, Worker, on_events
+from shared.runtime import Meta, on_events
 from shared.settings import Settings
 from shared.topology import Topology
+from tests.harness import worker
 
 
 def rejected(photo_id: str) -> bytes:
@@ -45,20 +45,15 @@ async def parked_two(rabbit_settings: Settings) -> AsyncIterator[dict[str, Any]]
         state["handled"].put_nowait(event.photo_id)
 
     async with open_broker(rabbit_settings) as broker:
-        worker = Worker(
-            broker,
-            topology,
-            [on_events(topology.notifier, {PhotoRejected: handler})],
-            metrics=Metrics(),
-        )
-        await worker.start()
+        consumer = worker(broker, topology, on_events(topology.notifier, {PhotoRejected: handler}))
+        await consumer.start()
         connection, dead = await DeadLetters.connect(rabbit_settings.broker_url, topology)
         async with connection:
             for photo in ("a", "b"):
                 await broker.publish(topology.events_exchange, "photo.rejected", rejected(photo))
             await depth_reaches(dead, topology, 2)
             yield {"dead": dead, "topology": topology, "state": state, "broker": broker}
-        await worker.drain()
+        await consumer.drain()
 
 
 async def test_show_tells_why_without_taking_messages(parked_two: dict[str, Any]) -> None:

@@ -15,12 +15,12 @@ from chaos.tcp_proxy import TcpProxy
 from shared.broker import open_broker
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Envelope, PhotoRejected
-from shared.metrics import Metrics
-from shared.runtime import Meta, Worker, on_events
+from shared.runtime import Meta, on_events
 from shared.settings import Settings
 from shared.store import open_store
 from shared.topology import Topology
 from tests.conftest import delete_topology
+from tests.harness import worker
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
@@ -71,8 +71,8 @@ async def test_consumer_and_publisher_recover_from_a_cut_connection(
     try:
         async with open_broker(settings) as broker:
             route = on_events(topology.notifier, {PhotoRejected: handler})
-            worker = Worker(broker, topology, [route], metrics=Metrics())
-            await worker.start()
+            consumer = worker(broker, topology, route)
+            await consumer.start()
             await publish_directly(amqp_url, topology, "before")
             assert await asyncio.wait_for(handled.get(), 10) == "before"
 
@@ -88,7 +88,7 @@ async def test_consumer_and_publisher_recover_from_a_cut_connection(
             await until(lambda: broker.is_ready)
             await publish_directly(amqp_url, topology, "after")
             assert await asyncio.wait_for(handled.get(), 20) == "after"
-            await worker.drain()
+            await consumer.drain()
     finally:
         await delete_topology(amqp_url, topology)
 
@@ -135,13 +135,10 @@ async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
 
     try:
         async with open_broker(settings) as broker:
-            worker = Worker(
-                broker,
-                topology,
-                [on_events(topology.notifier, {PhotoRejected: handler})],
-                metrics=Metrics(),
+            consumer = worker(
+                broker, topology, on_events(topology.notifier, {PhotoRejected: handler})
             )
-            await worker.start()
+            await consumer.start()
             await publish_directly(amqp_url, topology, "once")
             await asyncio.wait_for(started.wait(), 10)
             proxy.cut()
@@ -149,6 +146,6 @@ async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
             release.set()  # finishes on a dead channel: the ack is lost, not raised
             assert await asyncio.wait_for(seen.get(), 5) == "once"
             assert await asyncio.wait_for(seen.get(), 20) == "once"  # redelivered
-            await worker.drain()
+            await consumer.drain()
     finally:
         await delete_topology(amqp_url, topology)

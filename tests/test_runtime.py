@@ -22,11 +22,11 @@ from shared.broker import (
 from shared.errors import BrokerUnavailable, PermanentError, TransientError
 from shared.events import Envelope, PhotoRejected
 from shared.memory_broker import MemoryBroker
-from shared.metrics import Metrics
-from shared.runtime import Meta, Route, Worker, on_events
+from shared.runtime import Meta, on_events
 from shared.settings import Settings
 from shared.topology import QueueSpec, Topology
 from tests.conftest import delete_topology
+from tests.harness import worker
 
 
 @pytest.fixture
@@ -78,10 +78,6 @@ async def outstanding(broker: Broker, queue: QueueSpec, settings: Settings) -> i
         declared = await channel.declare_queue(queue.name, passive=True)
         count = declared.declaration_result.message_count
         return int(count or 0)
-
-
-def worker(broker: Broker, topology: Topology, route: Route, grace: float = 5.0) -> Worker:
-    return Worker(broker, topology, [route], metrics=Metrics(), grace=grace)
 
 
 def recording(
