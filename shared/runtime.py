@@ -6,6 +6,9 @@ that into an outcome, so no handler ever touches ack, nack or reject:
 
     returned            -> ack (the handler's effects are durable by then)
     PermanentError      -> dead-letter with the reason
+    DatabaseUnavailable -> if the database is down for everyone (`database_up` says so): hold
+                           the message, wait until it is back, run the handler again; no
+                           attempt is spent, so an outage parks nothing
     anything else       -> retry after a capped exponential backoff, dead-letter once
                            the attempts run out
     shutdown mid-flight -> requeue at once, for another replica
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.broker import Broker, Delivery, Message, OnDelivery, Subscription
-from shared.errors import BrokerUnavailable, PermanentError, TransientError
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, PermanentError, TransientError
 from shared.events import Envelope, Event
 from shared.logging import get_logger, log_context
 from shared.metrics import Metrics
@@ -84,6 +87,8 @@ class Worker:
         metrics: Metrics,
         handler_timeout: float = 300.0,
         grace: float = 20.0,
+        database_up: Callable[[], Awaitable[bool]] | None = None,
+        probe_interval: float = 0.5,
     ) -> None:
         self._broker = broker
         self._topology = topology
@@ -91,6 +96,8 @@ class Worker:
         self._metrics = metrics
         self._handler_timeout = handler_timeout
         self._grace = grace
+        self._database_up = database_up
+        self._probe_interval = probe_interval
         self._subscriptions: list[Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
@@ -156,7 +163,7 @@ class Worker:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._handler_timeout):
-                await route.handle(message)
+                await self._handle(route, message)
         except asyncio.CancelledError:
             await delivery.requeue()
             self._count(route, "requeued")
@@ -174,6 +181,28 @@ class Worker:
             self._metrics.handler_seconds.labels(route.queue.name).observe(
                 time.perf_counter() - started
             )
+
+    async def _handle(self, route: Route, message: Message) -> None:
+        while True:
+            try:
+                return await route.handle(message)
+            except DatabaseUnavailable as exc:
+                if not await self._outage_over(route, exc):
+                    raise
+
+    async def _outage_over(self, route: Route, exc: Exception) -> bool:
+        """Wait out an outage: True once the database, found down, is back. False if it
+        is up, so the failure was this message's own (a statement timeout, say) and costs
+        an attempt. Holding the message keeps its prefetch slot, so a worker takes no new
+        work while the database is away, and it is redelivered if the process dies."""
+        if self._database_up is None or await self._database_up():
+            return False
+        log.warning("database down; holding message until it is back", queue=route.queue.name)
+        self._count(route, "held")
+        while not await self._database_up():  # noqa: ASYNC110 (polling a server: no event to await)
+            await asyncio.sleep(self._probe_interval)
+        log.info("database back; handling held message again", queue=route.queue.name)
+        return True
 
     async def _retry_or_park(self, route: Route, delivery: Delivery, exc: Exception) -> None:
         attempt = delivery.message.attempt

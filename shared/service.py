@@ -70,6 +70,7 @@ async def run_worker(
             metrics=resources.metrics,
             handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
+            database_up=resources.store.ping,
         )
         relay = resources.outbox.relay(
             stop,

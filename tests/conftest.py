@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
+from chaos import servers
 from shared import rabbitmq
 from shared.embedded import moto_server
 from shared.settings import Settings
@@ -47,12 +48,32 @@ def _reachable(url: str) -> bool:
 
 
 def require_server(name: str, url: str) -> None:
-    if _reachable(url):
-        return
-    message = f"{name} is not reachable at {urlsplit(url).netloc}"
+    if not _reachable(url):
+        _missing(f"{name} is not reachable at {urlsplit(url).netloc}")
+
+
+def _missing(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI=true requires the real server", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture
+async def own_rabbit() -> AsyncIterator[servers.OwnRabbit]:
+    """A RabbitMQ node of the test's own, which it may stop, kill and restart."""
+    if servers.rabbitmq_server() is None:
+        _missing("a broker restart needs RabbitMQ's rabbitmq-server script installed")
+    async with servers.own_rabbit() as node:
+        yield node
+
+
+@pytest.fixture
+async def own_postgres() -> AsyncIterator[servers.OwnPostgres]:
+    """A PostgreSQL cluster of the test's own, which it may stop and restart."""
+    if servers.postgres_bindir() is None:
+        _missing("a database restart needs PostgreSQL's initdb and pg_ctl installed")
+    async with servers.own_postgres() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

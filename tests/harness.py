@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -216,6 +217,35 @@ async def announce(settings: Settings, fmt: str, key: str, size: int) -> None:
         )
 
 
-def worker(broker: Broker, topology: Topology, route: Route, grace: float = 5.0) -> Worker:
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that configures a service process (`python -m services.X`) like
+    `settings`: this process's own, minus any DARKROOM_* of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
+    named = {
+        "BROKER_URL": settings.broker_url,
+        "DATABASE_URL": settings.database_url,
+        "S3_ENDPOINT_URL": settings.s3_endpoint_url,
+        "S3_ACCESS_KEY_ID": settings.s3_access_key_id,
+        "S3_SECRET_ACCESS_KEY": settings.s3_secret_access_key.get_secret_value(),
+        "S3_BUCKET": settings.s3_bucket,
+        "SQS_QUEUE_URL": settings.sqs_queue_url,
+        "SQS_ENDPOINT_URL": settings.sqs_endpoint_url,
+        "SQS_WAIT_SECONDS": str(settings.sqs_wait_seconds),
+        "TOPOLOGY_PREFIX": settings.topology_prefix,
+        "AUTH_JWT_SECRET": settings.auth_jwt_secret.get_secret_value(),
+        "WEBHOOK_URL": settings.webhook_url,
+        "WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
+        "RETRY_BASE_MS": str(settings.retry_base_ms),
+        "RETRY_CAP_MS": str(settings.retry_cap_ms),
+        "LOG_JSON": "true",
+    }
+    env.update({f"DARKROOM_{name}": value for name, value in named.items()})
+    env.update(extra)
+    return env
+
+
+def worker(
+    broker: Broker, topology: Topology, route: Route, grace: float = 5.0, **options: Any
+) -> Worker:
     """A consumer runtime on one route, as the services build theirs."""
-    return Worker(broker, topology, [route], metrics=Metrics(), grace=grace)
+    return Worker(broker, topology, [route], metrics=Metrics(), grace=grace, **options)

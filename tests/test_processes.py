@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from typing import Any
@@ -16,31 +15,11 @@ import pytest
 from services.dev import redact_url
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.conftest import JWT_SECRET, delete_topology
+from tests.conftest import delete_topology
 from tests.harness import free_port
+from tests.harness import process_env as service_env
 
 SERVICES = ["gateway", "ingest_worker", "thumbnail_worker", "notifier"]
-
-
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
-    env.update(
-        {
-            "DARKROOM_BROKER_URL": settings.broker_url,
-            "DARKROOM_DATABASE_URL": settings.database_url,
-            "DARKROOM_S3_ENDPOINT_URL": settings.s3_endpoint_url,
-            "DARKROOM_S3_ACCESS_KEY_ID": "test",
-            "DARKROOM_S3_SECRET_ACCESS_KEY": "test-secret",
-            "DARKROOM_S3_BUCKET": settings.s3_bucket,
-            "DARKROOM_TOPOLOGY_PREFIX": settings.topology_prefix,
-            "DARKROOM_AUTH_JWT_SECRET": JWT_SECRET,
-            "DARKROOM_LOG_JSON": "true",
-            "DARKROOM_RETRY_BASE_MS": "100",
-            "DARKROOM_RETRY_CAP_MS": "100",
-            **extra,
-        }
-    )
-    return env
 
 
 async def start(module: str, env: dict[str, str]) -> asyncio.subprocess.Process:

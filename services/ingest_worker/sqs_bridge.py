@@ -2,7 +2,10 @@
 
 From there they take the same queue, retries and dead letters as MinIO's and Ceph's.
 A message is deleted from SQS only after the broker confirmed the copy; a crash in
-between re-sends it after the visibility timeout, and ingest is idempotent.
+between re-sends it after the visibility timeout, and ingest is idempotent. While the
+broker is away the bridge takes nothing from SQS, and messages it took but could not
+forward are made visible again at once, so a broker restart delays nothing by a whole
+visibility timeout.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from shared.topology import Topology
 log = get_logger(__name__)
 
 _BACKOFF_CAP_S = 30.0
+_BROKER_POLL_S = 0.5
 
 
 async def forward_batch(client: Any, settings: Settings, broker: Broker, topology: Topology) -> int:
@@ -32,19 +36,41 @@ async def forward_batch(client: Any, settings: Settings, broker: Broker, topolog
         MaxNumberOfMessages=10,
         WaitTimeSeconds=settings.sqs_wait_seconds,
     )
-    moved = 0
-    for msg in resp.get("Messages", []):
-        await broker.publish(
-            topology.storage_exchange,
-            topology.sqs_bridge_routing_key,
-            msg["Body"].encode(),
-            message_id=msg.get("MessageId"),
-        )
+    messages: list[dict[str, Any]] = resp.get("Messages", [])
+    for index, msg in enumerate(messages):
+        try:
+            await broker.publish(
+                topology.storage_exchange,
+                topology.sqs_bridge_routing_key,
+                msg["Body"].encode(),
+                message_id=msg.get("MessageId"),
+            )
+        except BrokerUnavailable:
+            await _release(client, settings, messages[index:])
+            raise
         await client.delete_message(
             QueueUrl=settings.sqs_queue_url, ReceiptHandle=msg["ReceiptHandle"]
         )
-        moved += 1
-    return moved
+    return len(messages)
+
+
+async def _release(client: Any, settings: Settings, messages: list[dict[str, Any]]) -> None:
+    """Make messages we could not forward visible again now rather than after the
+    visibility timeout. If this fails too, they come back after the timeout anyway."""
+    entries = [
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+        for i, m in enumerate(messages)
+    ]
+    try:
+        await client.change_message_visibility_batch(
+            QueueUrl=settings.sqs_queue_url, Entries=entries
+        )
+    except (ClientError, BotoCoreError) as exc:
+        log.warning(
+            "could not release SQS messages; they return after the visibility timeout",
+            count=len(entries),
+            error=str(exc),
+        )
 
 
 async def run_sqs_bridge(
@@ -56,6 +82,10 @@ async def run_sqs_bridge(
         log.info("bridging SQS notifications", queue_url=settings.sqs_queue_url)
         failures = 0
         while not stop.is_set():
+            if not broker.is_ready:
+                # Reconnecting: take nothing from SQS we could not forward.
+                await _until_stopped(asyncio.sleep(_BROKER_POLL_S), stop)
+                continue
             try:
                 await _until_stopped(forward_batch(client, settings, broker, topology), stop)
                 failures = 0

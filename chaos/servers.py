@@ -1,0 +1,270 @@
+"""A RabbitMQ node and a PostgreSQL cluster of one's own, on free ports in a temporary
+directory, that can be stopped, killed and started again on the same data.
+
+The servers this machine runs for everyone (127.0.0.1:5672 and :5432) must stay up, so a
+restart is only ever done to one of these. Both come from the locally installed server
+binaries; `available()` says which are missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+
+
+class ServerFailed(RuntimeError):
+    """A server would not start or stop; the message ends with its log."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _first(candidates: list[str | None]) -> str | None:
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def rabbitmq_server() -> str | None:
+    # Debian's /usr/sbin/rabbitmq-server is a wrapper that switches to the rabbitmq user
+    # and ignores our environment; the script it wraps takes RABBITMQ_* as given.
+    return _first(
+        [
+            os.environ.get("DARKROOM_RABBITMQ_SERVER"),
+            "/usr/lib/rabbitmq/bin/rabbitmq-server",
+            shutil.which("rabbitmq-server"),
+        ]
+    )
+
+
+def postgres_bindir() -> str | None:
+    initdb = _first(
+        [
+            shutil.which("initdb"),
+            *sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True),
+        ]
+    )
+    return str(Path(initdb).parent) if initdb else None
+
+
+def available() -> list[str]:
+    """What is missing to run servers of one's own (empty when nothing is)."""
+    missing = []
+    if rabbitmq_server() is None:
+        missing.append("rabbitmq-server (RabbitMQ's server script)")
+    if postgres_bindir() is None:
+        missing.append("initdb and pg_ctl (PostgreSQL's server binaries)")
+    return missing
+
+
+async def _accepts(port: int) -> bool:
+    """Whether the port takes a TCP connection (probing with AMQP only then keeps the
+    client library from logging a refusal every time)."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class OwnRabbit:
+    """One RabbitMQ node; `url` stays the same across restarts, so do its queues."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.restarts = 0
+        self._node = f"darkroom-{os.getpid()}-{self.port}@localhost"
+        self._process: asyncio.subprocess.Process | None = None
+        self._log = root / "rabbitmq.out"
+        (root / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+        )
+        (root / "enabled_plugins").write_text("[].\n")
+        (root / "rabbitmq-env.conf").write_text("")
+
+    def _env(self) -> dict[str, str]:
+        root = str(self.root)
+        return {
+            **os.environ,
+            "HOME": root,  # the Erlang cookie goes here, not into the caller's home
+            "RABBITMQ_NODENAME": self._node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(_free_port()),
+            "RABBITMQ_CONFIG_FILE": f"{root}/rabbitmq.conf",
+            "RABBITMQ_CONF_ENV_FILE": f"{root}/rabbitmq-env.conf",
+            "RABBITMQ_ENABLED_PLUGINS_FILE": f"{root}/enabled_plugins",
+            "RABBITMQ_MNESIA_BASE": f"{root}/mnesia",
+            "RABBITMQ_LOG_BASE": f"{root}/log",
+            "RABBITMQ_PID_FILE": f"{root}/rabbitmq.pid",
+        }
+
+    async def start(self) -> None:
+        script = rabbitmq_server()
+        if script is None:
+            raise ServerFailed("rabbitmq-server is not installed")
+        with self._log.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                script,
+                env=self._env(),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        await self._until_answering()
+
+    async def _until_answering(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline:
+            if self._process is None or self._process.returncode is not None:
+                break
+            if await _accepts(self.port):
+                with contextlib.suppress(OSError, aio_pika.exceptions.AMQPError):
+                    connection = await aio_pika.connect(self.url, timeout=2)
+                    await connection.close()
+                    return
+            await asyncio.sleep(0.25)
+        raise ServerFailed(f"RabbitMQ did not start on {self.port}:\n{_tail(self._log)}")
+
+    async def stop(self) -> None:
+        """SIGTERM: RabbitMQ closes its connections and shuts down cleanly."""
+        await self._signal(signal.SIGTERM)
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed that was not already."""
+        await self._signal(signal.SIGKILL)
+
+    async def restart(self, *, crash: bool = False, down_s: float = 0.0) -> None:
+        await (self.kill() if crash else self.stop())
+        await asyncio.sleep(down_s)
+        await self.start()
+        self.restarts += 1
+
+    async def _signal(self, sig: signal.Signals) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(sig)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # helpers such as erl_child_setup
+
+
+class OwnPostgres:
+    """One PostgreSQL cluster with trust auth for `postgres`, fsync off (it is throw-away)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.restarts = 0
+        self._data = root / "data"
+        self._log = root / "postgres.log"
+        bindir = postgres_bindir()
+        if bindir is None:
+            raise ServerFailed("PostgreSQL's initdb and pg_ctl are not installed")
+        self._bin = Path(bindir)
+
+    def _as_owner(self, *argv: str) -> list[str]:
+        # PostgreSQL refuses to run as root; run it as the `postgres` user then.
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *argv]
+        return list(argv)
+
+    async def _run(self, *argv: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            *self._as_owner(*argv),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise ServerFailed(
+                f"{Path(argv[0]).name} failed ({process.returncode}):\n"
+                f"{output.decode(errors='replace')}\n{_tail(self._log)}"
+            )
+
+    async def init(self) -> None:
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        await self._run(
+            str(self._bin / "initdb"), "-D", str(self._data), "-A", "trust", "-U", "postgres",
+            "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        await self._run(
+            str(self._bin / "pg_ctl"), "-D", str(self._data), "-l", str(self._log),
+            "-o", options, "-w", "-t", str(int(START_TIMEOUT_S)), "start",
+        )  # fmt: skip
+
+    async def stop(self, mode: str = "fast") -> None:
+        """`fast` ends every session as a restart does; `immediate` is a crash."""
+        await self._run(str(self._bin / "pg_ctl"), "-D", str(self._data), "-m", mode, "-w", "stop")
+
+    async def restart(self, *, crash: bool = False, down_s: float = 0.0) -> None:
+        await self.stop("immediate" if crash else "fast")
+        await asyncio.sleep(down_s)
+        await self.start()
+        self.restarts += 1
+
+
+@contextlib.asynccontextmanager
+async def own_rabbit() -> AsyncIterator[OwnRabbit]:
+    with tempfile.TemporaryDirectory(prefix="darkroom-rabbit-") as root:
+        node = OwnRabbit(Path(root))
+        try:
+            await node.start()
+            yield node
+        finally:
+            await node.stop()
+
+
+@contextlib.asynccontextmanager
+async def own_postgres() -> AsyncIterator[OwnPostgres]:
+    with tempfile.TemporaryDirectory(prefix="darkroom-postgres-") as root:
+        cluster = OwnPostgres(Path(root))
+        await cluster.init()
+        await cluster.start()
+        try:
+            yield cluster
+        finally:
+            with contextlib.suppress(ServerFailed):
+                await cluster.stop("immediate")

@@ -1,0 +1,200 @@
+"""Every service rides out a full restart of RabbitMQ and of PostgreSQL without being
+restarted itself: readiness drops while the server is away and returns after, and a
+photo uploaded before, one uploaded while the server is down and one uploaded after all
+become ready, each announced once.
+
+The servers restarted here are the test's own (chaos.servers), started from the installed
+binaries on free ports: the shared ones on this machine must stay up for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiobotocore.session import get_session
+from pydantic import SecretStr
+
+from chaos import fleet
+from chaos.servers import OwnPostgres, OwnRabbit
+from services.gateway.auth import issue_token
+from services.ingest_worker.sqs_bridge import forward_batch
+from shared.errors import BrokerUnavailable
+from shared.settings import Settings
+from shared.storage import client_kwargs
+from shared.topology import Topology
+from tests import images
+from tests.conftest import JWT_SECRET, delete_topology
+from tests.harness import WEBHOOK_SECRET, Client, WebhookReceiver, process_env, with_sqs
+
+pytestmark = pytest.mark.timeout(240)
+
+Fleet = dict[str, fleet.ServiceProcess]
+
+
+@asynccontextmanager
+async def services_of(settings: Settings, log_dir: Path) -> AsyncIterator[Fleet]:
+    """All four services, each its own process, ready; stopped at the end."""
+    env = process_env(settings, DARKROOM_PUBLISH_TIMEOUT="2", DARKROOM_DATABASE_TIMEOUT="3")
+    services = fleet.make_fleet(env, log_dir)
+    try:
+        async with aiohttp.ClientSession() as http:
+            await fleet.start_all(services, http, Counter())
+        yield services
+    finally:
+        await fleet.stop_all(services)
+
+
+async def readiness(http: aiohttp.ClientSession, services: Fleet) -> dict[str, int]:
+    statuses = {}
+    for name, service in services.items():
+        try:
+            async with http.get(f"{service.base_url}/readyz") as resp:
+                statuses[name] = resp.status
+        except aiohttp.ClientError:
+            statuses[name] = 0  # not answering at all: a dead process, not a readiness
+    return statuses
+
+
+async def until_every_service_reports(
+    http: aiohttp.ClientSession, services: Fleet, status: int, timeout: float
+) -> None:
+    seen: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(timeout):
+            while set((seen := await readiness(http, services)).values()) != {status}:  # noqa: ASYNC110 (polling, as an orchestrator does)
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"readiness never became {status} everywhere: {seen}") from None
+
+
+async def upload(client: Client, photo: bytes, grant: dict[str, Any] | None = None) -> str:
+    grant = grant or await client.grant(photo, "image/jpeg")
+    await client.upload(grant, photo, "image/jpeg")
+    return str(grant["photo_id"])
+
+
+async def grant_status(client: Client, photo: bytes) -> int:
+    body = {"filename": "x.jpg", "content_type": "image/jpeg", "size": len(photo)}
+    async with client.http.post(
+        f"{client.base}/v1/uploads", json=body, headers=client.headers
+    ) as resp:
+        return resp.status
+
+
+async def assert_ready_once(
+    client: Client, hooks: WebhookReceiver, services: Fleet, photo_ids: list[str]
+) -> None:
+    for photo_id in photo_ids:
+        await hooks.wait_for(photo_id, "photo.ready", timeout=90)
+        assert (await client.photo(photo_id))["status"] == "ready"
+    announced = Counter(
+        hook_id
+        for payload, hook_id in zip(hooks.received, hooks.ids, strict=True)
+        if payload["type"] == "photo.ready"
+    )
+    assert len(announced) == len(photo_ids), announced
+    restarted = {name: s.starts for name, s in services.items() if s.starts != 1 or not s.running}
+    assert not restarted, f"services were restarted or died: {restarted}"
+
+
+def wired(settings: Settings, hooks: WebhookReceiver, **servers: str) -> Settings:
+    return settings.model_copy(
+        update={"webhook_url": hooks.url, "webhook_secret": SecretStr(WEBHOOK_SECRET), **servers}
+    )
+
+
+async def test_every_service_rides_out_a_broker_restart(
+    settings: Settings,
+    own_rabbit: OwnRabbit,
+    postgres_url: str,
+    hooks: WebhookReceiver,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    real = wired(settings, hooks, broker_url=own_rabbit.url, database_url=postgres_url)
+    real = await with_sqs(real, unique)
+    photos = [images.jpeg(1200 + 8 * i, 800) for i in range(3)]
+    async with services_of(real, tmp_path) as services, aiohttp.ClientSession() as http:
+        client = Client(http, services["gateway"].base_url, issue_token(JWT_SECRET, "alice"))
+        before = await upload(client, photos[0])
+        await hooks.wait_for(before, "photo.ready")
+        granted = await client.grant(photos[1], "image/jpeg")
+
+        restart = asyncio.create_task(own_rabbit.restart())
+        await until_every_service_reports(http, services, 503, timeout=20)
+        # Stored while the broker is away: its S3 notification waits in SQS.
+        during = await upload(client, photos[1], granted)
+        # A grant cannot be announced, so it is refused rather than half-made.
+        assert await grant_status(client, photos[2]) == 503
+        await restart
+        await until_every_service_reports(http, services, 200, timeout=60)
+
+        after = await upload(client, photos[2])
+        await assert_ready_once(client, hooks, services, [before, during, after])
+
+
+async def test_every_service_rides_out_a_database_restart(
+    settings: Settings,
+    amqp_url: str,
+    own_postgres: OwnPostgres,
+    hooks: WebhookReceiver,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    real = wired(settings, hooks, broker_url=amqp_url, database_url=own_postgres.url)
+    real = await with_sqs(real, unique)
+    photos = [images.jpeg(1200, 800 + 8 * i) for i in range(3)]
+    try:
+        async with services_of(real, tmp_path) as services, aiohttp.ClientSession() as http:
+            client = Client(http, services["gateway"].base_url, issue_token(JWT_SECRET, "bob"))
+            before = await upload(client, photos[0])
+            await hooks.wait_for(before, "photo.ready")
+            granted = await client.grant(photos[1], "image/jpeg")
+
+            restart = asyncio.create_task(own_postgres.restart(down_s=4))
+            await until_every_service_reports(http, services, 503, timeout=20)
+            during = await upload(client, photos[1], granted)
+            assert await grant_status(client, photos[2]) == 503
+            await restart
+            await until_every_service_reports(http, services, 200, timeout=60)
+
+            after = await upload(client, photos[2])
+            await assert_ready_once(client, hooks, services, [before, during, after])
+    finally:
+        await delete_topology(amqp_url, Topology.from_settings(real))
+
+
+class UnreachableBroker:
+    """Only what the SQS bridge touches: a broker whose publishes cannot be confirmed."""
+
+    is_ready = True
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, **_: Any) -> None:
+        raise BrokerUnavailable("publish not confirmed")
+
+
+async def test_notifications_the_bridge_could_not_forward_come_back_at_once(
+    settings: Settings, unique: str
+) -> None:
+    """Not after the queue's visibility timeout (30 s here, often minutes in production)."""
+    settings = await with_sqs(settings, unique)
+    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
+    kwargs.pop("config")
+    async with get_session().create_client("sqs", **kwargs) as sqs:
+        url = settings.sqs_queue_url
+        for n in range(3):
+            await sqs.send_message(QueueUrl=url, MessageBody=f"notification {n}")
+        broker: Any = UnreachableBroker()
+        with pytest.raises(BrokerUnavailable):
+            await forward_batch(sqs, settings, broker, Topology.from_settings(settings))
+        again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    # (S3 also queued its s3:TestEvent when the bucket was wired to the queue.)
+    bodies = sorted(m["Body"] for m in again.get("Messages", []) if "TestEvent" not in m["Body"])
+    assert bodies == [f"notification {n}" for n in range(3)]
