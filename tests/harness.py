@@ -237,6 +237,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
         "WEBHOOK_SECRET": settings.webhook_secret.get_secret_value(),
         "RETRY_BASE_MS": str(settings.retry_base_ms),
         "RETRY_CAP_MS": str(settings.retry_cap_ms),
+        "RETRY_MAX_ATTEMPTS": str(settings.retry_max_attempts),
+        "DELIVERY_LIMIT": str(settings.delivery_limit),
         "LOG_JSON": "true",
     }
     env.update({f"DARKROOM_{name}": value for name, value in named.items()})
