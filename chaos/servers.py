@@ -46,7 +46,7 @@ def rabbitmq_server() -> str | None:
     # and ignores our environment; the script it wraps takes RABBITMQ_* as given.
     return _first(
         [
-            os.environ.get("DARKROOM_RABBITMQ_SERVER"),
+            os.environ.get("DARKROOM_TEST_RABBITMQ_SERVER"),
             "/usr/lib/rabbitmq/bin/rabbitmq-server",
             shutil.which("rabbitmq-server"),
         ]
