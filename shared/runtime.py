@@ -6,9 +6,10 @@ that into an outcome, so no handler ever touches ack, nack or reject:
 
     returned            -> ack (the handler's effects are durable by then)
     PermanentError      -> dead-letter with the reason
-    DatabaseUnavailable -> if the database is down for everyone (`database_up` says so): hold
-                           the message, wait until it is back, run the handler again; no
-                           attempt is spent, so an outage parks nothing
+    DatabaseUnavailable -> if that server is down for everyone (its probe in `outages`
+    StorageUnavailable     says so): hold the message, wait until the server is back, run
+                           the handler again; no attempt is spent, so an outage of any
+                           length parks nothing
     anything else       -> retry after a capped exponential backoff, dead-letter once
                            the attempts run out
     shutdown mid-flight -> requeue at once, for another replica
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared.broker import Broker, Delivery, Message, OnDelivery, Subscription
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, PermanentError, TransientError
+from shared.errors import BrokerUnavailable, PermanentError, TransientError
 from shared.events import Envelope, Event
 from shared.logging import get_logger, log_context
 from shared.metrics import Metrics
@@ -46,6 +47,7 @@ class Meta:
     attempt: int
 
 
+Probe = Callable[[], Awaitable[bool]]  # does this server answer?
 EventHandler = Callable[[E, Meta], Awaitable[None]]
 MessageHandler = Callable[[Message], Awaitable[None]]
 
@@ -87,7 +89,7 @@ class Worker:
         metrics: Metrics,
         handler_timeout: float = 300.0,
         grace: float = 20.0,
-        database_up: Callable[[], Awaitable[bool]] | None = None,
+        outages: Mapping[type[TransientError], Probe] | None = None,
         probe_interval: float = 0.5,
     ) -> None:
         self._broker = broker
@@ -96,7 +98,7 @@ class Worker:
         self._metrics = metrics
         self._handler_timeout = handler_timeout
         self._grace = grace
-        self._database_up = database_up
+        self._outages = outages or {}
         self._probe_interval = probe_interval
         self._subscriptions: list[Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -186,22 +188,24 @@ class Worker:
         while True:
             try:
                 return await route.handle(message)
-            except DatabaseUnavailable as exc:
+            except TransientError as exc:
                 if not await self._outage_over(route, exc):
                     raise
 
-    async def _outage_over(self, route: Route, exc: Exception) -> bool:
-        """Wait out an outage: True once the database, found down, is back. False if it
-        is up, so the failure was this message's own (a statement timeout, say) and costs
-        an attempt. Holding the message keeps its prefetch slot, so a worker takes no new
-        work while the database is away, and it is redelivered if the process dies."""
-        if self._database_up is None or await self._database_up():
+    async def _outage_over(self, route: Route, exc: TransientError) -> bool:
+        """Wait out an outage: True once the server that failed, found down, is back.
+        False if it answers, so the failure was this message's own (a statement timeout,
+        say) and costs an attempt. Holding the message keeps its prefetch slot, so a worker
+        takes no new work while the server is away, and it is redelivered if the process
+        dies meanwhile."""
+        probe = next((p for kind, p in self._outages.items() if isinstance(exc, kind)), None)
+        if probe is None or await probe():
             return False
-        log.warning("database down; holding message until it is back", queue=route.queue.name)
+        log.warning("server down; holding message until it is back", server=exc.what)
         self._count(route, "held")
-        while not await self._database_up():  # noqa: ASYNC110 (polling a server: no event to await)
+        while not await probe():  # noqa: ASYNC110 (polling a server: no event to await)
             await asyncio.sleep(self._probe_interval)
-        log.info("database back; handling held message again", queue=route.queue.name)
+        log.info("server back; handling held message again", server=exc.what)
         return True
 
     async def _retry_or_park(self, route: Route, delivery: Delivery, exc: Exception) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, DatabaseUnavailable, StorageUnavailable
 from shared.health import serve_health
 from shared.logging import configure_logging, get_logger
 from shared.resources import Resources, open_resources
@@ -70,7 +70,10 @@ async def run_worker(
             metrics=resources.metrics,
             handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
-            database_up=resources.store.ping,
+            outages={
+                DatabaseUnavailable: resources.store.ping,
+                StorageUnavailable: resources.storage.ping,
+            },
         )
         relay = resources.outbox.relay(
             stop,

@@ -176,6 +176,14 @@ class Storage:
         except (ClientError, BotoCoreError) as exc:
             raise _unavailable("delete", key, exc) from exc
 
+    async def ping(self) -> bool:
+        """Whether storage answers for the bucket at all."""
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError):
+            return False
+        return True
+
     async def ensure_bucket(self) -> None:
         """Create the bucket if missing (dev and tests; production buckets are provisioned)."""
         try:

@@ -17,10 +17,11 @@ from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Envelope, PhotoRejected
 from shared.runtime import Meta, on_events
 from shared.settings import Settings
+from shared.storage import open_storage
 from shared.store import open_store
 from shared.topology import Topology
 from tests.conftest import delete_topology
-from tests.harness import worker
+from tests.harness import free_port, worker
 
 
 async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
@@ -149,3 +150,14 @@ async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
             await consumer.drain()
     finally:
         await delete_topology(amqp_url, topology)
+
+
+async def test_storage_ping_tells_whether_storage_answers(settings: Settings) -> None:
+    async with open_storage(settings) as storage:
+        await storage.ensure_bucket()
+        assert await storage.ping()
+    nowhere = settings.model_copy(
+        update={"s3_endpoint_url": f"http://127.0.0.1:{free_port()}", "s3_timeout": 2.0}
+    )
+    async with open_storage(nowhere) as storage:
+        assert not await storage.ping()

@@ -19,7 +19,13 @@ from shared.broker import (
     Message,
     open_broker,
 )
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, PermanentError, TransientError
+from shared.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    PermanentError,
+    StorageUnavailable,
+    TransientError,
+)
 from shared.events import Envelope, PhotoRejected
 from shared.memory_broker import MemoryBroker
 from shared.runtime import Meta, on_events
@@ -113,24 +119,33 @@ async def test_transient_failures_are_retried_with_rising_attempts(env: Any) -> 
 
 
 @both
-async def test_a_database_outage_holds_the_message_without_spending_attempts(env: Any) -> None:
-    """Down for longer than the whole retry budget: the message waits, then succeeds on
-    its first attempt, and nothing is parked."""
+@pytest.mark.parametrize("outage", [DatabaseUnavailable, StorageUnavailable])
+async def test_an_outage_holds_the_message_without_spending_attempts(
+    env: Any, outage: type[TransientError]
+) -> None:
+    """The server is down for longer than the whole retry budget: the message waits, then
+    succeeds on its first attempt, and nothing is parked."""
     broker, topology, _ = env
     queue = topology.notifier
     down, probes, long_enough = True, 0, asyncio.Event()
 
-    async def database_up() -> bool:
+    async def server_up() -> bool:
         nonlocal probes
         probes += 1
         if probes >= 3 * topology.retry.max_attempts:
             long_enough.set()
         return not down
 
-    calls, handler, done = recording(lambda n: DatabaseUnavailable("refused") if down else None)
+    calls, handler, done = recording(lambda n: outage("refused") if down else None)
     parked = await dead_letter_probe(broker, queue)
     route = on_events(queue, {PhotoRejected: handler})
-    w = worker(broker, topology, route, database_up=database_up, probe_interval=0.01)
+    w = worker(
+        broker,
+        topology,
+        route,
+        outages={outage: server_up},
+        probe_interval=0.01,
+    )
     await w.start()
     await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
     await asyncio.wait_for(long_enough.wait(), 10)
@@ -151,7 +166,7 @@ async def test_a_database_error_while_the_database_is_up_costs_an_attempt(env: A
 
     calls, handler, done = recording(lambda n: DatabaseUnavailable("timeout") if n < 2 else None)
     route = on_events(queue, {PhotoRejected: handler})
-    w = worker(broker, topology, route, database_up=database_up)
+    w = worker(broker, topology, route, outages={DatabaseUnavailable: database_up})
     await w.start()
     await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
     await asyncio.wait_for(done.wait(), 10)
