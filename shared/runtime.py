@@ -164,8 +164,7 @@ class Worker:
         message = delivery.message
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._handler_timeout):
-                await self._handle(route, message)
+            await self._handle(route, message)
         except asyncio.CancelledError:
             await delivery.requeue()
             self._count(route, "requeued")
@@ -185,9 +184,11 @@ class Worker:
             )
 
     async def _handle(self, route: Route, message: Message) -> None:
+        """Each run of the handler has the time limit; waiting out an outage has none."""
         while True:
             try:
-                return await route.handle(message)
+                async with asyncio.timeout(self._handler_timeout):
+                    return await route.handle(message)
             except TransientError as exc:
                 if not await self._outage_over(route, exc):
                     raise
