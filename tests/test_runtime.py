@@ -175,6 +175,28 @@ async def test_a_database_error_while_the_database_is_up_costs_an_attempt(env: A
 
 
 @both
+async def test_a_handler_over_its_time_limit_is_cut_off_and_retried(env: Any) -> None:
+    broker, topology, _ = env
+    queue = topology.notifier
+    calls: list[Meta] = []
+    done, never = asyncio.Event(), asyncio.Event()
+
+    async def handler(event: PhotoRejected, meta: Meta) -> None:
+        calls.append(meta)
+        if len(calls) == 1:
+            await never.wait()  # hangs, as a call with no timeout of its own would
+        done.set()
+
+    route = on_events(queue, {PhotoRejected: handler})
+    w = worker(broker, topology, route, handler_timeout=0.3)
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    await asyncio.wait_for(done.wait(), 10)
+    await w.drain()
+    assert [c.attempt for c in calls] == [1, 2]
+
+
+@both
 async def test_permanent_failure_is_parked_once_with_its_reason(env: Any) -> None:
     broker, topology, _ = env
     queue = topology.notifier
