@@ -3,8 +3,10 @@
 Each key may make `per_minute` requests a minute, in bursts of up to as many. The state
 lives in this process (`LocalLimiter`), or in Redis (`RedisLimiter`) so every gateway
 replica draws on the same allowance; Redis's own clock is used, so replicas' clocks need
-not agree. If Redis is away the limiter lets requests through and says so in the log:
-an outage of the limiter should not become an outage of the API.
+not agree. If Redis fails, each replica limits on its own for a while (`cooldown_s`)
+before asking Redis again: an outage of the limiter should neither become an outage of
+the API nor leave it unlimited, and a slow Redis should not add its timeout to every
+request.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from shared.logging import get_logger
@@ -80,12 +84,25 @@ return {1, '0'}
 
 
 class RedisLimiter:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        cooldown_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_GCRA_LUA)
+        self._fallback = LocalLimiter(clock=clock)
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._local_until = 0.0
 
     async def hit(self, key: str, per_minute: int) -> Decision:
+        if self._clock() < self._local_until:
+            return await self._fallback.hit(key, per_minute)
         # Hashed: user ids may be e-mail addresses, which have no business in Redis.
         name = f"{self._prefix}:ratelimit:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
         try:
@@ -93,9 +110,25 @@ class RedisLimiter:
                 keys=[name], args=[PERIOD_S / per_minute, PERIOD_S]
             )
         except (RedisError, OSError) as exc:
-            log.warning("rate limiter unavailable; request allowed", error=str(exc))
-            return Decision(True)
+            self._local_until = self._clock() + self._cooldown_s
+            log.warning(
+                "rate limiter unavailable; limiting per instance",
+                error=str(exc),
+                retry_redis_in_s=self._cooldown_s,
+            )
+            return await self._fallback.hit(key, per_minute)
         return Decision(bool(int(allowed)), float(retry_after))
+
+
+def connect_redis(url: str, timeout_s: float = 2.0) -> Redis:
+    """A client that fails after one timeout: the limiter falls back rather than retry
+    (redis-py's default would retry three times, one timeout each)."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 @asynccontextmanager
@@ -103,7 +136,7 @@ async def open_limiter(settings: Settings) -> AsyncIterator[RateLimiter]:
     if not settings.redis_url:
         yield LocalLimiter()
         return
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = connect_redis(settings.redis_url)
     try:
         yield RedisLimiter(redis, settings.topology_prefix)
     finally:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
 
 from shared.events import Envelope, PhotoRejected
-from shared.ratelimit import LocalLimiter
+from shared.ratelimit import LocalLimiter, RedisLimiter, connect_redis
 from shared.settings import Settings
 from tests.conftest import require_server
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
@@ -141,10 +142,39 @@ async def test_redis_shares_the_allowance_between_instances(
         assert statuses == [200, 200, 200, 200, 429, 429]
 
 
-async def test_an_unreachable_redis_lets_requests_through(settings: Settings) -> None:
+async def test_an_unreachable_redis_leaves_each_instance_limiting_on_its_own(
+    settings: Settings,
+) -> None:
     dead = settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "rate_limit_user": 1}
+        update={"redis_url": f"redis://127.0.0.1:{free_port()}/0", "rate_limit_user": 2}
     )
     async with gateway(dead) as gw:
-        for _ in range(3):
-            assert (await gw.client.get("/v1/photos", headers=gw.auth())).status == 200
+        statuses = [(await gw.client.get("/v1/photos", headers=gw.auth())).status for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[tuple[int, list[int]]]:
+    """Accepts connections and never answers, like a Redis that hangs; yields its port
+    and a list that grows by one per connection."""
+    connections: list[int] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.read()  # until the client gives up
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+
+
+async def test_a_hanging_redis_is_not_asked_again_for_every_request() -> None:
+    async with silent_server() as (port, connections):
+        redis = connect_redis(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
+        limiter = RedisLimiter(redis, "test", cooldown_s=60)
+        decisions = [(await limiter.hit("alice", 2)).allowed for _ in range(4)]
+        await redis.aclose()
+    assert decisions == [True, True, False, False]  # limited by the instance meanwhile
+    assert len(connections) == 1  # one try, one timeout, then Redis is left alone
