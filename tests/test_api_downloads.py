@@ -3,6 +3,8 @@ and stable links that answer 302. Against moto's S3 server over HTTP."""
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -85,10 +87,15 @@ async def test_stable_links_redirect_to_urls_that_name_type_and_file(gw: Gateway
 
 async def test_the_photo_view_repeats_its_urls(gw: Gateway) -> None:
     photo_id, _ = await ready_photo(gw)
-    views = [
-        await (await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())).json()
-        for _ in range(2)
-    ]
+    window = gw.res.settings.download_url_window
+    for _ in range(2):  # a second pair only if the window turned between the two requests
+        started = time.time() // window
+        views = [
+            await (await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())).json()
+            for _ in range(2)
+        ]
+        if time.time() // window == started:
+            break
     assert views[0]["original"] == views[1]["original"]
     assert views[0]["renditions"] == views[1]["renditions"]
 
