@@ -4,7 +4,6 @@ and stable links that answer 302. Against moto's S3 server over HTTP."""
 from __future__ import annotations
 
 import time
-
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
