@@ -45,8 +45,8 @@ $(BENCH_STAMP): $(STAMP)
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/thumbnails.py
+	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.thumbnails
 
 ## Fault injection against the real pipeline (one process per service, RabbitMQ and
 ## PostgreSQL on 127.0.0.1, moto in-process): prints one `chaos: ...` line, fails on any

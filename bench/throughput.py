@@ -1,6 +1,6 @@
 """Benchmark: thread pool or process pool for render(), on a batch of 12 MP JPEGs.
 
-    python bench/throughput.py [--batch N] [--rounds N]
+    python -m bench.throughput [--batch N] [--rounds N]
 
 Each pool runs in a fresh child process (its own peak RSS), rounds interleaved so that
 other load on the machine lands on every mode alike. Pools are warmed up before timing:
@@ -22,7 +22,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from photos import encoded, photo
+from bench.photos import encoded, photo
 
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, render
 from shared.imaging import configure_pillow
@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def _spawn(mode: str, tmp: str, batch: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--batch", str(batch), "--child", mode, tmp]
+    cmd = [sys.executable, "-m", "bench.throughput", "--batch", str(batch), "--child", mode, tmp]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)  # noqa: S603
     result: dict[str, Any] = json.loads(done.stdout)
     return result

@@ -1,6 +1,6 @@
 """Benchmark: the worker's render() against naive Pillow and libvips, for the default set.
 
-    python bench/thumbnails.py [--rounds N] [--reps N]
+    python -m bench.thumbnails [--rounds N] [--reps N]
 
 Each (image, method) case runs in `rounds` fresh child processes of `reps` timed renders
 after one warm-up, so its peak RSS (VmHWM) is its own; the median is over all timed
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from photos import encoded, photo
+from bench.photos import encoded, photo
 from PIL import Image, ImageOps
 
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, RenditionSpec, render
@@ -88,7 +88,7 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _spawn(method: str, path: Path, content_type: str, reps: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--reps", str(reps), "--child", method, str(path)]
+    cmd = [sys.executable, "-m", "bench.thumbnails", "--reps", str(reps), "--child", method, str(path)]
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [*cmd, content_type], capture_output=True, text=True, check=False
     )
