@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.photos import encoded, photo
-
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, render
 from shared.imaging import configure_pillow
 

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.photos import encoded, photo
 from PIL import Image, ImageOps
 
+from bench.photos import encoded, photo
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, RenditionSpec, render
 from shared.imaging import configure_pillow
 
@@ -88,7 +88,16 @@ def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _spawn(method: str, path: Path, content_type: str, reps: int) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "bench.thumbnails", "--reps", str(reps), "--child", method, str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.thumbnails",
+        "--reps",
+        str(reps),
+        "--child",
+        method,
+        str(path),
+    ]
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
         [*cmd, content_type], capture_output=True, text=True, check=False
     )
