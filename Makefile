@@ -48,8 +48,9 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
 
-## Fault injection against the real pipeline (one process per service, RabbitMQ and
-## PostgreSQL on 127.0.0.1, moto in-process): prints one `chaos: ...` line, fails on any
+## Fault injection against the real pipeline (one process per service; a RabbitMQ node
+## and a PostgreSQL cluster of the run's own, started from the installed binaries and
+## restarted during the run; moto in-process): prints one `chaos: ...` line, fails on any
 ## loss. CHAOS_UPLOADS=40 is the small configuration for CI. See docs/chaos.md.
 .PHONY: chaos
 chaos: $(STAMP)

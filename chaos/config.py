@@ -14,13 +14,12 @@ class ChaosConfig:
     uploads: int
     invalid_fraction: float  # share of uploads that must end rejected
     seed: int
-    amqp_host: str
-    amqp_port: int
-    postgres_admin_url: str
     upload_rate: float  # uploads started per second (paces the load so faults land in it)
     client_concurrency: int
     kills_per_worker: int
     broker_cut_every_s: float
+    broker_restarts: int  # full restarts of the run's own RabbitMQ node (graceful, crash, ...)
+    database_restarts: int  # restarts of the run's own PostgreSQL (fast, immediate, ...)
     s3_error_rate: float  # share of the services' S3 calls answered 503
     s3_slow_rate: float  # share of S3 calls delayed
     s3_slow_ms: int
@@ -31,8 +30,9 @@ class ChaosConfig:
     keep_logs: bool
 
     @property
-    def amqp_url(self) -> str:
-        return f"amqp://guest:guest@{self.amqp_host}:{self.amqp_port}/"
+    def load_s(self) -> float:
+        """How long starting every upload takes."""
+        return self.uploads / self.upload_rate
 
 
 def _env_float(name: str, default: float) -> float:
@@ -52,18 +52,21 @@ def load_config(argv: list[str] | None = None) -> ChaosConfig:
     )
     args = parser.parse_args(argv)
     uploads = max(1, args.uploads)
+    # Spread the load over at least ~25 s so every kind of fault lands inside it.
+    upload_rate = _env_float("CHAOS_UPLOAD_RATE", max(1.5, min(10.0, uploads / 25)))
+    # One restart of each server per ~25 s of load, at least one: 1 each for 40 uploads,
+    # 2 each for the default 500 (50 s of load).
+    restarts = max(1, round(uploads / upload_rate / 25))
     return ChaosConfig(
         uploads=uploads,
         invalid_fraction=_env_float("CHAOS_INVALID_FRACTION", 0.3),
         seed=args.seed or int.from_bytes(os.urandom(4), "big"),
-        amqp_host="127.0.0.1",
-        amqp_port=5672,
-        postgres_admin_url="postgresql://postgres@127.0.0.1:5432/postgres",
-        # Spread the load over at least ~25 s so every kind of fault lands inside it.
-        upload_rate=_env_float("CHAOS_UPLOAD_RATE", max(1.5, min(10.0, uploads / 25))),
+        upload_rate=upload_rate,
         client_concurrency=_env_int("CHAOS_CLIENTS", 12),
         kills_per_worker=_env_int("CHAOS_KILLS_PER_WORKER", 3),
         broker_cut_every_s=_env_float("CHAOS_BROKER_CUT_EVERY", 7.0),
+        broker_restarts=_env_int("CHAOS_BROKER_RESTARTS", restarts),
+        database_restarts=_env_int("CHAOS_DATABASE_RESTARTS", restarts),
         s3_error_rate=_env_float("CHAOS_S3_ERROR_RATE", 0.05),
         s3_slow_rate=_env_float("CHAOS_S3_SLOW_RATE", 0.1),
         s3_slow_ms=_env_int("CHAOS_S3_SLOW_MS", 400),

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,10 @@ WORKERS = ("ingest_worker", "thumbnail_worker", "notifier")
 SERVICES = ("gateway", *WORKERS)
 READY_TIMEOUT_S = 45.0
 STOP_GRACE_S = 10.0
-START_ATTEMPTS = 8
+# How long a service that exits at start-up is started again (the broker or the database
+# may be restarting, and cut or refused connections come on top).
+START_DEADLINE_S = 120.0
+START_PAUSE_S = 1.0
 
 
 def free_port() -> int:
@@ -57,7 +61,8 @@ class ServiceProcess:
         if self._log is None:
             self._log = self.log_path.open("ab")
         self.starts += 1
-        self._log.write(f"--- chaos: start #{self.starts} of {self.module}\n".encode())
+        now = time.strftime("%H:%M:%S")
+        self._log.write(f"--- chaos: start #{self.starts} of {self.module} at {now}\n".encode())
         self._log.flush()
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -110,16 +115,23 @@ async def ensure_up(
     service: ServiceProcess, http: aiohttp.ClientSession, tally: Counter[str]
 ) -> None:
     """Start it and wait until ready, restarting it when it dies on the way, as an
-    orchestrator would (a service may exit when the broker is away at start-up)."""
-    for _ in range(START_ATTEMPTS):
+    orchestrator would (a service may exit when the broker or the database is away at
+    start-up), for up to START_DEADLINE_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_DEADLINE_S
+    while True:
         await service.start()
         try:
             await service.wait_ready(http)
             return
         except ServiceExited:
             tally[f"startup_exit_{service.module}"] += 1
-            await asyncio.sleep(1.0)
-    raise RuntimeError(f"{service.module} would not start; see {service.log_path}")
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(START_PAUSE_S)
+    raise RuntimeError(
+        f"{service.module} would not start in {START_DEADLINE_S:.0f}s; see {service.log_path}"
+    )
 
 
 async def supervise(

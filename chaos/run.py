@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import shutil
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import aiohttp
 from pydantic import SecretStr
 
-from chaos import corpus, faults, fleet, infra, load, verdict
+from chaos import corpus, faults, fleet, infra, load, servers, verdict
 from chaos.config import ChaosConfig, load_config
 from chaos.s3_proxy import FaultyS3Proxy, Unreliability
 from chaos.tcp_proxy import TcpProxy
@@ -40,6 +41,8 @@ class Stage:
     config: ChaosConfig
     run_id: str
     http: aiohttp.ClientSession
+    rabbit: servers.OwnRabbit
+    postgres: servers.OwnPostgres
     admin: infra.BrokerAdmin
     broker_proxy: TcpProxy
     s3_proxy: FaultyS3Proxy
@@ -111,27 +114,48 @@ async def provision_storage(moto_url: str, bucket: str, queue: str) -> str:
     return await provision_bucket_with_sqs(settings, queue)
 
 
+def keep_server_logs(
+    rabbit: servers.OwnRabbit, postgres: servers.OwnPostgres, log_dir: Path
+) -> None:
+    """Copy the own servers' logs beside the services' (their directories go at the end)."""
+    copies = [
+        (rabbit.root / "log", log_dir / "rabbitmq"),
+        (rabbit.root / "rabbitmq.out", log_dir / "rabbitmq" / "rabbitmq.out"),
+        (postgres.root / "postgres.log", log_dir / "postgres.log"),
+    ]
+    for source, target in copies:
+        with contextlib.suppress(OSError):
+            if source.is_dir():
+                shutil.copytree(source, target, dirs_exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+
+
 @contextlib.asynccontextmanager
 async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
-    """Set everything up; on the way out stop processes, drop the database and delete the
-    broker queues, whatever happened."""
+    """Set everything up; on the way out stop processes and the run's own servers (with
+    all the run's queues and data), whatever happened."""
     run_id = uuid.uuid4().hex[:10]
     prefix, bucket = f"chaos-{run_id}", f"chaos-{run_id}"
     rng = random.Random(config.seed)
     tally: Counter[str] = Counter()
     jwt_secret = "chaos-" + uuid.uuid4().hex + uuid.uuid4().hex
     async with contextlib.AsyncExitStack() as stack:
+        # A RabbitMQ node and a PostgreSQL cluster of the run's own, so they can be
+        # restarted: never the shared servers at 127.0.0.1:5672 and :5432.
+        rabbit = await stack.enter_async_context(servers.own_rabbit())
+        postgres = await stack.enter_async_context(servers.own_postgres())
+        stack.callback(keep_server_logs, rabbit, postgres, log_dir)
+        say(f"own RabbitMQ on port {rabbit.port}, own PostgreSQL on port {postgres.port}")
         moto_url = stack.enter_context(moto_server())
         queue_url = await provision_storage(moto_url, bucket, f"notify-{run_id}")
-        database = await stack.enter_async_context(
-            infra.fresh_database(config.postgres_admin_url, f"chaos_{run_id}")
-        )
         topology = topology_for(prefix)
-        admin = await stack.enter_async_context(infra.broker_admin(config.amqp_url, topology))
+        admin = await stack.enter_async_context(infra.broker_admin(rabbit.url, topology))
         http = await stack.enter_async_context(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         )
-        broker_proxy = TcpProxy(config.amqp_host, config.amqp_port)
+        broker_proxy = TcpProxy("127.0.0.1", rabbit.port)
         await broker_proxy.start()
         stack.push_async_callback(broker_proxy.close)
         unreliable = Unreliability(config.s3_error_rate, config.s3_slow_rate, config.s3_slow_ms)
@@ -142,7 +166,7 @@ async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
         stack.push_async_callback((await serve(receiver)).cleanup)
         urls = {
             "broker": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/",
-            "database": database,
+            "database": postgres.url,
             "s3": s3_proxy.url,
             "s3_public": moto_url,
             "sqs_queue": queue_url,
@@ -158,13 +182,15 @@ async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
             config,
             run_id,
             http,
+            rabbit,
+            postgres,
             admin,
             broker_proxy,
             s3_proxy,
             receiver,
             services,
             bucket,
-            database,
+            postgres.url,
             jwt_secret,
             tally,
             rng,
@@ -194,7 +220,7 @@ async def under_faults(stage: Stage, uploads: list[load.Upload]) -> None:
         duplicate_rate=config.duplicate_rate,
         early_rate=config.early_rate,
     )
-    load_s = config.uploads / config.upload_rate
+    load_s = config.load_s
     killing = asyncio.create_task(
         faults.killer(
             stage.http,
@@ -212,6 +238,15 @@ async def under_faults(stage: Stage, uploads: list[load.Upload]) -> None:
             stage.broker_proxy, stage.tally, every_s=config.broker_cut_every_s, rng=stage.rng
         )
     )
+    restarter = faults.Restarter(
+        stage.rabbit,
+        stage.postgres,
+        faults.plan_restarts(config.broker_restarts, config.database_restarts, stage.rng),
+        stage.tally,
+        stage.rng,
+        say,
+    )
+    restarting = asyncio.create_task(restarter.run(load_s))
     try:
         await load.run_load(
             client,
@@ -223,15 +258,20 @@ async def under_faults(stage: Stage, uploads: list[load.Upload]) -> None:
             after=events.after_upload,
         )
         say("load done; faults winding down")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(killing), FAULT_TAIL_S)
+        done, _ = await asyncio.wait({killing, restarting}, timeout=FAULT_TAIL_S)
+        for task in done:
+            task.result()  # a fault that broke breaks the run
         await events.finish()
     finally:
+        restarter.stop()
         for task in (killing, cutting):
             task.cancel()
         await asyncio.gather(killing, cutting, return_exceptions=True)
         stage.broker_proxy.refusing = False
         stage.s3_proxy.faults.calm()
+        # A restart under way finishes (never leave a server down); a server that would
+        # not come back fails the run here.
+        await restarting
 
 
 def tokens(stage: Stage) -> dict[str, str]:
@@ -248,7 +288,14 @@ async def revive(stage: Stage) -> None:
 
 
 def fault_count(tally: Counter[str]) -> int:
-    counted = ("sigkill_", "broker_cut", "s3_", "storage_event_")
+    counted = (
+        "sigkill_",
+        "broker_cut",
+        "broker_restart",
+        "database_restart",
+        "s3_",
+        "storage_event_",
+    )
     return sum(
         n
         for name, n in tally.items()
@@ -298,7 +345,26 @@ async def bounded(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
 
 def main(argv: list[str] | None = None) -> None:
     config = load_config(argv)
+    missing = servers.available()
+    if missing:
+        # The run restarts a RabbitMQ node and a PostgreSQL cluster of its own; without
+        # them it would not inject what it is for, so it fails rather than skip them.
+        say(
+            "cannot run: the broker and database restarts need RabbitMQ and PostgreSQL"
+            f" servers of the run's own, and this machine lacks {'; '.join(missing)}"
+            " (point DARKROOM_TEST_RABBITMQ_SERVER at the rabbitmq-server script; put"
+            " initdb and pg_ctl on PATH)"
+        )
+        print(_failed_line(config), flush=True)
+        sys.exit(1)
     log_dir = Path(tempfile.mkdtemp(prefix="darkroom-chaos-"))
+    # The run's own clients (aio-pika's reconnects while the node restarts) log to a file,
+    # not over the run's output.
+    logging.basicConfig(
+        filename=log_dir / "chaos.log",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     figures: verdict.Figures | None = None
     try:
         figures = asyncio.run(bounded(config, log_dir))
