@@ -1,7 +1,9 @@
 """The error hierarchy. The consumer runtime decides what to do with a message by its class.
 
 - `TransientError`: the same message may succeed later (broker, storage or database
-  unavailable, an object not visible yet). Retried with capped exponential backoff.
+  unavailable, an object not visible yet). Retried with capped exponential backoff; but
+  while the database or storage is down for everyone, the message is held until it is
+  back instead, spending no attempt (`shared.runtime`).
 - `PermanentError`: retrying cannot help (malformed payload, unknown event version).
   Parked in the queue's dead-letter queue with the reason, for an operator to inspect.
 
