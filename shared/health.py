@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -10,15 +10,20 @@ from aiohttp import web
 from shared.resources import Resources
 
 
-def add_health_routes(app: web.Application, resources: Callable[[], Resources]) -> None:
-    """`resources` is called per request: the gateway opens its resources after routing."""
+def add_health_routes(
+    app: web.Application,
+    resources: Callable[[], Resources],
+    needs: Collection[str] = ("broker", "database"),
+) -> None:
+    """`resources` is called per request: the gateway opens its resources after routing.
+    Readiness is 503 when a check in `needs` fails; the others are reported only."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(_: web.Request) -> web.Response:
         checks = await resources().readiness()
-        status = 200 if all(checks.values()) else 503
+        status = 200 if all(checks[name] for name in needs) else 503
         return web.json_response({"ready": status == 200, "checks": checks}, status=status)
 
     async def metrics(_: web.Request) -> web.Response:

@@ -33,6 +33,19 @@ class Outbox:
         await publish_event(self._broker, self._topology, envelope)
         await self._store.forget_sent(envelope.id)
 
+    async def try_send(self, *envelopes: Envelope) -> None:
+        """Send committed events now, concurrently. One the broker or database fails to
+        take stays in the table and the relay sends it shortly, so callers need not
+        retry: it is logged, not raised."""
+        results = await asyncio.gather(*(self.send(e) for e in envelopes), return_exceptions=True)
+        for envelope, result in zip(envelopes, results, strict=True):
+            if isinstance(result, TransientError):
+                log.warning(
+                    "event left to the outbox relay", event_type=envelope.type, error=str(result)
+                )
+            elif isinstance(result, BaseException):
+                raise result
+
     async def relay_once(self, *, older_than_s: float, lease_s: float = 30.0) -> int:
         """Send events left behind by crashes or outages; returns how many went out."""
         sent = 0

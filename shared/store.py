@@ -426,9 +426,11 @@ class Store:
         owner_id: str,
         intents: Sequence[NewPhoto],
         check: Callable[[tuple[int, int, int]], None],
+        announce: Sequence[Envelope] = (),
     ) -> None:
-        """Record intents only if `check(usage)` lets them through, atomically per owner:
-        concurrent requests (on any replica) are serialised, so quotas cannot be overrun."""
+        """Record intents, and queue their announcements in the outbox, only if
+        `check(usage)` lets them through, atomically per owner: concurrent requests (on any
+        replica) are serialised, so quotas cannot be overrun."""
         sqlite = self._engine.dialect.name == "sqlite"
         async with self._owner_lock if sqlite else contextlib.nullcontext(), self._tx() as conn:
             if not sqlite:
@@ -438,15 +440,13 @@ class Store:
             check(await self._usage(conn, owner_id))
             for intent in intents:
                 await conn.execute(self._pending_insert(intent))
+            for envelope in announce:
+                await conn.execute(self._queued(envelope))
 
-    async def forget_pending(self, photo_ids: Sequence[str]) -> None:
-        """Drop intents whose announcement failed (no grant was returned for them)."""
+    async def enqueue(self, announce: Envelope) -> None:
+        """Queue an event in the outbox on its own (nothing else changes with it)."""
         async with self._tx() as conn:
-            await conn.execute(
-                sa.delete(photos).where(
-                    photos.c.id.in_(photo_ids), photos.c.status == PhotoStatus.PENDING.value
-                )
-            )
+            await conn.execute(self._queued(announce))
 
     async def _usage(self, conn: AsyncConnection, owner_id: str) -> tuple[int, int, int]:
         c = photos.c

@@ -118,16 +118,20 @@ async def test_intents_are_published_concurrently(gw: Gateway) -> None:
         await client.close()
 
 
-async def test_no_grants_unless_every_intent_is_confirmed(gw: Gateway) -> None:
+async def test_an_announcement_the_broker_refuses_is_left_to_the_outbox_relay(
+    gw: Gateway,
+) -> None:
     client = await gated_client(gw, GatedBroker(gw.res.broker, width=1, fail_at=2))
     try:
         resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
-        body = await problem_of(resp, 503)
-        assert "url" not in json.dumps(body) and "items" not in body
-        # No pending rows are left behind to count against the pending cap.
-        assert (await gw.res.store.usage("alice"))[2] == 0
+        assert resp.status == 201, await resp.text()
+        granted = {item["photo_id"] for item in (await resp.json())["items"]}
     finally:
         await client.close()
+    announced = [(await gw.intents.get()).data["photo_id"] for _ in range(2)]
+    assert await gw.res.outbox.relay_once(older_than_s=0) == 1
+    announced.append((await asyncio.wait_for(gw.intents.get(), 5)).data["photo_id"])
+    assert set(announced) == granted
 
 
 async def test_batch_items_count_against_the_pending_cap(settings: Settings) -> None:

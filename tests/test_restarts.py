@@ -1,7 +1,7 @@
 """Every service rides out a full restart of RabbitMQ and of PostgreSQL without being
-restarted itself: readiness drops while the server is away and returns after, and a
-photo uploaded before, one uploaded while the server is down and one uploaded after all
-become ready, each announced once.
+restarted itself: readiness reports the server missing while it is away and recovers
+after, and a photo uploaded before, one uploaded while the server is down and one
+uploaded after all become ready, each announced once.
 
 The servers restarted here are the test's own (chaos.servers), started from the installed
 binaries on free ports: the shared ones on this machine must stay up for everyone else.
@@ -13,6 +13,7 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,27 +52,42 @@ async def services_of(settings: Settings, log_dir: Path) -> AsyncIterator[Fleet]
         await fleet.stop_all(services)
 
 
-async def readiness(http: aiohttp.ClientSession, services: Fleet) -> dict[str, int]:
-    statuses = {}
+@dataclass(frozen=True)
+class Readiness:
+    status: int  # 0: not answering at all, a dead process rather than a readiness
+    failing: frozenset[str] = frozenset()  # the checks that fail
+
+
+async def readiness(http: aiohttp.ClientSession, services: Fleet) -> dict[str, Readiness]:
+    seen = {}
     for name, service in services.items():
         try:
             async with http.get(f"{service.base_url}/readyz") as resp:
-                statuses[name] = resp.status
+                checks: dict[str, bool] = (await resp.json())["checks"]
+                failing = frozenset(check for check, ok in checks.items() if not ok)
+                seen[name] = Readiness(resp.status, failing)
         except aiohttp.ClientError:
-            statuses[name] = 0  # not answering at all: a dead process, not a readiness
-    return statuses
+            seen[name] = Readiness(0)
+    return seen
 
 
-async def until_every_service_reports(
-    http: aiohttp.ClientSession, services: Fleet, status: int, timeout: float
-) -> None:
-    seen: dict[str, int] = {}
+async def until_every_service_sees(
+    http: aiohttp.ClientSession, services: Fleet, failing: set[str], timeout: float
+) -> dict[str, Readiness]:
+    """Poll /readyz as an orchestrator does until every service reports exactly
+    `failing` as its failing checks."""
+    want = {name: frozenset(failing) for name in services}
+    seen: dict[str, Readiness] = {}
     try:
         async with asyncio.timeout(timeout):
-            while set((seen := await readiness(http, services)).values()) != {status}:  # noqa: ASYNC110 (polling, as an orchestrator does)
+            while True:
+                seen = await readiness(http, services)
+                if {name: r.failing for name, r in seen.items() if r.status} == want:
+                    break
                 await asyncio.sleep(0.1)
     except TimeoutError:
-        raise AssertionError(f"readiness never became {status} everywhere: {seen}") from None
+        raise AssertionError(f"not every service saw {failing or 'none'} failing: {seen}") from None
+    return seen
 
 
 async def upload(client: Client, photo: bytes, grant: dict[str, Any] | None = None) -> str:
@@ -125,16 +141,21 @@ async def test_every_service_rides_out_a_broker_restart(
         client = Client(http, services["gateway"].base_url, issue_token(JWT_SECRET, "alice"))
         before = await upload(client, photos[0])
         await hooks.wait_for(before, "photo.ready")
-        granted = await client.grant(photos[1], "image/jpeg")
 
         restart = asyncio.create_task(own_rabbit.restart())
-        await until_every_service_reports(http, services, 503, timeout=20)
-        # Stored while the broker is away: its S3 notification waits in SQS.
-        during = await upload(client, photos[1], granted)
-        # A grant cannot be announced, so it is refused rather than half-made.
-        assert await grant_status(client, photos[2]) == 503
+        seen = await until_every_service_sees(http, services, {"broker"}, timeout=20)
+        # Workers leave their load balancer; the API needs only the database and stays.
+        assert {name: r.status for name, r in seen.items()} == {
+            "gateway": 200,
+            "ingest_worker": 503,
+            "thumbnail_worker": 503,
+            "notifier": 503,
+        }
+        # Granted and stored while the broker is away: the intent waits in the outbox,
+        # the S3 notification in SQS.
+        during = await upload(client, photos[1])
         await restart
-        await until_every_service_reports(http, services, 200, timeout=60)
+        await until_every_service_sees(http, services, set(), timeout=60)
 
         after = await upload(client, photos[2])
         await assert_ready_once(client, hooks, services, [before, during, after])
@@ -159,11 +180,14 @@ async def test_every_service_rides_out_a_database_restart(
             granted = await client.grant(photos[1], "image/jpeg")
 
             restart = asyncio.create_task(own_postgres.restart(down_s=4))
-            await until_every_service_reports(http, services, 503, timeout=20)
+            seen = await until_every_service_sees(http, services, {"database"}, timeout=20)
+            assert {r.status for r in seen.values()} == {503}
+            # Granted before, stored while the database is away.
             during = await upload(client, photos[1], granted)
+            # No grant without a recorded intent: refused with a reason, not half-made.
             assert await grant_status(client, photos[2]) == 503
             await restart
-            await until_every_service_reports(http, services, 200, timeout=60)
+            await until_every_service_sees(http, services, set(), timeout=60)
 
             after = await upload(client, photos[2])
             await assert_ready_once(client, hooks, services, [before, during, after])

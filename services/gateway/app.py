@@ -90,7 +90,9 @@ def create_app(
 
     app.cleanup_ctx.append(resources_ctx)
     app.add_routes(all_routes())
-    add_health_routes(app, lambda: app[RESOURCES])
+    # The API needs the database only: events go out through the outbox, so a broker
+    # outage must not take every replica out of its load balancer.
+    add_health_routes(app, lambda: app[RESOURCES], needs=("database",))
     return app
 
 

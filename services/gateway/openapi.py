@@ -314,7 +314,7 @@ def _paths() -> dict[str, Any]:
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}},
         "/readyz": {
             "get": {
-                "summary": "Readiness (broker and database)",
+                "summary": "Readiness (the database; the broker is reported, not required)",
                 "responses": {
                     "200": {"description": "ready"},
                     "503": {"description": "not ready"},

@@ -17,7 +17,6 @@ from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query
 from services.gateway.problems import ApiError
 from services.gateway.security import authenticate
-from shared.errors import TransientError
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, announcement
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
@@ -143,7 +142,7 @@ async def delete_photo(request: web.Request) -> web.Response:
     with log_context(photo_id=photo_id, owner_id=owner):
         if not await res.store.mark_deleted(photo_id, owner, envelope):
             raise ApiError(404, "not_found", "no such photo")
-        await _send(res, envelope)
+        await res.outbox.try_send(envelope)
         log.info("photo deleted")
     return web.Response(status=204)
 
@@ -155,18 +154,9 @@ async def delete_account(request: web.Request) -> web.Response:
     envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=request[TRACE_ID])
     with log_context(owner_id=owner):
         photos = await res.store.mark_owner_deleted(owner, envelope)
-        await _send(res, envelope)
+        await res.outbox.try_send(envelope)
         log.info("account deletion accepted", photos=photos)
     return web.json_response({"status": "deleting", "photos": photos}, status=202)
-
-
-async def _send(res: Resources, envelope: Envelope) -> None:
-    """Publish now; the deletion is already committed with its event, so if the broker is
-    away the outbox relay sends it later and the client need not retry."""
-    try:
-        await res.outbox.send(envelope)
-    except TransientError as exc:
-        log.warning("purge event left to the outbox relay", error=str(exc))
 
 
 async def owned_photo(res: Resources, owner: str, photo_id: str) -> PhotoRecord:

@@ -1,4 +1,8 @@
-"""Upload grants: single and batch, quota-checked, each only after its intent is confirmed."""
+"""Upload grants: single and batch, quota-checked, each only once its intent is durable.
+
+An intent is recorded with its announcement (`upload.requested`) in the outbox, in one
+transaction; the announcement is sent at once, or, if the broker is away, by the outbox
+relay a few seconds later. So grants keep working through a broker outage."""
 
 from __future__ import annotations
 
@@ -17,9 +21,7 @@ from services.gateway.inputs import display_name, field_errors, json_body, parse
 from services.gateway.photos import owned_photo, photo_view
 from services.gateway.problems import ApiError
 from services.gateway.security import authenticate
-from shared.broker import publish
-from shared.errors import BrokerUnavailable
-from shared.events import UploadCompleted, UploadRequested
+from shared.events import Envelope, UploadCompleted, UploadRequested
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
@@ -181,27 +183,17 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
 async def grant_all(
     res: Resources, owner: str, items: list[UploadRequest], trace_id: str
 ) -> list[dict[str, Any]]:
-    """Sign every upload, record every intent within the owner's quotas, and publish them
-    concurrently; any unconfirmed intent fails the lot and its records are dropped."""
+    """Sign every upload, then record every intent and its announcement within the
+    owner's quotas (all or none), then send the announcements."""
     ttl = res.settings.upload_url_ttl
     intents = [_intent(owner, item, trace_id, ttl) for item in items]
     pairs = list(zip(intents, [item.method for item in items], strict=True))
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
     # Read-your-writes for the client; the ingest worker records the same intent from
     # the event (insert-if-absent).
-    await res.store.reserve(owner, intents, quota_check(res, items))
-    try:
-        await asyncio.gather(
-            *(
-                publish(res.broker, res.topology, _requested(res, i, m), trace_id=trace_id)
-                for i, m in pairs
-            )
-        )
-    except BrokerUnavailable:
-        # Pending rows without a grant would count against the pending cap until they
-        # lapse; an intent whose event did get through is recorded again by the worker.
-        await res.store.forget_pending([i.id for i in intents])
-        raise
+    announce = [Envelope.wrap(_requested(res, i, m), trace_id=trace_id) for i, m in pairs]
+    await res.store.reserve(owner, intents, quota_check(res, items), announce)
+    await res.outbox.try_send(*announce)
     log.info("uploads granted", count=len(intents))
     return [
         {"photo_id": i.id, "upload": u, "expires_at": i.upload_expires_at.isoformat()}
@@ -247,6 +239,8 @@ async def complete_upload(request: web.Request) -> web.Response:
     photo = await owned_photo(res, owner, request.match_info["photo_id"])
     if photo.status is PhotoStatus.PENDING:
         hint = UploadCompleted(photo_id=photo.id, owner_id=owner, object_key=photo.object_key)
-        await publish(res.broker, res.topology, hint, trace_id=request[TRACE_ID])
+        envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
+        await res.store.enqueue(envelope)
+        await res.outbox.try_send(envelope)
         return web.json_response({"id": photo.id, "status": photo.status.value}, status=202)
     return web.json_response({"id": photo.id, "status": photo.status.value})
