@@ -8,8 +8,8 @@ that into an outcome, so no handler ever touches ack, nack or reject:
     PermanentError      -> dead-letter with the reason
     DatabaseUnavailable -> if that server is down for everyone (its probe in `outages`
     StorageUnavailable     says so): hold the message, wait until the server is back, run
-                           the handler again; no attempt is spent, so an outage of any
-                           length parks nothing
+                           the handler again; no attempt is spent unless the hold passes
+                           `max_hold`
     anything else       -> retry after a capped exponential backoff, dead-letter once
                            the attempts run out
     shutdown mid-flight -> requeue at once, for another replica
@@ -91,6 +91,7 @@ class Worker:
         grace: float = 20.0,
         outages: Mapping[type[TransientError], Probe] | None = None,
         probe_interval: float = 0.5,
+        max_hold: float = 600.0,
     ) -> None:
         self._broker = broker
         self._topology = topology
@@ -100,6 +101,7 @@ class Worker:
         self._grace = grace
         self._outages = outages or {}
         self._probe_interval = probe_interval
+        self._max_hold = max_hold
         self._subscriptions: list[Subscription] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._draining = False
@@ -161,10 +163,9 @@ class Worker:
         return receive
 
     async def _process(self, route: Route, delivery: Delivery) -> None:
-        message = delivery.message
         started = time.perf_counter()
         try:
-            await self._handle(route, message)
+            await self._handle(route, delivery.message)
         except asyncio.CancelledError:
             await delivery.requeue()
             self._count(route, "requeued")
@@ -184,7 +185,7 @@ class Worker:
             )
 
     async def _handle(self, route: Route, message: Message) -> None:
-        """Each run of the handler has the time limit; waiting out an outage has none."""
+        """Each run of the handler has the time limit; waiting out an outage has its own."""
         while True:
             try:
                 async with asyncio.timeout(self._handler_timeout):
@@ -196,15 +197,22 @@ class Worker:
     async def _outage_over(self, route: Route, exc: TransientError) -> bool:
         """Wait out an outage: True once the server that failed, found down, is back.
         False if it answers, so the failure was this message's own (a statement timeout,
-        say) and costs an attempt. Holding the message keeps its prefetch slot, so a worker
-        takes no new work while the server is away, and it is redelivered if the process
-        dies meanwhile."""
+        say) and costs an attempt, or if it stays down longer than `max_hold` (under
+        RabbitMQ's consumer_timeout), so a long outage still spends attempts, slowly.
+        Holding keeps the message's prefetch slot, so a worker takes no new work while the
+        server is away. If the broker connection goes meanwhile, aio-pika cancels this
+        task and the broker hands the message out again: it never runs twice."""
         probe = next((p for kind, p in self._outages.items() if isinstance(exc, kind)), None)
         if probe is None or await probe():
             return False
         log.warning("server down; holding message until it is back", server=exc.what)
         self._count(route, "held")
-        while not await probe():  # noqa: ASYNC110 (polling a server: no event to await)
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._max_hold
+        while not await probe():
+            if loop.time() >= give_up_at:
+                log.warning("server still down; retrying message as usual", server=exc.what)
+                return False
             await asyncio.sleep(self._probe_interval)
         log.info("server back; handling held message again", server=exc.what)
         return True

@@ -74,6 +74,7 @@ async def run_worker(
                 DatabaseUnavailable: resources.store.ping,
                 StorageUnavailable: resources.storage.ping,
             },
+            max_hold=settings.outage_hold,
         )
         relay = resources.outbox.relay(
             stop,

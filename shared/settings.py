@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     retry_cap_ms: PositiveInt = 60_000
     shutdown_grace: Seconds = 20.0
     handler_timeout: Seconds = 300.0
+    outage_hold: Seconds = 600.0
     # The outbox relay re-sends events a crash or outage left unsent for this long.
     outbox_relay_interval: Seconds = 5.0
     outbox_relay_after: Seconds = 10.0

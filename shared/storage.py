@@ -177,10 +177,15 @@ class Storage:
             raise _unavailable("delete", key, exc) from exc
 
     async def ping(self) -> bool:
-        """Whether storage answers for the bucket at all."""
+        """Whether storage answers at all. A 4xx (no s3:ListBucket, say) is an answer: it
+        says nothing is down, and must not make a worker wait for a recovery that will not
+        come."""
         try:
             await self._client.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError):
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500)
+            return int(status) < 500
+        except BotoCoreError:
             return False
         return True
 

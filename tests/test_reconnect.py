@@ -154,6 +154,7 @@ async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
 
 async def test_storage_ping_tells_whether_storage_answers(settings: Settings) -> None:
     async with open_storage(settings) as storage:
+        assert await storage.ping()  # 404, no such bucket: an answer, so not an outage
         await storage.ensure_bucket()
         assert await storage.ping()
     nowhere = settings.model_copy(
@@ -161,3 +162,48 @@ async def test_storage_ping_tells_whether_storage_answers(settings: Settings) ->
     )
     async with open_storage(nowhere) as storage:
         assert not await storage.ping()
+
+
+async def test_a_message_held_through_an_outage_is_dropped_when_its_connection_goes(
+    settings: Settings, amqp_url: str, proxy: TcpProxy
+) -> None:
+    """The broker hands it out again on the new connection; the old copy must not also
+    run once the database is back, or the work would be done twice."""
+    settings = settings.model_copy(update={"broker_url": through(amqp_url, proxy)})
+    topology = Topology.from_settings(settings)
+    database_down, held_twice = True, asyncio.Event()
+    attempts: list[str] = []
+    done: asyncio.Queue[str] = asyncio.Queue()
+
+    async def database_up() -> bool:
+        return not database_down
+
+    async def handler(event: PhotoRejected, meta: Meta) -> None:
+        attempts.append(event.photo_id)
+        if database_down:
+            if len(attempts) == 2:
+                held_twice.set()
+            raise DatabaseUnavailable("refused")
+        done.put_nowait(event.photo_id)
+
+    try:
+        async with open_broker(settings) as broker:
+            route = on_events(topology.notifier, {PhotoRejected: handler})
+            consumer = worker(
+                broker,
+                topology,
+                route,
+                outages={DatabaseUnavailable: database_up},
+                probe_interval=0.02,
+            )
+            await consumer.start()
+            await publish_directly(amqp_url, topology, "held")
+            await until(lambda: len(attempts) == 1)
+            proxy.cut()  # the held delivery's channel dies; RabbitMQ requeues the message
+            await asyncio.wait_for(held_twice.wait(), 20)  # redelivered, and held again
+            database_down = False
+            assert await asyncio.wait_for(done.get(), 10) == "held"
+            await consumer.drain()
+        assert done.empty() and attempts == ["held"] * 3
+    finally:
+        await delete_topology(amqp_url, topology)

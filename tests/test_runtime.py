@@ -157,6 +157,32 @@ async def test_an_outage_holds_the_message_without_spending_attempts(
 
 
 @both
+async def test_a_hold_longer_than_max_hold_spends_an_attempt(env: Any) -> None:
+    """So a message can still be parked by an outage that never ends, slowly."""
+    broker, topology, _ = env
+    queue = topology.notifier
+
+    async def server_up() -> bool:
+        return False
+
+    calls, handler, done = recording(lambda n: StorageUnavailable("503") if n < 3 else None)
+    route = on_events(queue, {PhotoRejected: handler})
+    w = worker(
+        broker,
+        topology,
+        route,
+        outages={StorageUnavailable: server_up},
+        probe_interval=0.01,
+        max_hold=0.05,
+    )
+    await w.start()
+    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
+    await asyncio.wait_for(done.wait(), 10)
+    await w.drain()
+    assert [c.attempt for c in calls] == [1, 2, 3]
+
+
+@both
 async def test_a_database_error_while_the_database_is_up_costs_an_attempt(env: Any) -> None:
     broker, topology, _ = env
     queue = topology.notifier
