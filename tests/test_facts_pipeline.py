@@ -11,13 +11,10 @@ import pytest
 from PIL import Image
 
 from services.gateway.auth import issue_token
-from shared.broker import open_broker, publish
-from shared.events import UploadRequested
 from shared.keys import original_key
 from shared.settings import Settings
 from shared.storage import open_storage
-from shared.store import open_store
-from shared.topology import Topology
+from shared.store import NewPhoto, open_store
 from tests import images
 from tests.conftest import JWT_SECRET
 from tests.harness import ALL_SERVICES, Client, WebhookReceiver, announce, running
@@ -49,20 +46,13 @@ async def test_facts_recorded_and_location_only_with_opt_in(
     async with open_storage(real) as storage:
         await storage.ensure_bucket()
         await storage.put(key, data, content_type="image/jpeg")
-    intent = UploadRequested(
-        photo_id=photo_id,
-        owner_id="frida",
-        bucket=real.s3_bucket,
-        object_key=key,
-        content_type="image/jpeg",
-        size=len(data),
-        filename="x.jpg",
-        method="PUT",
-        expires_at=datetime.now(UTC) + timedelta(minutes=5),
+    expires = datetime.now(UTC) + timedelta(minutes=5)
+    intent = NewPhoto(
+        photo_id, "frida", key, "x.jpg", "image/jpeg", len(data), expires, "facts",
         keep_location=keep_location,
-    )
-    async with running(real, ALL_SERVICES) as base, open_broker(real) as broker:
-        await publish(broker, Topology.from_settings(real), intent, trace_id="facts")
+    )  # fmt: skip
+    async with running(real, ALL_SERVICES) as base, open_store(real) as store:
+        await store.create_pending(intent)
         await announce(real, "minio", key, len(data))
         ready = await hooks.wait_for(photo_id, "photo.ready")
         async with aiohttp.ClientSession() as http:

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 
 from services.gateway.auth import issue_token
+from services.ingest_worker.handlers import Ingest
 from services.ingest_worker.inspect import (
     ByteStream,
     Truncated,
@@ -30,6 +31,8 @@ from services.ingest_worker.verify import FIRST_READ, TAIL_READ, verify
 from shared.broker import open_broker, publish
 from shared.events import AccountDeleted, PhotoDeleted, UploadRequested
 from shared.keys import original_key
+from shared.resources import open_resources
+from shared.runtime import Meta
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import NewPhoto, PhotoStatus, open_store
@@ -186,7 +189,7 @@ async def until_gone(storage: Storage, key: str, timeout: float = 30) -> None:
 async def test_notification_before_its_intent_still_ends_ready(
     real: Settings, hooks: WebhookReceiver
 ) -> None:
-    """The storage event overtakes the intent: retried until the intent is recorded."""
+    """The storage event overtakes the intent's record: retried until it is there."""
     real = real.model_copy(
         update={"retry_max_attempts": 8, "retry_base_ms": 200, "retry_cap_ms": 200}
     )
@@ -195,22 +198,32 @@ async def test_notification_before_its_intent_still_ends_ready(
     async with open_storage(real) as storage:
         await storage.ensure_bucket()
         await storage.put(key, data, content_type="image/jpeg")
-    async with running(real, ALL_SERVICES), open_broker(real) as broker:
+    async with running(real, ALL_SERVICES), open_store(real) as store:
         await announce(real, "ceph", key, len(data))
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        intent = NewPhoto(photo_id, "carol", key, "late.jpg", "image/jpeg", len(data), expires, "t")
+        await store.create_pending(intent)
+        ready = await hooks.wait_for(photo_id, "photo.ready")
+    assert ready["data"]["width"] == 800
+
+
+async def test_a_late_intent_announcement_does_not_bring_back_a_deleted_account(
+    settings: Settings,
+) -> None:
+    async with open_resources(settings) as res:
         intent = UploadRequested(
-            photo_id=photo_id,
-            owner_id="carol",
-            bucket=real.s3_bucket,
-            object_key=key,
+            photo_id="2" * 32,
+            owner_id="gone",
+            bucket=settings.s3_bucket,
+            object_key=original_key("gone", "2" * 32),
             content_type="image/jpeg",
-            size=len(data),
-            filename="late.jpg",
+            size=10,
+            filename="x.jpg",
             method="PUT",
             expires_at=datetime.now(UTC) + timedelta(minutes=5),
         )
-        await publish(broker, topology_of(real), intent, trace_id="late-intent")
-        ready = await hooks.wait_for(photo_id, "photo.ready")
-    assert ready["data"]["width"] == 800
+        await Ingest(res).on_upload_requested(intent, Meta("e", "t", 1))
+        assert await res.store.get("2" * 32) is None
 
 
 async def test_announced_before_the_object_exists_then_verified(

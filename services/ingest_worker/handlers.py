@@ -35,7 +35,7 @@ from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
-from shared.store import ImageFacts, NewPhoto, PhotoRecord, PhotoStatus
+from shared.store import ImageFacts, PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
 
@@ -69,20 +69,10 @@ class Ingest:
         return jobs
 
     async def on_upload_requested(self, event: UploadRequested, meta: Meta) -> None:
-        created = await self.res.store.create_pending(
-            NewPhoto(
-                event.photo_id,
-                event.owner_id,
-                event.object_key,
-                event.filename,
-                event.content_type,
-                event.size,
-                event.expires_at,
-                meta.trace_id,
-                keep_location=event.keep_location,
-            )
-        )
-        log.info("upload intent recorded", new=created)
+        """Nothing to record: the gateway stored the intent in the transaction that queued
+        this event. Recording it again here would let a copy delayed past `DELETE /v1/me`
+        bring back the record of an account deleted since."""
+        log.info("upload intent announced")
 
     async def on_upload_completed(self, event: UploadCompleted, meta: Meta) -> None:
         """Verify now rather than at the notification; if the object is not there yet,
