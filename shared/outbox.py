@@ -21,6 +21,10 @@ from shared.topology import Topology
 
 log = get_logger(__name__)
 
+# How long a request waits for the broker's confirm before leaving its events to the
+# relay; far below the relay's age threshold, so the two rarely both send one event.
+IMMEDIATE_SEND_S = 2.0
+
 
 class Outbox:
     def __init__(self, store: Store, broker: Broker, topology: Topology) -> None:
@@ -34,17 +38,34 @@ class Outbox:
         await self._store.forget_sent(envelope.id)
 
     async def try_send(self, *envelopes: Envelope) -> None:
-        """Send committed events now, concurrently. One the broker or database fails to
-        take stays in the table and the relay sends it shortly, so callers need not
-        retry: it is logged, not raised."""
-        results = await asyncio.gather(*(self.send(e) for e in envelopes), return_exceptions=True)
+        """Send committed events now, for a request that should not wait on the broker:
+        skipped while it is away, and given IMMEDIATE_SEND_S. Whatever does not go out
+        stays in the table and the relay sends it shortly, so this never fails for the
+        broker's sake: it logs, and the caller need not retry."""
+        if not self._broker.is_ready:
+            log.warning("broker away; events left to the outbox relay", count=len(envelopes))
+            return
+        results = await asyncio.gather(
+            *(self._publish_quickly(e) for e in envelopes), return_exceptions=True
+        )
+        sent = []
         for envelope, result in zip(envelopes, results, strict=True):
-            if isinstance(result, TransientError):
-                log.warning(
-                    "event left to the outbox relay", event_type=envelope.type, error=str(result)
-                )
+            if isinstance(result, TransientError | TimeoutError):
+                log.warning("event left to the outbox relay", event_type=envelope.type)
             elif isinstance(result, BaseException):
                 raise result
+            else:
+                sent.append(envelope.id)
+        if sent:
+            try:
+                await self._store.forget_sent(*sent)
+            except TransientError as exc:
+                # The relay will send them again: a duplicate with the same event id.
+                log.warning("sent events not forgotten", count=len(sent), error=str(exc))
+
+    async def _publish_quickly(self, envelope: Envelope) -> None:
+        async with asyncio.timeout(IMMEDIATE_SEND_S):
+            await publish_event(self._broker, self._topology, envelope)
 
     async def relay_once(self, *, older_than_s: float, lease_s: float = 30.0) -> int:
         """Send events left behind by crashes or outages; returns how many went out."""

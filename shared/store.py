@@ -373,9 +373,9 @@ class Store:
             rows = (await conn.execute(stmt)).all()
         return [Envelope.from_bytes(row.body.encode()) for row in rows]
 
-    async def forget_sent(self, event_id: str) -> None:
+    async def forget_sent(self, *event_ids: str) -> None:
         async with self._tx() as conn:
-            await conn.execute(sa.delete(outbox).where(outbox.c.id == event_id))
+            await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(event_ids)))
 
     async def close(self) -> None:
         await self._engine.dispose()

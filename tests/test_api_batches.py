@@ -1,4 +1,5 @@
-"""POST /v1/uploads:batch: up to 50, all-or-nothing, concurrent confirmed intents, in order."""
+"""POST /v1/uploads:batch: up to 50, all-or-nothing, in order; intents recorded with their
+events in one transaction, the events sent concurrently or left to the outbox relay."""
 
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ class GatedBroker:
         return getattr(self.inner, name)
 
 
-async def gated_client(gw: Gateway, broker: GatedBroker) -> TestClient[Any, Any]:
+async def gated_client(gw: Gateway, broker: Any) -> TestClient[Any, Any]:
     res = dataclasses.replace(gw.res, broker=broker)
     client = TestClient(TestServer(create_app(gw.res.settings, resources=res)))
     await client.start_server()
@@ -128,10 +129,39 @@ async def test_an_announcement_the_broker_refuses_is_left_to_the_outbox_relay(
         granted = {item["photo_id"] for item in (await resp.json())["items"]}
     finally:
         await client.close()
-    announced = [(await gw.intents.get()).data["photo_id"] for _ in range(2)]
+    announced = [(await asyncio.wait_for(gw.intents.get(), 5)).data["photo_id"] for _ in range(2)]
     assert await gw.res.outbox.relay_once(older_than_s=0) == 1
     announced.append((await asyncio.wait_for(gw.intents.get(), 5)).data["photo_id"])
     assert set(announced) == granted
+
+
+@dataclasses.dataclass
+class StalledBroker:
+    """Connected, but never confirms a publish (a broker under a memory alarm)."""
+
+    inner: Broker
+
+    @property
+    def is_ready(self) -> bool:
+        return True
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, **kw: Any) -> None:
+        await asyncio.Event().wait()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_stalled_broker_does_not_hold_up_grants(gw: Gateway) -> None:
+    client = await gated_client(gw, StalledBroker(gw.res.broker))
+    try:
+        resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
+        assert resp.status == 201, await resp.text()
+        granted = {item["photo_id"] for item in (await resp.json())["items"]}
+    finally:
+        await client.close()
+    waiting = await gw.res.store.claim_unsent(older_than_s=0, lease_s=30)
+    assert {e.data["photo_id"] for e in waiting} == granted
 
 
 async def test_batch_items_count_against_the_pending_cap(settings: Settings) -> None:
