@@ -16,6 +16,8 @@ from typing import IO
 
 import aiohttp
 
+from chaos.servers import die_with_parent
+
 WORKERS = ("ingest_worker", "thumbnail_worker", "notifier")
 SERVICES = ("gateway", *WORKERS)
 READY_TIMEOUT_S = 45.0
@@ -72,6 +74,7 @@ class ServiceProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
+            preexec_fn=die_with_parent,
         )
 
     async def wait_ready(self, http: aiohttp.ClientSession) -> None:
@@ -172,7 +175,11 @@ def make_fleet(common: dict[str, str], log_dir: Path) -> dict[str, ServiceProces
 async def start_all(
     fleet: dict[str, ServiceProcess], http: aiohttp.ClientSession, tally: Counter[str]
 ) -> None:
-    await asyncio.gather(*(ensure_up(s, http, tally) for s in fleet.values()))
+    # A TaskGroup: if one will not start, the others stop trying (nothing starts after
+    # the caller has moved on to stopping them).
+    async with asyncio.TaskGroup() as group:
+        for service in fleet.values():
+            group.create_task(ensure_up(service, http, tally))
 
 
 async def stop_all(fleet: dict[str, ServiceProcess]) -> None:

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             "cannot run: the broker and database restarts need RabbitMQ and PostgreSQL"
             f" servers of the run's own, and this machine lacks {'; '.join(missing)}"
             " (point DARKROOM_TEST_RABBITMQ_SERVER at the rabbitmq-server script; put"
-            " initdb and pg_ctl on PATH)"
+            " initdb and postgres on PATH)"
         )
         print(_failed_line(config), flush=True)
         sys.exit(1)

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import glob
 import os
 import pwd
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
+import asyncpg
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -69,7 +73,7 @@ def available() -> list[str]:
     if rabbitmq_server() is None:
         missing.append("rabbitmq-server (RabbitMQ's server script)")
     if postgres_bindir() is None:
-        missing.append("initdb and pg_ctl (PostgreSQL's server binaries)")
+        missing.append("initdb and postgres (PostgreSQL's server binaries)")
     return missing
 
 
@@ -84,6 +88,17 @@ async def _accepts(port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: have the kernel SIGKILL the child when the process that started
+    it dies, even by SIGKILL or a test runner's hard timeout, so no server or service
+    outlives its test or chaos run. Linux only; elsewhere a no-op."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -125,6 +140,9 @@ class OwnRabbit:
             "RABBITMQ_MNESIA_BASE": f"{root}/mnesia",
             "RABBITMQ_LOG_BASE": f"{root}/log",
             "RABBITMQ_PID_FILE": f"{root}/rabbitmq.pid",
+            # The script then execs the Erlang VM instead of waiting on it as a child, so
+            # the VM is our child: SIGTERM reaches it, and it dies with us.
+            "RUNNING_UNDER_SYSTEMD": "true",
         }
 
     async def start(self) -> None:
@@ -139,6 +157,7 @@ class OwnRabbit:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         await self._until_answering()
 
@@ -185,7 +204,9 @@ class OwnRabbit:
 
 
 class OwnPostgres:
-    """One PostgreSQL cluster with trust auth for `postgres`, fsync off (it is throw-away)."""
+    """One PostgreSQL cluster with trust auth for `postgres`, fsync off (it is throw-away).
+    The postmaster is this process's own child (not daemonised by pg_ctl), so it dies with
+    it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -194,50 +215,70 @@ class OwnPostgres:
         self.restarts = 0
         self._data = root / "data"
         self._log = root / "postgres.log"
+        self._process: asyncio.subprocess.Process | None = None
         bindir = postgres_bindir()
         if bindir is None:
-            raise ServerFailed("PostgreSQL's initdb and pg_ctl are not installed")
+            raise ServerFailed("PostgreSQL's initdb and postgres are not installed")
         self._bin = Path(bindir)
 
-    def _as_owner(self, *argv: str) -> list[str]:
+    def _owner(self) -> dict[str, Any]:
         # PostgreSQL refuses to run as root; run it as the `postgres` user then.
-        if os.geteuid() == 0:
-            return ["runuser", "-u", "postgres", "--", *argv]
-        return list(argv)
-
-    async def _run(self, *argv: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            *self._as_owner(*argv),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await process.communicate()
-        if process.returncode != 0:
-            raise ServerFailed(
-                f"{Path(argv[0]).name} failed ({process.returncode}):\n"
-                f"{output.decode(errors='replace')}\n{_tail(self._log)}"
-            )
+        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
 
     async def init(self) -> None:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-        await self._run(
+        process = await asyncio.create_subprocess_exec(
             str(self._bin / "initdb"), "-D", str(self._data), "-A", "trust", "-U", "postgres",
             "-E", "UTF8", "--no-sync",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            **self._owner(),
         )  # fmt: skip
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise ServerFailed(f"initdb failed:\n{output.decode(errors='replace')}")
 
     async def start(self) -> None:
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        await self._run(
-            str(self._bin / "pg_ctl"), "-D", str(self._data), "-l", str(self._log),
-            "-o", options, "-w", "-t", str(int(START_TIMEOUT_S)), "start",
-        )  # fmt: skip
+        with self._log.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                str(self._bin / "postgres"), "-D", str(self._data), "-p", str(self.port),
+                "-k", str(self.root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent,
+                **self._owner(),
+            )  # fmt: skip
+        await self._until_answering()
+
+    async def _until_answering(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while loop.time() < deadline:
+            if self._process is None or self._process.returncode is not None:
+                break
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                connection = await asyncpg.connect(self.url, timeout=2)
+                await connection.close()
+                return
+            await asyncio.sleep(0.1)
+        raise ServerFailed(f"PostgreSQL did not start on {self.port}:\n{_tail(self._log)}")
 
     async def stop(self, mode: str = "fast") -> None:
-        """`fast` ends every session as a restart does; `immediate` is a crash."""
-        await self._run(str(self._bin / "pg_ctl"), "-D", str(self._data), "-m", mode, "-w", "stop")
+        """`fast` (SIGINT) ends every session as a restart does; `immediate` (SIGQUIT) is
+        a crash: no checkpoint, recovery at the next start."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     async def restart(self, *, crash: bool = False, down_s: float = 0.0) -> None:
         await self.stop("immediate" if crash else "fast")
@@ -266,5 +307,4 @@ async def own_postgres() -> AsyncIterator[OwnPostgres]:
         try:
             yield cluster
         finally:
-            with contextlib.suppress(ServerFailed):
-                await cluster.stop("immediate")
+            await cluster.stop("immediate")

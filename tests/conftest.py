@@ -71,7 +71,7 @@ async def own_rabbit() -> AsyncIterator[servers.OwnRabbit]:
 async def own_postgres() -> AsyncIterator[servers.OwnPostgres]:
     """A PostgreSQL cluster of the test's own, which it may stop and restart."""
     if servers.postgres_bindir() is None:
-        _missing("a database restart needs PostgreSQL's initdb and pg_ctl installed")
+        _missing("a database restart needs PostgreSQL's initdb and postgres installed")
     async with servers.own_postgres() as cluster:
         yield cluster
 

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chaos.servers import die_with_parent
 from services.dev import redact_url
 from shared.settings import Settings
 from shared.topology import Topology
@@ -30,6 +31,7 @@ async def start(module: str, env: dict[str, str]) -> asyncio.subprocess.Process:
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )
 
 

@@ -66,9 +66,11 @@ async def held_originals(upstream: str) -> AsyncIterator[HeldOriginals]:
         await proxy.close()
 
 
+@asynccontextmanager
 async def thumbnail_worker(
     settings: Settings, storage_url: str, grace: float, log: Path, http: aiohttp.ClientSession
-) -> ServiceProcess:
+) -> AsyncIterator[ServiceProcess]:
+    """The worker as its own process, ready; killed at the end if the test left it up."""
     port = free_port()
     env = process_env(
         settings.model_copy(update={"s3_endpoint_url": storage_url}),
@@ -76,9 +78,13 @@ async def thumbnail_worker(
         DARKROOM_HEALTH_PORT=str(port),
     )
     service = ServiceProcess("thumbnail_worker", env, port, log)
-    await service.start()
-    await service.wait_ready(http)
-    return service
+    try:
+        await service.start()
+        await service.wait_ready(http)
+        yield service
+    finally:
+        await service.kill()
+        await service.stop()
 
 
 def draining_one(log: Path) -> bool:
@@ -101,13 +107,9 @@ async def waiting_in_queue(settings: Settings) -> int:
         return int(declared.declaration_result.message_count or 0)
 
 
-async def exit_code(service: ServiceProcess, within: float) -> int | None:
+async def exit_code(service: ServiceProcess, within: float) -> int:
     assert service.process is not None
-    try:
-        return await asyncio.wait_for(service.process.wait(), within)
-    finally:
-        await service.kill()
-        await service.stop()
+    return await asyncio.wait_for(service.process.wait(), within)
 
 
 async def start_photo(client: Client, photo: bytes) -> str:
@@ -125,8 +127,8 @@ async def test_sigterm_mid_render_finishes_the_photo_within_the_grace(
         held_originals(real.s3_endpoint_url) as storage,
         running(real, [gateway, ingest, notifier]) as base,
         aiohttp.ClientSession() as http,
+        thumbnail_worker(real, storage.url, 20, log, http) as thumbs,
     ):
-        thumbs = await thumbnail_worker(real, storage.url, 20, log, http)
         client = Client(http, base, issue_token(JWT_SECRET, "alice"))
         photo_id = await start_photo(client, images.jpeg(1600, 1000))
         await asyncio.wait_for(storage.holding.wait(), 30)
@@ -148,30 +150,26 @@ async def test_sigterm_mid_render_past_the_grace_hands_the_photo_back(
     real: Settings, hooks: WebhookReceiver, unique: str, tmp_path: Path
 ) -> None:
     real = await with_sqs(real, unique)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     async with (
         held_originals(real.s3_endpoint_url) as storage,
         running(real, [gateway, ingest, notifier]) as base,
         aiohttp.ClientSession() as http,
     ):
-        first_log = tmp_path / "first.log"
-        thumbs = await thumbnail_worker(real, storage.url, 1.5, first_log, http)
         client = Client(http, base, issue_token(JWT_SECRET, "bob"))
-        photo_id = await start_photo(client, images.jpeg(1600, 1000))
-        await asyncio.wait_for(storage.holding.wait(), 30)
-
-        assert thumbs.process is not None
-        thumbs.process.send_signal(signal.SIGTERM)
-        # Exits after the 1.5 s grace, far sooner than Kubernetes' 30 s would kill it.
-        assert await exit_code(thumbs, within=15) == 0, first_log.read_text()[-3000:]
+        async with thumbnail_worker(real, storage.url, 1.5, first_log, http) as thumbs:
+            photo_id = await start_photo(client, images.jpeg(1600, 1000))
+            await asyncio.wait_for(storage.holding.wait(), 30)
+            assert thumbs.process is not None
+            thumbs.process.send_signal(signal.SIGTERM)
+            # Exits after the 1.5 s grace, far sooner than Kubernetes' 30 s would kill it.
+            assert await exit_code(thumbs, within=15) == 0, first_log.read_text()[-3000:]
         assert await waiting_in_queue(real) == 1  # handed back, unacknowledged
         assert (await client.photo(photo_id))["status"] == "verified"
 
         storage.release()
-        again = await thumbnail_worker(real, storage.url, 1.5, tmp_path / "second.log", http)
-        try:
+        async with thumbnail_worker(real, storage.url, 1.5, second_log, http):
             await hooks.wait_for(photo_id, "photo.ready")
-        finally:
-            await again.stop()
         view = await client.photo(photo_id)
     assert view["status"] == "ready"
     assert hooks.deliveries(photo_id, "photo.ready") == 1
