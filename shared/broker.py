@@ -117,14 +117,22 @@ async def publish(
 
 
 @asynccontextmanager
-async def open_broker(settings: Settings) -> AsyncIterator[Broker]:
-    """The broker the settings name, connected and with the topology declared."""
+async def open_broker(settings: Settings, *, wait: bool = True) -> AsyncIterator[Broker]:
+    """The broker the settings name, connected and with the topology declared. With
+    `wait=False` a RabbitMQ broker connects in the background instead, and a service can
+    start while it is away (publishes raise BrokerUnavailable until it is there)."""
     if not settings.broker_url:
         from shared.memory_broker import MemoryBroker
 
         broker: Broker = MemoryBroker(
             delivery_limit=settings.delivery_limit, prefetch=settings.prefetch
         )
+    elif not wait:
+        from shared.rabbitmq import BackgroundBroker
+
+        background = BackgroundBroker(settings)
+        background.start()
+        broker = background
     else:
         from shared.rabbitmq import RabbitBroker
 

@@ -254,3 +254,75 @@ async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
         await channel.queue_delete(name)
     for exchange in topology.exchange_names():
         await channel.exchange_delete(exchange)
+
+
+class BackgroundBroker:
+    """RabbitMQ for a service that can serve without it for a while (the gateway, whose
+    events wait in the outbox): it starts unconnected and connects, and declares the
+    topology, in the background, retrying until it can. So a gateway started while the
+    broker is away still starts, and answers. Once connected, aio-pika's robust
+    connection takes over reconnecting."""
+
+    def __init__(self, settings: Settings, retry_s: float = 2.0) -> None:
+        self._settings = settings
+        self._retry_s = retry_s
+        self._inner: RabbitBroker | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        topology = Topology.from_settings(self._settings)
+        while True:
+            try:
+                broker = await RabbitBroker.connect(self._settings)
+            except BrokerUnavailable as exc:
+                log.warning("broker unreachable; will retry", error=str(exc), retry_s=self._retry_s)
+                await asyncio.sleep(self._retry_s)
+                continue
+            try:
+                await broker.declare(topology)
+            except CONNECTION_EXCEPTIONS as exc:
+                await broker.close()
+                log.warning("broker lost while declaring; will retry", error=repr(exc))
+                await asyncio.sleep(self._retry_s)
+                continue
+            self._inner = broker
+            log.info("broker connected")
+            return
+
+    def _connected(self) -> RabbitBroker:
+        if self._inner is None:
+            raise BrokerUnavailable("not connected to the broker yet")
+        return self._inner
+
+    @property
+    def is_ready(self) -> bool:
+        return self._inner is not None and self._inner.is_ready
+
+    async def declare(self, topology: Topology) -> None:
+        """Done on connecting."""
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        await self._connected().publish(
+            exchange, routing_key, body, message_id=message_id, headers=headers
+        )
+
+    async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+        return await self._connected().consume(queue, on_delivery)
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+        if self._inner is not None:
+            await self._inner.close()

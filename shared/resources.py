@@ -34,18 +34,18 @@ class Resources:
 
 @asynccontextmanager
 async def open_resources(
-    settings: Settings, *, broker: Broker | None = None
+    settings: Settings, *, broker: Broker | None = None, wait_for_broker: bool = True
 ) -> AsyncIterator[Resources]:
     """Open store (migrated), storage and broker (topology declared); close them on exit.
 
     A `broker` passed in is used as is and left open (`darkroom dev` shares one in-process
-    broker between all services).
+    broker between all services). `wait_for_broker=False`: see `open_broker`'s `wait`.
     """
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings))
         storage = await stack.enter_async_context(open_storage(settings))
         if broker is None:
-            broker = await stack.enter_async_context(open_broker(settings))
+            broker = await stack.enter_async_context(open_broker(settings, wait=wait_for_broker))
         yield Resources(
             settings, Topology.from_settings(settings), broker, storage, store, Metrics()
         )

@@ -41,8 +41,11 @@ Fleet = dict[str, fleet.ServiceProcess]
 
 
 @asynccontextmanager
-async def services_of(settings: Settings, log_dir: Path) -> AsyncIterator[Fleet]:
-    """All four services, each its own process, ready; stopped at the end."""
+async def services_of(
+    settings: Settings, log_dir: Path, *, start: bool = True
+) -> AsyncIterator[Fleet]:
+    """All four services, each its own process, ready (unless `start` is False); stopped
+    at the end."""
     env = process_env(
         settings,
         DARKROOM_PUBLISH_TIMEOUT="2",
@@ -52,8 +55,9 @@ async def services_of(settings: Settings, log_dir: Path) -> AsyncIterator[Fleet]
     )
     services = fleet.make_fleet(env, log_dir)
     try:
-        async with aiohttp.ClientSession() as http:
-            await fleet.start_all(services, http, Counter())
+        if start:
+            async with aiohttp.ClientSession() as http:
+                await fleet.start_all(services, http, Counter())
         yield services
     finally:
         await fleet.stop_all(services)
@@ -191,6 +195,40 @@ async def test_every_service_rides_out_a_broker_restart(
 
         after = await upload(client, photos[2])
         await assert_ready_once(client, hooks, services, [before, during, after])
+    await nothing_parked(real)
+
+
+async def test_the_gateway_starts_and_grants_while_the_broker_is_down(
+    settings: Settings,
+    own_rabbit: OwnRabbit,
+    postgres_url: str,
+    hooks: WebhookReceiver,
+    unique: str,
+    tmp_path: Path,
+) -> None:
+    """A replica rescheduled during a broker outage serves; it connects once it can."""
+    real = wired(settings, hooks, broker_url=own_rabbit.url, database_url=postgres_url)
+    real = await with_sqs(real, unique)
+    photo = images.jpeg(1000, 700)
+    await own_rabbit.stop()
+    async with (
+        services_of(real, tmp_path, start=False) as services,
+        aiohttp.ClientSession() as http,
+    ):
+        gateway = services["gateway"]
+        await fleet.ensure_up(gateway, http, Counter())
+        only_gateway = {"gateway": gateway}
+        assert (await readiness(http, only_gateway))["gateway"] == Readiness(
+            200, frozenset({"broker"})
+        )
+        client = Client(http, gateway.base_url, issue_token(JWT_SECRET, "dora"))
+        photo_id = await upload(client, photo)
+
+        await own_rabbit.start()
+        await until_every_service_sees(http, only_gateway, set(), timeout=30)
+        workers = {name: s for name, s in services.items() if name != "gateway"}
+        await fleet.start_all(workers, http, Counter())
+        await assert_ready_once(client, hooks, services, [photo_id])
     await nothing_parked(real)
 
 

@@ -78,7 +78,10 @@ def create_app(
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if resources is None:
-                app[RESOURCES] = await stack.enter_async_context(open_resources(settings))
+                # Events wait in the outbox, so the API starts without the broker too.
+                app[RESOURCES] = await stack.enter_async_context(
+                    open_resources(settings, wait_for_broker=False)
+                )
             else:
                 app[RESOURCES] = resources
             app[LIMITER] = await stack.enter_async_context(open_limiter(settings))
