@@ -88,9 +88,10 @@ def _in_thread(coro: Any) -> None:
         pool.submit(asyncio.run, coro).result()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A database of its own for this test session, dropped afterwards."""
+    """A database of the test's own, dropped afterwards: tests never see each other's
+    rows (the outbox relay of one test's workers would send another's events)."""
     require_server("PostgreSQL", POSTGRES_URL)
     name = f"darkroom_test_{uuid.uuid4().hex[:12]}"
 
