@@ -3,10 +3,10 @@
 Each key may make `per_minute` requests a minute, in bursts of up to as many. The state
 lives in this process (`LocalLimiter`), or in Redis (`RedisLimiter`) so every gateway
 replica draws on the same allowance; Redis's own clock is used, so replicas' clocks need
-not agree. If Redis fails, each replica limits on its own for a while (`cooldown_s`)
-before asking Redis again: an outage of the limiter should neither become an outage of
-the API nor leave it unlimited, and a slow Redis should not add its timeout to every
-request.
+not agree. If Redis fails, each replica limits on its own for a while (`cooldown_s`),
+then lets one request find out whether Redis is back while the others carry on locally:
+an outage of the limiter should neither become an outage of the API nor leave it
+unlimited, and a slow Redis should not add its timeout to every request.
 """
 
 from __future__ import annotations
@@ -98,26 +98,35 @@ class RedisLimiter:
         self._fallback = LocalLimiter(clock=clock)
         self._cooldown_s = cooldown_s
         self._clock = clock
+        self._failed = False  # Redis failed last time it was asked
         self._local_until = 0.0
+        self._probing = False  # one request is finding out whether Redis is back
 
     async def hit(self, key: str, per_minute: int) -> Decision:
-        if self._clock() < self._local_until:
+        if self._failed and (self._probing or self._clock() < self._local_until):
             return await self._fallback.hit(key, per_minute)
-        # Hashed: user ids may be e-mail addresses, which have no business in Redis.
-        name = f"{self._prefix}:ratelimit:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        probe, self._probing = self._failed, self._failed
         try:
             allowed, retry_after = await self._script(
-                keys=[name], args=[PERIOD_S / per_minute, PERIOD_S]
+                keys=[self._redis_key(key)], args=[PERIOD_S / per_minute, PERIOD_S]
             )
         except (RedisError, OSError) as exc:
-            self._local_until = self._clock() + self._cooldown_s
+            self._failed, self._local_until = True, self._clock() + self._cooldown_s
             log.warning(
                 "rate limiter unavailable; limiting per instance",
                 error=str(exc),
                 retry_redis_in_s=self._cooldown_s,
             )
             return await self._fallback.hit(key, per_minute)
+        finally:
+            if probe:
+                self._probing = False
+        self._failed = False
         return Decision(bool(int(allowed)), float(retry_after))
+
+    def _redis_key(self, key: str) -> str:
+        # Hashed: user ids may be e-mail addresses, which have no business in Redis.
+        return f"{self._prefix}:ratelimit:{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def connect_redis(url: str, timeout_s: float = 2.0) -> Redis:

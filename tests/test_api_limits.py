@@ -178,3 +178,15 @@ async def test_a_hanging_redis_is_not_asked_again_for_every_request() -> None:
         await redis.aclose()
     assert decisions == [True, True, False, False]  # limited by the instance meanwhile
     assert len(connections) == 1  # one try, one timeout, then Redis is left alone
+
+
+async def test_after_the_cooldown_one_request_asks_redis_while_the_rest_go_on() -> None:
+    now = [0.0]
+    async with silent_server() as (port, connections):
+        redis = connect_redis(f"redis://127.0.0.1:{port}/0", timeout_s=0.3)
+        limiter = RedisLimiter(redis, "test", cooldown_s=10, clock=lambda: now[0])
+        await limiter.hit("alice", 60)
+        now[0] += 11
+        await asyncio.gather(*(limiter.hit(f"user-{i}", 60) for i in range(5)))
+        await redis.aclose()
+    assert len(connections) == 2  # the first failure, then one probe for all five
