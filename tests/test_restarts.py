@@ -278,6 +278,42 @@ class UnreachableBroker:
         raise BrokerUnavailable("publish not confirmed")
 
 
+class StalledBroker:
+    """Takes a publish and never confirms it."""
+
+    is_ready = True
+
+    def __init__(self) -> None:
+        self.publishing = asyncio.Event()
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, **_: Any) -> None:
+        self.publishing.set()
+        await asyncio.Event().wait()
+
+
+async def test_notifications_in_hand_at_shutdown_come_back_at_once(
+    settings: Settings, unique: str
+) -> None:
+    settings = await with_sqs(settings, unique)
+    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
+    kwargs.pop("config")
+    stalled = StalledBroker()
+    async with get_session().create_client("sqs", **kwargs) as sqs:
+        url = settings.sqs_queue_url
+        for n in range(3):
+            await sqs.send_message(QueueUrl=url, MessageBody=f"notification {n}")
+        broker: Any = stalled
+        moving = asyncio.create_task(
+            forward_batch(sqs, settings, broker, Topology.from_settings(settings))
+        )
+        await asyncio.wait_for(stalled.publishing.wait(), 10)
+        moving.cancel()  # what the bridge does on SIGTERM
+        await asyncio.gather(moving, return_exceptions=True)
+        again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    bodies = sorted(m["Body"] for m in again.get("Messages", []) if "TestEvent" not in m["Body"])
+    assert bodies == [f"notification {n}" for n in range(3)]
+
+
 async def test_notifications_the_bridge_could_not_forward_come_back_at_once(
     settings: Settings, unique: str
 ) -> None:

@@ -45,12 +45,14 @@ async def forward_batch(client: Any, settings: Settings, broker: Broker, topolog
                 msg["Body"].encode(),
                 message_id=msg.get("MessageId"),
             )
-        except BrokerUnavailable:
-            await _release(client, settings, messages[index:])
+            await client.delete_message(
+                QueueUrl=settings.sqs_queue_url, ReceiptHandle=msg["ReceiptHandle"]
+            )
+        except BaseException:
+            # An outage, a failed delete or shutdown: whatever is left goes back at once
+            # (this one too; forwarding it twice is harmless, ingest is idempotent).
+            await asyncio.shield(_release(client, settings, messages[index:]))
             raise
-        await client.delete_message(
-            QueueUrl=settings.sqs_queue_url, ReceiptHandle=msg["ReceiptHandle"]
-        )
     return len(messages)
 
 
@@ -62,14 +64,18 @@ async def _release(client: Any, settings: Settings, messages: list[dict[str, Any
         for i, m in enumerate(messages)
     ]
     try:
-        await client.change_message_visibility_batch(
+        resp = await client.change_message_visibility_batch(
             QueueUrl=settings.sqs_queue_url, Entries=entries
         )
     except (ClientError, BotoCoreError) as exc:
+        failed = [{"Id": e["Id"], "Message": str(exc)} for e in entries]
+    else:
+        failed = resp.get("Failed", [])
+    if failed:
         log.warning(
             "could not release SQS messages; they return after the visibility timeout",
-            count=len(entries),
-            error=str(exc),
+            count=len(failed),
+            error=failed[0].get("Message", ""),
         )
 
 
