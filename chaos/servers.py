@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,22 @@ def die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+async def _until_answering(
+    process: asyncio.subprocess.Process | None,
+    answers: Callable[[], Awaitable[bool]],
+    what: str,
+    log: Path,
+) -> None:
+    """Wait until the server answers; fail with its log if it exits or takes too long."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT_S
+    while loop.time() < deadline and process is not None and process.returncode is None:
+        if await answers():
+            return
+        await asyncio.sleep(0.2)
+    raise ServerFailed(f"{what} did not start:\n{_tail(log)}")
+
+
 def _tail(path: Path, lines: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -159,21 +175,16 @@ class OwnRabbit:
                 start_new_session=True,
                 preexec_fn=die_with_parent,
             )
-        await self._until_answering()
+        await _until_answering(self._process, self._answers, f"RabbitMQ on {self.port}", self._log)
 
-    async def _until_answering(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT_S
-        while loop.time() < deadline:
-            if self._process is None or self._process.returncode is not None:
-                break
-            if await _accepts(self.port):
-                with contextlib.suppress(OSError, aio_pika.exceptions.AMQPError):
-                    connection = await aio_pika.connect(self.url, timeout=2)
-                    await connection.close()
-                    return
-            await asyncio.sleep(0.25)
-        raise ServerFailed(f"RabbitMQ did not start on {self.port}:\n{_tail(self._log)}")
+    async def _answers(self) -> bool:
+        if not await _accepts(self.port):
+            return False
+        with contextlib.suppress(OSError, aio_pika.exceptions.AMQPError):
+            connection = await aio_pika.connect(self.url, timeout=2)
+            await connection.close()
+            return True
+        return False
 
     async def stop(self) -> None:
         """SIGTERM: RabbitMQ closes its connections and shuts down cleanly."""
@@ -252,20 +263,16 @@ class OwnPostgres:
                 preexec_fn=die_with_parent,
                 **self._owner(),
             )  # fmt: skip
-        await self._until_answering()
+        await _until_answering(
+            self._process, self._answers, f"PostgreSQL on {self.port}", self._log
+        )
 
-    async def _until_answering(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + START_TIMEOUT_S
-        while loop.time() < deadline:
-            if self._process is None or self._process.returncode is not None:
-                break
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
-                connection = await asyncpg.connect(self.url, timeout=2)
-                await connection.close()
-                return
-            await asyncio.sleep(0.1)
-        raise ServerFailed(f"PostgreSQL did not start on {self.port}:\n{_tail(self._log)}")
+    async def _answers(self) -> bool:
+        with contextlib.suppress(OSError, asyncpg.PostgresError):
+            connection = await asyncpg.connect(self.url, timeout=2)
+            await connection.close()
+            return True
+        return False
 
     async def stop(self, mode: str = "fast") -> None:
         """`fast` (SIGINT) ends every session as a restart does; `immediate` (SIGQUIT) is
