@@ -103,19 +103,7 @@ class PhotoRecord:
     created_at: datetime
     updated_at: datetime
     keep_location: bool = False
-    sha256: str | None = None
-    placeholder: str | None = None
-    taken_at: datetime | None = None
-    taken_at_local: str | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens_model: str | None = None
-    exposure_time: float | None = None
-    f_number: float | None = None
-    iso: int | None = None
-    focal_length: float | None = None
-    gps_latitude: float | None = None
-    gps_longitude: float | None = None
+    facts: PhotoFacts | None = None  # once rendered
 
 
 @dataclass(frozen=True)
@@ -139,7 +127,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-_CONVERTED = {"status", "upload_expires_at", "created_at", "updated_at", "taken_at"}
+_CONVERTED = {"status", "upload_expires_at", "created_at", "updated_at", "facts"}
 
 
 def _record(row: sa.Row[Any]) -> PhotoRecord:
@@ -150,8 +138,15 @@ def _record(row: sa.Row[Any]) -> PhotoRecord:
         upload_expires_at=_aware(m["upload_expires_at"]),
         created_at=_aware(m["created_at"]),
         updated_at=_aware(m["updated_at"]),
-        taken_at=_aware(m["taken_at"]) if m["taken_at"] else None,
+        facts=_facts(m),
     )
+
+
+def _facts(m: Any) -> PhotoFacts | None:
+    if m["sha256"] is None:  # recorded with the rest of the facts, when rendered
+        return None
+    values = {f.name: m[f.name] for f in fields(PhotoFacts)}
+    return PhotoFacts(**(values | {"taken_at": m["taken_at"] and _aware(m["taken_at"])}))
 
 
 def engine_url(url: str) -> str:

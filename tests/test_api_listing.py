@@ -95,8 +95,10 @@ async def test_status_and_taken_at_filters(gw: Gateway, unique: str) -> None:
 
 
 async def set_taken_at(gw: Gateway, photo_id: str, when: datetime) -> None:
+    """As rendering records it: with the rest of the facts (a digest, a placeholder)."""
+    facts = {"taken_at": when, "sha256": photo_id * 2, "placeholder": "AAAA"}
     async with gw.res.store._engine.begin() as conn:
-        await conn.execute(sa.update(photos).where(photos.c.id == photo_id).values(taken_at=when))
+        await conn.execute(sa.update(photos).where(photos.c.id == photo_id).values(**facts))
 
 
 @pytest.mark.parametrize(

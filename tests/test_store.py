@@ -227,15 +227,20 @@ async def test_facts_are_recorded_with_the_ready_state(store: Store) -> None:
         photo.id, width=10, height=20, made=[], announce=ready(photo.id), facts=facts
     )
     record = await store.get(photo.id)
-    assert record is not None
+    assert record is not None and record.facts is not None
     assert record.keep_location is True
-    assert (record.sha256, record.placeholder, record.taken_at, record.camera_make) == (
+    assert (
+        record.facts.sha256,
+        record.facts.placeholder,
+        record.facts.taken_at,
+        record.facts.camera_make,
+    ) == (
         facts.sha256,
         facts.placeholder,
         taken,
         "Fujifilm",
     )
-    assert (record.taken_at_local, record.iso, record.gps_latitude) == (
+    assert (record.facts.taken_at_local, record.facts.iso, record.facts.gps_latitude) == (
         "2024-05-01T14:03:22+02:00",
         200,
         48.85,

@@ -7,6 +7,7 @@ import binascii
 import json
 import mimetypes
 import re
+from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -20,9 +21,10 @@ from services.gateway.security import authenticate
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, announcement
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
-from shared.store import PhotoRecord, PhotoStatus
+from shared.store import PhotoFacts, PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
+_FACT_NAMES = [field.name for field in fields(PhotoFacts)]
 routes = web.RouteTableDef()
 
 LISTABLE = ("pending", "verified", "ready", "rejected")
@@ -188,23 +190,7 @@ async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]
         "size": photo.size if photo.size is not None else photo.declared_size,
         "width": photo.width,
         "height": photo.height,
-        "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
-        "taken_at_local": photo.taken_at_local,
-        "placeholder": photo.placeholder,
-        "sha256": photo.sha256,
-        "camera": {
-            "make": photo.camera_make,
-            "model": photo.camera_model,
-            "lens": photo.lens_model,
-        },
-        "exposure": {
-            "exposure_time": photo.exposure_time,
-            "f_number": photo.f_number,
-            "iso": photo.iso,
-            "focal_length": photo.focal_length,
-        },
-        # Recorded only with the owner's opt-in, and shown only to the owner.
-        "location": _location(photo),
+        **_facts_view(photo),
         "created_at": photo.created_at.isoformat(),
         "renditions": {},
         "original": None,
@@ -225,7 +211,24 @@ async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]
     return view
 
 
-def _location(photo: PhotoRecord) -> dict[str, float] | None:
-    if photo.gps_latitude is None or photo.gps_longitude is None:
-        return None
-    return {"latitude": photo.gps_latitude, "longitude": photo.gps_longitude}
+def _facts_view(photo: PhotoRecord) -> dict[str, Any]:
+    """What rendering learnt; all null until the photo is rendered."""
+    f = asdict(photo.facts) if photo.facts else dict.fromkeys(_FACT_NAMES)
+    location = None
+    # Recorded only with the owner's opt-in, and shown only to the owner.
+    if f["gps_latitude"] is not None and f["gps_longitude"] is not None:
+        location = {"latitude": f["gps_latitude"], "longitude": f["gps_longitude"]}
+    return {
+        "taken_at": f["taken_at"].isoformat() if f["taken_at"] else None,
+        "taken_at_local": f["taken_at_local"],
+        "placeholder": f["placeholder"],
+        "sha256": f["sha256"],
+        "camera": {"make": f["camera_make"], "model": f["camera_model"], "lens": f["lens_model"]},
+        "exposure": {
+            "exposure_time": f["exposure_time"],
+            "f_number": f["f_number"],
+            "iso": f["iso"],
+            "focal_length": f["focal_length"],
+        },
+        "location": location,
+    }
