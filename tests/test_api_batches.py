@@ -103,32 +103,27 @@ class GatedBroker:
         return getattr(self.inner, name)
 
 
-async def gated_client(gw: Gateway, broker: Any) -> TestClient[Any, Any]:
+async def grant_three_through(gw: Gateway, broker: Any) -> set[str]:
+    """A batch of three granted by a gateway publishing through `broker`; the photo ids."""
     res = dataclasses.replace(gw.res, broker=broker)
     client = TestClient(TestServer(create_app(gw.res.settings, resources=res)))
     await client.start_server()
-    return client
-
-
-async def test_intents_are_published_concurrently(gw: Gateway) -> None:
-    client = await gated_client(gw, GatedBroker(gw.res.broker, width=3))
     try:
         resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
         assert resp.status == 201, await resp.text()
+        return {item["photo_id"] for item in (await resp.json())["items"]}
     finally:
         await client.close()
+
+
+async def test_intents_are_published_concurrently(gw: Gateway) -> None:
+    await grant_three_through(gw, GatedBroker(gw.res.broker, width=3))
 
 
 async def test_an_announcement_the_broker_refuses_is_left_to_the_outbox_relay(
     gw: Gateway,
 ) -> None:
-    client = await gated_client(gw, GatedBroker(gw.res.broker, width=1, fail_at=2))
-    try:
-        resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
-        assert resp.status == 201, await resp.text()
-        granted = {item["photo_id"] for item in (await resp.json())["items"]}
-    finally:
-        await client.close()
+    granted = await grant_three_through(gw, GatedBroker(gw.res.broker, width=1, fail_at=2))
     announced = [(await asyncio.wait_for(gw.intents.get(), 5)).data["photo_id"] for _ in range(2)]
     assert await gw.res.outbox.relay_once(older_than_s=0) == 1
     announced.append((await asyncio.wait_for(gw.intents.get(), 5)).data["photo_id"])
@@ -153,13 +148,7 @@ class StalledBroker:
 
 
 async def test_a_stalled_broker_does_not_hold_up_grants(gw: Gateway) -> None:
-    client = await gated_client(gw, StalledBroker(gw.res.broker))
-    try:
-        resp = await client.post("/v1/uploads:batch", json={"items": items(3)}, headers=gw.auth())
-        assert resp.status == 201, await resp.text()
-        granted = {item["photo_id"] for item in (await resp.json())["items"]}
-    finally:
-        await client.close()
+    granted = await grant_three_through(gw, StalledBroker(gw.res.broker))
     waiting = await gw.res.store.claim_unsent(older_than_s=0, lease_s=30)
     assert {e.data["photo_id"] for e in waiting} == granted
 
