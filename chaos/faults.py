@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
-from chaos.fleet import WORKERS, ServiceProcess, ensure_up
+from chaos.fleet import WORKERS, ServiceProcess, ensure_up, messages_total
 from chaos.infra import BrokerAdmin, BrokerAway
 from chaos.load import Upload
 from chaos.servers import OwnPostgres, OwnRabbit
@@ -35,20 +35,6 @@ def worker_queues(admin: BrokerAdmin, module: str) -> list[QueueSpec]:
         "thumbnail_worker": [topology.thumbnail],
         "notifier": [topology.notifier],
     }[module]
-
-
-async def handled_so_far(http: aiohttp.ClientSession, service: ServiceProcess) -> float:
-    """The worker's settled-message count from its /metrics (-1 if it cannot be read)."""
-    try:
-        async with http.get(f"{service.base_url}/metrics") as resp:
-            text = await resp.text()
-    except aiohttp.ClientError:
-        return -1
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("darkroom_messages_total{")
-    )
 
 
 # Photos in these states are work in hand for the worker (its queue may look empty
@@ -94,9 +80,9 @@ async def is_busy(
     for spec in worker_queues(admin, service.module):
         if await ready_messages(admin, spec) > 0:
             return True
-    before = await handled_so_far(http, service)
+    before = await messages_total(http, service)
     await asyncio.sleep(0.25)
-    return before >= 0 and await handled_so_far(http, service) != before
+    return before >= 0 and await messages_total(http, service) != before
 
 
 async def kill_when_busy(

@@ -110,6 +110,23 @@ class ServiceProcess:
             self._log = None
 
 
+async def messages_total(
+    http: aiohttp.ClientSession, service: ServiceProcess, outcome: str = ""
+) -> float:
+    """Messages the worker settled, by its /metrics, with any outcome or with `outcome`
+    (-1 if it cannot be read)."""
+    try:
+        async with http.get(f"{service.base_url}/metrics") as resp:
+            text = await resp.text()
+    except aiohttp.ClientError:
+        return -1
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("darkroom_messages_total{") and f'outcome="{outcome}' in line
+    )
+
+
 class ServiceExited(RuntimeError):
     pass
 

@@ -14,7 +14,7 @@ from aiobotocore.session import get_session
 
 from shared.errors import ConfigurationError
 from shared.settings import Settings
-from shared.storage import client_kwargs
+from shared.storage import client_kwargs, sqs_client_kwargs
 
 
 @contextmanager
@@ -43,8 +43,7 @@ async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
     queue URL. (Dev and tests only: production buckets and queues belong to operators.)"""
     session = get_session()
     s3_kwargs = client_kwargs(settings, settings.s3_endpoint_url)
-    sqs_kwargs = client_kwargs(settings, settings.sqs_endpoint_url or settings.s3_endpoint_url)
-    sqs_kwargs.pop("config")
+    sqs_kwargs = sqs_client_kwargs(settings, settings.sqs_endpoint_url or settings.s3_endpoint_url)
     async with (
         session.create_client("s3", **s3_kwargs) as s3,
         session.create_client("sqs", **sqs_kwargs) as sqs,

@@ -199,6 +199,13 @@ class Storage:
             await self._client.create_bucket(Bucket=self.bucket)
 
 
+def sqs_client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any]:
+    """For an SQS client: S3's credentials, without S3's addressing config."""
+    kwargs = client_kwargs(settings, endpoint_url)
+    kwargs.pop("config")
+    return kwargs
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 

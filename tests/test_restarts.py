@@ -29,7 +29,7 @@ from services.ingest_worker.sqs_bridge import forward_batch
 from shared.dlq import DeadLetters
 from shared.errors import BrokerUnavailable
 from shared.settings import Settings
-from shared.storage import client_kwargs
+from shared.storage import sqs_client_kwargs
 from shared.topology import Topology
 from tests import images
 from tests.conftest import JWT_SECRET, delete_topology
@@ -101,19 +101,9 @@ async def until_every_service_sees(
     return seen
 
 
-async def held_so_far(http: aiohttp.ClientSession, service: fleet.ServiceProcess) -> float:
-    async with http.get(f"{service.base_url}/metrics") as resp:
-        text = await resp.text()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("darkroom_messages_total{") and 'outcome="held"' in line
-    )
-
-
 async def until_holding(http: aiohttp.ClientSession, service: fleet.ServiceProcess) -> None:
     async with asyncio.timeout(30):
-        while not await held_so_far(http, service):  # noqa: ASYNC110 (another process)
+        while await fleet.messages_total(http, service, "held") <= 0:  # noqa: ASYNC110 (another process)
             await asyncio.sleep(0.1)
 
 
@@ -291,27 +281,40 @@ class StalledBroker:
         await asyncio.Event().wait()
 
 
+@asynccontextmanager
+async def three_notifications(settings: Settings) -> AsyncIterator[Any]:
+    """An SQS client, with three notifications waiting in the settings' queue."""
+    async with get_session().create_client(
+        "sqs", **sqs_client_kwargs(settings, settings.sqs_endpoint_url)
+    ) as sqs:
+        for n in range(3):
+            await sqs.send_message(QueueUrl=settings.sqs_queue_url, MessageBody=f"notification {n}")
+        yield sqs
+
+
+async def visible_now(sqs: Any, settings: Settings) -> list[str]:
+    """The notifications anyone could receive right now (S3's own s3:TestEvent, queued
+    when the bucket was wired to the queue, left out)."""
+    again = await sqs.receive_message(
+        QueueUrl=settings.sqs_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    )
+    return sorted(m["Body"] for m in again.get("Messages", []) if "TestEvent" not in m["Body"])
+
+
 async def test_notifications_in_hand_at_shutdown_come_back_at_once(
     settings: Settings, unique: str
 ) -> None:
     settings = await with_sqs(settings, unique)
-    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
-    kwargs.pop("config")
     stalled = StalledBroker()
-    async with get_session().create_client("sqs", **kwargs) as sqs:
-        url = settings.sqs_queue_url
-        for n in range(3):
-            await sqs.send_message(QueueUrl=url, MessageBody=f"notification {n}")
-        broker: Any = stalled
+    broker: Any = stalled
+    async with three_notifications(settings) as sqs:
         moving = asyncio.create_task(
             forward_batch(sqs, settings, broker, Topology.from_settings(settings))
         )
         await asyncio.wait_for(stalled.publishing.wait(), 10)
         moving.cancel()  # what the bridge does on SIGTERM
         await asyncio.gather(moving, return_exceptions=True)
-        again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    bodies = sorted(m["Body"] for m in again.get("Messages", []) if "TestEvent" not in m["Body"])
-    assert bodies == [f"notification {n}" for n in range(3)]
+        assert await visible_now(sqs, settings) == [f"notification {n}" for n in range(3)]
 
 
 async def test_notifications_the_bridge_could_not_forward_come_back_at_once(
@@ -319,16 +322,8 @@ async def test_notifications_the_bridge_could_not_forward_come_back_at_once(
 ) -> None:
     """Not after the queue's visibility timeout (30 s here, often minutes in production)."""
     settings = await with_sqs(settings, unique)
-    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
-    kwargs.pop("config")
-    async with get_session().create_client("sqs", **kwargs) as sqs:
-        url = settings.sqs_queue_url
-        for n in range(3):
-            await sqs.send_message(QueueUrl=url, MessageBody=f"notification {n}")
-        broker: Any = UnreachableBroker()
+    broker: Any = UnreachableBroker()
+    async with three_notifications(settings) as sqs:
         with pytest.raises(BrokerUnavailable):
             await forward_batch(sqs, settings, broker, Topology.from_settings(settings))
-        again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-    # (S3 also queued its s3:TestEvent when the bucket was wired to the queue.)
-    bodies = sorted(m["Body"] for m in again.get("Messages", []) if "TestEvent" not in m["Body"])
-    assert bodies == [f"notification {n}" for n in range(3)]
+        assert await visible_now(sqs, settings) == [f"notification {n}" for n in range(3)]

@@ -20,7 +20,7 @@ from shared.broker import Broker
 from shared.errors import BrokerUnavailable
 from shared.logging import get_logger
 from shared.settings import Settings
-from shared.storage import client_kwargs
+from shared.storage import sqs_client_kwargs
 from shared.topology import Topology
 
 log = get_logger(__name__)
@@ -82,8 +82,7 @@ async def _release(client: Any, settings: Settings, messages: list[dict[str, Any
 async def run_sqs_bridge(
     settings: Settings, broker: Broker, topology: Topology, stop: asyncio.Event
 ) -> None:
-    kwargs = client_kwargs(settings, settings.sqs_endpoint_url)
-    kwargs.pop("config")
+    kwargs = sqs_client_kwargs(settings, settings.sqs_endpoint_url)
     async with get_session().create_client("sqs", **kwargs) as client:
         log.info("bridging SQS notifications", queue_url=settings.sqs_queue_url)
         failures = 0
