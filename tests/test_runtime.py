@@ -102,17 +102,23 @@ def recording(
     return calls, handler, done
 
 
-@both
-async def test_transient_failures_are_retried_with_rising_attempts(env: Any) -> None:
+async def handle_one(
+    env: Any, handler: Callable[[PhotoRejected, Meta], Any], done: asyncio.Event, **options: Any
+) -> None:
+    """A worker on the notifier queue, one event published, run until `done`, drained."""
     broker, topology, _ = env
-    queue = topology.notifier
-    calls, handler, done = recording(lambda n: TransientError("flaky") if n < 3 else None)
-    parked = await dead_letter_probe(broker, queue)
-    w = worker(broker, topology, on_events(queue, {PhotoRejected: handler}))
+    w = worker(broker, topology, on_events(topology.notifier, {PhotoRejected: handler}), **options)
     await w.start()
     await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
     await asyncio.wait_for(done.wait(), 10)
     await w.drain()
+
+
+@both
+async def test_transient_failures_are_retried_with_rising_attempts(env: Any) -> None:
+    calls, handler, done = recording(lambda n: TransientError("flaky") if n < 3 else None)
+    parked = await dead_letter_probe(env[0], env[1].notifier)
+    await handle_one(env, handler, done)
     assert [c.attempt for c in calls] == [1, 2, 3]
     assert {c.trace_id for c in calls} == {"trace-1"}
     assert parked.empty()
@@ -125,33 +131,17 @@ async def test_an_outage_holds_the_message_without_spending_attempts(
 ) -> None:
     """The server is down for longer than the whole retry budget: the message waits, then
     succeeds on its first attempt, and nothing is parked."""
-    broker, topology, _ = env
-    queue = topology.notifier
-    down, probes, long_enough = True, 0, asyncio.Event()
+    probes = 0
+    down_for: int = 3 * env[1].retry.max_attempts
 
     async def server_up() -> bool:
         nonlocal probes
         probes += 1
-        if probes >= 3 * topology.retry.max_attempts:
-            long_enough.set()
-        return not down
+        return probes > down_for
 
-    calls, handler, done = recording(lambda n: outage("refused") if down else None)
-    parked = await dead_letter_probe(broker, queue)
-    route = on_events(queue, {PhotoRejected: handler})
-    w = worker(
-        broker,
-        topology,
-        route,
-        outages={outage: server_up},
-        probe_interval=0.01,
-    )
-    await w.start()
-    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
-    await asyncio.wait_for(long_enough.wait(), 10)
-    down = False
-    await asyncio.wait_for(done.wait(), 10)
-    await w.drain()
+    calls, handler, done = recording(lambda n: outage("refused") if probes <= down_for else None)
+    parked = await dead_letter_probe(env[0], env[1].notifier)
+    await handle_one(env, handler, done, outages={outage: server_up}, probe_interval=0.01)
     assert [c.attempt for c in calls] == [1, 1]
     assert parked.empty()
 
@@ -159,51 +149,28 @@ async def test_an_outage_holds_the_message_without_spending_attempts(
 @both
 async def test_a_hold_longer_than_max_hold_spends_an_attempt(env: Any) -> None:
     """So a message can still be parked by an outage that never ends, slowly."""
-    broker, topology, _ = env
-    queue = topology.notifier
 
     async def server_up() -> bool:
         return False
 
     calls, handler, done = recording(lambda n: StorageUnavailable("503") if n < 3 else None)
-    route = on_events(queue, {PhotoRejected: handler})
-    w = worker(
-        broker,
-        topology,
-        route,
-        outages={StorageUnavailable: server_up},
-        probe_interval=0.01,
-        max_hold=0.05,
-    )
-    await w.start()
-    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
-    await asyncio.wait_for(done.wait(), 10)
-    await w.drain()
+    options = {"probe_interval": 0.01, "max_hold": 0.05}
+    await handle_one(env, handler, done, outages={StorageUnavailable: server_up}, **options)
     assert [c.attempt for c in calls] == [1, 2, 3]
 
 
 @both
 async def test_a_database_error_while_the_database_is_up_costs_an_attempt(env: Any) -> None:
-    broker, topology, _ = env
-    queue = topology.notifier
-
     async def database_up() -> bool:
         return True
 
     calls, handler, done = recording(lambda n: DatabaseUnavailable("timeout") if n < 2 else None)
-    route = on_events(queue, {PhotoRejected: handler})
-    w = worker(broker, topology, route, outages={DatabaseUnavailable: database_up})
-    await w.start()
-    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
-    await asyncio.wait_for(done.wait(), 10)
-    await w.drain()
+    await handle_one(env, handler, done, outages={DatabaseUnavailable: database_up})
     assert [c.attempt for c in calls] == [1, 2]
 
 
 @both
 async def test_a_handler_over_its_time_limit_is_cut_off_and_retried(env: Any) -> None:
-    broker, topology, _ = env
-    queue = topology.notifier
     calls: list[Meta] = []
     done, never = asyncio.Event(), asyncio.Event()
 
@@ -213,12 +180,7 @@ async def test_a_handler_over_its_time_limit_is_cut_off_and_retried(env: Any) ->
             await never.wait()  # hangs, as a call with no timeout of its own would
         done.set()
 
-    route = on_events(queue, {PhotoRejected: handler})
-    w = worker(broker, topology, route, handler_timeout=0.3)
-    await w.start()
-    await broker.publish(topology.events_exchange, "photo.rejected", rejected_event().to_bytes())
-    await asyncio.wait_for(done.wait(), 10)
-    await w.drain()
+    await handle_one(env, handler, done, handler_timeout=0.3)
     assert [c.attempt for c in calls] == [1, 2]
 
 
