@@ -131,7 +131,6 @@ class OwnRabbit:
         self.root = root
         self.port = _free_port()
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
-        self.restarts = 0
         self._node = f"darkroom-{os.getpid()}-{self.port}@localhost"
         self._process: asyncio.subprocess.Process | None = None
         self._log = root / "rabbitmq.out"
@@ -198,7 +197,6 @@ class OwnRabbit:
         await (self.kill() if crash else self.stop())
         await asyncio.sleep(down_s)
         await self.start()
-        self.restarts += 1
 
     async def _signal(self, sig: signal.Signals) -> None:
         process = self._process
@@ -223,7 +221,6 @@ class OwnPostgres:
         self.root = root
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.restarts = 0
         self._data = root / "data"
         self._log = root / "postgres.log"
         self._process: asyncio.subprocess.Process | None = None
@@ -291,7 +288,6 @@ class OwnPostgres:
         await self.stop("immediate" if crash else "fast")
         await asyncio.sleep(down_s)
         await self.start()
-        self.restarts += 1
 
 
 @contextlib.asynccontextmanager
