@@ -17,11 +17,12 @@ from __future__ import annotations
 import builtins
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import InvalidMessage
+from shared.facts import PhotoFacts
 
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1c1d3e-2b9a-4f4e-9a51-0d2b7c0de0a1")
 
@@ -34,27 +35,12 @@ class Event(BaseModel):
     VERSION: ClassVar[int] = 1
 
 
-class UploadRequested(Event):
-    TYPE = "upload.requested"
-    photo_id: str
-    owner_id: str
-    bucket: str
-    object_key: str
-    content_type: str
-    size: int
-    filename: str
-    method: Literal["POST", "PUT"]
-    expires_at: datetime
-    keep_location: bool = False
-
-
 class UploadCompleted(Event):
     """The client says its upload finished: a hint to verify now, trusted for nothing."""
 
     TYPE = "upload.completed"
     photo_id: str
     owner_id: str
-    object_key: str
 
 
 class PhotoDeleted(Event):
@@ -69,15 +55,17 @@ class AccountDeleted(Event):
 
 
 class PhotoVerified(Event):
+    """Everything the thumbnail worker needs to render, so it never reloads the record."""
+
     TYPE = "photo.verified"
+    VERSION = 2
     photo_id: str
     owner_id: str
-    bucket: str
     object_key: str
+    etag: str | None = Field(description="the verified bytes: rendering reads only these")
     content_type: str
     size: int
-    width: int
-    height: int
+    keep_location: bool = Field(description="the owner's opt-in to recording GPS")
 
 
 class PhotoRejected(Event):
@@ -91,7 +79,6 @@ class PhotoRejected(Event):
 class Rendition(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
-    object_key: str
     width: int
     height: int
     content_type: str
@@ -100,14 +87,13 @@ class Rendition(BaseModel):
 
 class PhotoReady(Event):
     TYPE = "photo.ready"
+    VERSION = 2
     photo_id: str
     owner_id: str
     width: int
     height: int
     renditions: tuple[Rendition, ...]
-    placeholder: str | None = None
-    sha256: str | None = None
-    taken_at: datetime | None = None
+    facts: PhotoFacts
 
 
 E = TypeVar("E", bound=Event)

@@ -23,7 +23,7 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
 
 class ObjectChanged(PermanentError):
-    """The object's ETag is no longer the one asked for."""
+    """The object is no longer the one asked for: replaced, or removed."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +121,11 @@ class Storage:
                 data: bytes = await body.read()
                 return data
         except ClientError as exc:
-            if _error_code(exc) in ("PreconditionFailed", "412"):
+            code = _error_code(exc)
+            if code in ("PreconditionFailed", "412"):
                 raise ObjectChanged(f"{key!r} was replaced since it was verified") from exc
+            if code in _NOT_FOUND and "IfMatch" in extra:
+                raise ObjectChanged(f"{key!r} was removed since it was verified") from exc
             raise _unavailable("get", key, exc) from exc
         except BotoCoreError as exc:
             raise _unavailable("get", key, exc) from exc

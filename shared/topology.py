@@ -91,7 +91,6 @@ class Topology:
         return self._queue(
             "ingest.intents",
             self.events_exchange,
-            "upload.requested",
             "upload.completed",
             "photo.deleted",
             "account.deleted",

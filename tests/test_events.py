@@ -1,38 +1,34 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from shared.errors import InvalidMessage
-from shared.events import Envelope, PhotoRejected, UploadRequested, outcome_event_id
+from shared.events import Envelope, PhotoRejected, PhotoVerified, outcome_event_id
 
 
-def _intent() -> UploadRequested:
-    return UploadRequested(
+def _intent() -> PhotoVerified:
+    return PhotoVerified(
         photo_id="p1",
         owner_id="u1",
-        bucket="b",
         object_key="originals/x/p1",
+        etag='"abc"',
         content_type="image/jpeg",
         size=10,
-        filename="a.jpg",
-        method="POST",
-        expires_at=datetime(2030, 1, 1, tzinfo=UTC),
+        keep_location=False,
     )
 
 
 def test_envelope_round_trips_as_versioned_json() -> None:
     env = Envelope.wrap(_intent(), trace_id="t1")
     parsed = Envelope.from_bytes(env.to_bytes())
-    assert (parsed.type, parsed.version, parsed.trace_id) == ("upload.requested", 1, "t1")
-    assert parsed.open(UploadRequested) == _intent()
+    assert (parsed.type, parsed.version, parsed.trace_id) == ("photo.verified", 2, "t1")
+    assert parsed.open(PhotoVerified) == _intent()
 
 
 def test_consumer_ignores_fields_added_by_a_newer_producer() -> None:
     env = Envelope.wrap(_intent(), trace_id="t")
     newer = env.model_copy(update={"data": {**env.data, "added_later": 1}})
-    assert newer.open(UploadRequested).photo_id == "p1"
+    assert newer.open(PhotoVerified).photo_id == "p1"
 
 
 @pytest.mark.parametrize(
@@ -48,9 +44,9 @@ def test_malformed_envelopes_are_invalid_with_a_reason(body: bytes, message: str
 
 
 def test_unknown_major_version_is_refused() -> None:
-    env = Envelope.wrap(_intent(), trace_id="t").model_copy(update={"version": 2})
-    with pytest.raises(InvalidMessage, match=r"version 2 is not supported"):
-        env.open(UploadRequested)
+    env = Envelope.wrap(_intent(), trace_id="t").model_copy(update={"version": 3})
+    with pytest.raises(InvalidMessage, match=r"version 3 is not supported"):
+        env.open(PhotoVerified)
 
 
 def test_wrong_type_and_bad_payload_are_refused() -> None:
@@ -59,7 +55,7 @@ def test_wrong_type_and_bad_payload_are_refused() -> None:
         env.open(PhotoRejected)
     broken = env.model_copy(update={"data": {**env.data, "size": "many"}})
     with pytest.raises(InvalidMessage, match="size"):
-        broken.open(UploadRequested)
+        broken.open(PhotoVerified)
 
 
 def test_outcome_ids_are_stable_per_photo_and_type() -> None:

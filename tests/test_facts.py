@@ -13,9 +13,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from PIL import Image, ImageDraw, TiffImagePlugin
 
-from services.thumbnail_worker.facts import ExifFacts, GeoPoint, read_exif
+from services.thumbnail_worker.exif import Exif, read_exif
 from services.thumbnail_worker.placeholder import thumbhash
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, RenderResult, render
+from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.imaging import configure_pillow
 from tests import images
 
@@ -50,7 +51,7 @@ def _heif() -> None:
     configure_pillow()
 
 
-GEO = GeoPoint(-22.908375, -43.1725)
+GEO = Location(latitude=-22.908375, longitude=-43.1725)
 
 
 def _rendered(exif: bytes, fmt: str = "JPEG") -> tuple[bytes, RenderResult]:
@@ -60,7 +61,7 @@ def _rendered(exif: bytes, fmt: str = "JPEG") -> tuple[bytes, RenderResult]:
     return data, render(data, content_type, DEFAULT_RENDITIONS, max_pixels=10**8)
 
 
-def _exif_of(exif: bytes) -> ExifFacts:
+def _exif_of(exif: bytes) -> Exif:
     data = images.encode(images.flat((90, 90, 90), (40, 30)), "JPEG", exif=exif)
     with Image.open(io.BytesIO(data)) as img:
         return read_exif(img)
@@ -69,30 +70,20 @@ def _exif_of(exif: bytes) -> ExifFacts:
 @pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "PNG", "AVIF", "HEIF"])
 def test_facts_come_from_exif_upright_and_with_the_utc_offset(fmt: str) -> None:
     data, result = _rendered(images.exif_bytes(CAMERA, SHOT, GPS), fmt)
-    assert result.location == GEO
     facts = result.facts
-    assert (facts.width, facts.height) == (800, 500)
+    assert facts.location == GEO
+    assert (result.width, result.height) == (800, 500)
     assert facts.taken_at == datetime(2023, 7, 14, 18, 32, 5, 250_000, timezone(timedelta(hours=2)))
-    assert (facts.camera_make, facts.camera_model, facts.lens_model) == (
-        "FUJIFILM",
-        "X-T5",
-        "XF33mmF1.4 R LM WR",
-    )
-    assert (facts.exposure_time, facts.f_number, facts.iso, facts.focal_length) == (
-        0.004,
-        2.8,
-        400,
-        33.0,
-    )
+    assert facts.taken_at_local == "2023-07-14T18:32:05.250000+02:00"
+    assert facts.camera == Camera(make="FUJIFILM", model="X-T5", lens="XF33mmF1.4 R LM WR")
+    assert facts.exposure == Exposure(exposure_time=0.004, f_number=2.8, iso=400, focal_length=33)
     assert facts.sha256 == hashlib.sha256(data).hexdigest()
-    assert facts.as_json()["taken_at"] == "2023-07-14T18:32:05.250000+02:00"
+    assert facts.model_dump(mode="json")["taken_at"] == "2023-07-14T18:32:05.250000+02:00"
 
 
-def test_gps_is_returned_apart_and_reaches_no_rendition() -> None:
+def test_gps_is_read_and_reaches_no_rendition() -> None:
     _, result = _rendered(images.exif_bytes(CAMERA, SHOT, GPS))
-    assert result.location == GEO
-    assert "location" not in result.facts.as_json()
-    assert not any(isinstance(v, GeoPoint) for v in result.facts.as_json().values())
+    assert result.facts.location == GEO
     for r in result.renditions:
         assert b"Exif" not in r.data and b"XMP" not in r.data, r.name
         with Image.open(io.BytesIO(r.data)) as img:
@@ -114,21 +105,10 @@ def test_taken_at_falls_back_to_the_digitized_time() -> None:
 def test_no_exif_means_no_facts_but_still_dimensions_and_digest() -> None:
     data = images.png(300, 200)
     result = render(data, "image/png", DEFAULT_RENDITIONS, max_pixels=10**8)
-    assert result.location is None
-    assert result.facts.as_json() | {"placeholder": "-"} == {
-        "width": 300,
-        "height": 200,
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "placeholder": "-",
-        "taken_at": None,
-        "camera_make": None,
-        "camera_model": None,
-        "lens_model": None,
-        "exposure_time": None,
-        "f_number": None,
-        "iso": None,
-        "focal_length": None,
-    }
+    assert (result.width, result.height) == (300, 200)
+    assert result.facts.model_copy(update={"placeholder": "-"}) == PhotoFacts(
+        sha256=hashlib.sha256(data).hexdigest(), placeholder="-"
+    )
 
 
 HOSTILE = [
@@ -158,7 +138,7 @@ HOSTILE = [
 def test_garbled_exif_values_become_none(
     ifd0: dict[int, object], exif_ifd: dict[int, object], gps_ifd: dict[int, object]
 ) -> None:
-    assert _exif_of(images.exif_bytes(ifd0, exif_ifd, gps_ifd)) == ExifFacts()
+    assert _exif_of(images.exif_bytes(ifd0, exif_ifd, gps_ifd)) == Exif()
 
 
 def test_out_of_range_offset_keeps_the_time_but_not_the_offset() -> None:
@@ -176,7 +156,7 @@ def test_mangled_exif_blocks_never_raise_out_of_facts_extraction() -> None:
         for _ in range(rng.randint(1, 6)):
             mangled[rng.randrange(6, len(mangled))] = rng.randrange(256)
         facts = _exif_of(bytes(mangled))
-        read += facts != ExifFacts()
+        read += facts != Exif()
     assert read > 0  # some mutations leave facts readable: the parser did run
 
 
@@ -195,15 +175,13 @@ def test_a_parser_that_raises_costs_only_the_facts_it_was_reading(
     broken.load(images.exif_bytes(CAMERA, SHOT, GPS))
     with Image.open(io.BytesIO(data)) as img:
         monkeypatch.setattr(img, "getexif", lambda: broken)
-        assert read_exif(img) == ExifFacts(
-            orientation=6, camera_make="FUJIFILM", camera_model="X-T5"
-        )
+        assert read_exif(img) == Exif(orientation=6, camera=Camera(make="FUJIFILM", model="X-T5"))
 
         def explode() -> Image.Exif:
             raise SyntaxError("not a TIFF file")
 
         monkeypatch.setattr(img, "getexif", explode)
-        assert read_exif(img) == ExifFacts()
+        assert read_exif(img) == Exif()
 
 
 def _average_rgba(hashed: bytes) -> tuple[float, float, float, float]:

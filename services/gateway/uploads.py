@@ -1,8 +1,7 @@
 """Upload grants: single and batch, quota-checked, each only once its intent is durable.
 
-An intent is recorded with its announcement (`upload.requested`) in the outbox, in one
-transaction; the announcement is sent at once, or, if the broker is away, by the outbox
-relay a few seconds later. So grants keep working through a broker outage."""
+A grant needs the database only: nothing is published until the upload is announced, so
+grants keep working through a broker outage."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from services.gateway.inputs import display_name, field_errors, json_body, parse
 from services.gateway.photos import owned_photo, photo_view
 from services.gateway.problems import ApiError
 from services.gateway.security import authenticate
-from shared.events import Envelope, UploadCompleted, UploadRequested
+from shared.events import Envelope, UploadCompleted
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
@@ -183,37 +182,18 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
 async def grant_all(
     res: Resources, owner: str, items: list[UploadRequest], trace_id: str
 ) -> list[dict[str, Any]]:
-    """Sign every upload, then record every intent and its announcement within the
-    owner's quotas (all or none), then send the announcements."""
+    """Sign every upload, then record every intent within the owner's quotas (all or
+    none)."""
     ttl = res.settings.upload_url_ttl
     intents = [_intent(owner, item, trace_id, ttl) for item in items]
     pairs = list(zip(intents, [item.method for item in items], strict=True))
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
-    # Read-your-writes for the client; the ingest worker records the same intent from
-    # the event (insert-if-absent).
-    announce = [Envelope.wrap(_requested(res, i, m), trace_id=trace_id) for i, m in pairs]
-    await res.store.reserve(owner, intents, quota_check(res, items), announce)
-    await res.outbox.try_send(*announce)
+    await res.store.reserve(owner, intents, quota_check(res, items))
     log.info("uploads granted", count=len(intents))
     return [
         {"photo_id": i.id, "upload": u, "expires_at": i.upload_expires_at.isoformat()}
         for i, u in zip(intents, uploads, strict=True)
     ]
-
-
-def _requested(res: Resources, intent: NewPhoto, method: Literal["POST", "PUT"]) -> UploadRequested:
-    return UploadRequested(
-        photo_id=intent.id,
-        owner_id=intent.owner_id,
-        bucket=res.storage.bucket,
-        object_key=intent.object_key,
-        content_type=intent.declared_type,
-        size=intent.declared_size,
-        filename=intent.filename,
-        method=method,
-        expires_at=intent.upload_expires_at,
-        keep_location=intent.keep_location,
-    )
 
 
 async def _presign(res: Resources, intent: NewPhoto, method: str) -> dict[str, Any]:
@@ -238,7 +218,7 @@ async def complete_upload(request: web.Request) -> web.Response:
     res = request.app[RESOURCES]
     photo = await owned_photo(res, owner, request.match_info["photo_id"])
     if photo.status is PhotoStatus.PENDING:
-        hint = UploadCompleted(photo_id=photo.id, owner_id=owner, object_key=photo.object_key)
+        hint = UploadCompleted(photo_id=photo.id, owner_id=owner)
         envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
         await res.store.enqueue(envelope)
         await res.outbox.try_send(envelope)

@@ -1,4 +1,4 @@
-"""Ingest worker handlers: record upload intents, verify stored objects.
+"""Ingest worker handlers: verify stored objects, purge deleted ones.
 
 Every outcome is a state change committed together with its event (shared/outbox.py),
 so a duplicate or replayed notification changes nothing and announces nothing.
@@ -21,7 +21,6 @@ from shared.events import (
     PhotoRejected,
     PhotoVerified,
     UploadCompleted,
-    UploadRequested,
     announcement,
 )
 from shared.keys import (
@@ -35,6 +34,7 @@ from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
+from shared.storage import ObjectInfo
 from shared.store import ImageFacts, PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
@@ -52,7 +52,6 @@ class Ingest:
             on_events(
                 topology.ingest_intents,
                 {
-                    UploadRequested: self.on_upload_requested,
                     UploadCompleted: self.on_upload_completed,
                     PhotoDeleted: self.on_photo_deleted,
                     AccountDeleted: self.on_account_deleted,
@@ -68,12 +67,6 @@ class Ingest:
             jobs.append(partial(run_sqs_bridge, res.settings, res.broker, res.topology))
         return jobs
 
-    async def on_upload_requested(self, event: UploadRequested, meta: Meta) -> None:
-        """Nothing to record: the gateway stored the intent in the transaction that queued
-        this event. Recording it again here would let a copy delayed past `DELETE /v1/me`
-        bring back the record of an account deleted since."""
-        log.info("upload intent announced")
-
     async def on_upload_completed(self, event: UploadCompleted, meta: Meta) -> None:
         """Verify now rather than at the notification; if the object is not there yet,
         the notification or the sweep will come for it."""
@@ -84,10 +77,11 @@ class Ingest:
             or photo.status is not PhotoStatus.PENDING
         ):
             return
-        if await self.res.storage.head(photo.object_key) is None:
+        info = await self.res.storage.head(photo.object_key)
+        if info is None:
             log.info("completion hint before the object exists; ignored")
             return
-        await self.advance(photo)
+        await self.advance(photo, info)
 
     async def on_photo_deleted(self, event: PhotoDeleted, meta: Meta) -> None:
         storage = self.res.storage
@@ -130,12 +124,13 @@ class Ingest:
         log.warning("removing an object no upload intent asked for", key=obj.key, source=obj.source)
         await self.res.storage.delete(obj.key)
 
-    async def advance(self, photo: PhotoRecord) -> None:
-        """Move the photo on from whatever state it is in; safe to repeat."""
+    async def advance(self, photo: PhotoRecord, info: ObjectInfo | None = None) -> None:
+        """Move the photo on from whatever state it is in; safe to repeat. `info` is the
+        object's HEAD when the caller has just read it (one HEAD per verification)."""
         async with self.slots:
             match photo.status:
                 case PhotoStatus.PENDING:
-                    await self._verify(photo)
+                    await self._verify(photo, info)
                 case PhotoStatus.VERIFIED | PhotoStatus.READY:
                     await self._check_unchanged(photo)
                 case PhotoStatus.REJECTED:
@@ -150,9 +145,9 @@ class Ingest:
         rejection = Rejected(Reason.UPLOAD_EXPIRED, "the upload URL expired unused")
         await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
 
-    async def _verify(self, photo: PhotoRecord) -> None:
+    async def _verify(self, photo: PhotoRecord, info: ObjectInfo | None) -> None:
         res = self.res
-        info = await res.storage.head(photo.object_key)
+        info = info or await res.storage.head(photo.object_key)
         if info is None:
             # Ceph announces multipart initiations before the object exists.
             raise NotYet("object is not visible in storage yet")
@@ -180,12 +175,11 @@ class Ingest:
             PhotoVerified(
                 photo_id=photo.id,
                 owner_id=photo.owner_id,
-                bucket=self.res.storage.bucket,
                 object_key=photo.object_key,
+                etag=v.etag,
                 content_type=v.content_type,
                 size=v.size,
-                width=v.width,
-                height=v.height,
+                keep_location=photo.keep_location,
             ),
             photo_id=photo.id,
             trace_id=photo.trace_id,

@@ -32,8 +32,9 @@ async def sweep_once(ingest: Ingest) -> dict[str, int]:
     for photo in await ingest.res.store.pending_since(settings.sweep_after, limit=BATCH):
         with log_context(photo_id=photo.id, trace_id=photo.trace_id, source="sweep"):
             try:
-                if await ingest.res.storage.head(photo.object_key) is not None:
-                    await ingest.advance(photo)
+                info = await ingest.res.storage.head(photo.object_key)
+                if info is not None:
+                    await ingest.advance(photo, info)
                     counts["verified"] += 1
                 elif photo.upload_expires_at < lapsed_before:
                     await ingest.expire(photo)

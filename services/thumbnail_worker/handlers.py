@@ -1,10 +1,13 @@
-"""Thumbnail worker handler: verified photo in, renditions out, photo.ready announced."""
+"""Thumbnail worker handler: verified photo in, renditions out, photo.ready published.
+
+Everything it needs comes with `photo.verified`; the record is read only when a state
+change fails, to tell a duplicate from a photo that moved on meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
-from datetime import UTC
 from functools import partial
 
 from services.thumbnail_worker.render import (
@@ -14,21 +17,15 @@ from services.thumbnail_worker.render import (
     RenditionSpec,
     render,
 )
-from shared.errors import NotYet
-from shared.events import (
-    PhotoReady,
-    PhotoRejected,
-    PhotoVerified,
-    Rendition,
-    announcement,
-)
+from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, announcement
+from shared.facts import PhotoFacts
 from shared.keys import rendition_key
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectChanged
-from shared.store import PhotoFacts, PhotoRecord, PhotoStatus, RenditionRecord, facts_of
+from shared.store import PhotoStatus, RenditionRecord
 
 log = get_logger(__name__)
 
@@ -55,137 +52,106 @@ class Thumbnails:
         return []
 
     async def on_verified(self, event: PhotoVerified, meta: Meta) -> None:
-        photo = await self.res.store.get(event.photo_id)
-        if photo is None:
-            raise NotYet("photo.verified arrived before its record is readable")
-        if photo.status is PhotoStatus.REJECTED:
-            # Finishes an undecodable-photo rejection a crash interrupted (idempotent).
-            await self.res.storage.delete(photo.object_key)
-            return
-        if photo.status is not PhotoStatus.VERIFIED:
-            log.info("photo needs no renditions (duplicate)", status=photo.status.value)
-            return
         try:
-            result = await self._render(photo)
-        except ObjectChanged:
-            # Bytes swapped in after verification: the ingest worker rejects the photo on
-            # that upload's notification. Rendering them here would serve unverified bytes.
-            log.warning("original replaced since verification; not rendering")
+            result = await self._render(event)
+        except ObjectChanged as exc:
+            # Replaced or removed after verification: the ingest worker rejects or purges
+            # the photo. Rendering other bytes here would serve unverified content.
+            log.warning("original changed since verification; not rendering", detail=str(exc))
             return
         except RenderError as exc:
-            await self._reject(photo, str(exc))
+            await self._reject(event, meta, str(exc))
             return
-        await self._finish(photo, result)
+        await self._finish(event, meta, result)
 
-    async def _render(self, photo: PhotoRecord) -> RenderResult:
-        facts = facts_of(photo)
+    async def _render(self, event: PhotoVerified) -> RenderResult:
         loop = asyncio.get_running_loop()
         async with self.slots:
-            data = await self.res.storage.get(photo.object_key, if_match=photo.etag)
-            if len(data) != facts.size:
-                raise ObjectChanged(f"expected {facts.size} bytes, read {len(data)}")
+            data = await self.res.storage.get(event.object_key, if_match=event.etag)
+            if len(data) != event.size:
+                raise ObjectChanged(f"expected {event.size} bytes, read {len(data)}")
             job = partial(
                 render,
                 data,
-                facts.content_type,
+                event.content_type,
                 self.specs,
                 max_pixels=self.res.settings.max_image_pixels,
             )
             return await loop.run_in_executor(self.pool, job)
 
-    async def _finish(self, photo: PhotoRecord, result: RenderResult) -> None:
-        made = await self._store_renditions(photo, result)
-        facts = stored_facts(result, keep_location=photo.keep_location)
-        envelope = announcement(
-            PhotoReady(
-                photo_id=photo.id,
-                owner_id=photo.owner_id,
-                width=result.width,
-                height=result.height,
-                renditions=tuple(
-                    Rendition(
-                        name=r.name,
-                        object_key=r.object_key,
-                        width=r.width,
-                        height=r.height,
-                        content_type=r.content_type,
-                        size=r.size,
-                    )
-                    for r in made
-                ),
-                placeholder=facts.placeholder,
-                sha256=facts.sha256,
-                taken_at=facts.taken_at,
-            ),
-            photo_id=photo.id,
-            trace_id=photo.trace_id,
+    async def _finish(self, event: PhotoVerified, meta: Meta, result: RenderResult) -> None:
+        made = await self._store_renditions(event, result)
+        facts = recorded_facts(result.facts, keep_location=event.keep_location)
+        ready = PhotoReady(
+            photo_id=event.photo_id,
+            owner_id=event.owner_id,
+            width=result.width,
+            height=result.height,
+            renditions=tuple(Rendition(**r.model_dump(exclude={"object_key"})) for r in made),
+            facts=facts,
         )
+        envelope = announcement(ready, photo_id=event.photo_id, trace_id=meta.trace_id)
         if await self.res.store.mark_ready(
-            photo.id,
+            event.photo_id,
             width=result.width,
             height=result.height,
             made=made,
-            announce=envelope,
             facts=facts,
+            announce=envelope,
         ):
             self.res.metrics.photos.labels("ready").inc()
             log.info("photo ready", width=result.width, height=result.height)
-            await self.res.outbox.send(envelope)
+            await self.res.outbox.publish(envelope)
+        elif not await self._is(event.photo_id, PhotoStatus.READY):
+            # Deleted or rejected while rendering: what was just written belongs to nobody.
+            # (A duplicate of a ready photo wrote the same keys over its own renditions.)
+            for rendition in made:
+                await self.res.storage.delete(rendition.object_key)
 
     async def _store_renditions(
-        self, photo: PhotoRecord, result: RenderResult
+        self, event: PhotoVerified, result: RenderResult
     ) -> list[RenditionRecord]:
         made = []
         for r in result.renditions:
-            key = rendition_key(photo.owner_id, photo.id, r.spec.name, r.spec.extension)
+            key = rendition_key(event.owner_id, event.photo_id, r.spec.name, r.spec.extension)
             await self.res.storage.put(key, r.data, content_type=r.spec.content_type)
             made.append(
                 RenditionRecord(
-                    r.spec.name, key, r.width, r.height, r.spec.content_type, len(r.data)
+                    name=r.spec.name,
+                    object_key=key,
+                    width=r.width,
+                    height=r.height,
+                    content_type=r.spec.content_type,
+                    size=len(r.data),
                 )
             )
         return made
 
-    async def _reject(self, photo: PhotoRecord, detail: str) -> None:
+    async def _reject(self, event: PhotoVerified, meta: Meta, detail: str) -> None:
         """A verified header over undecodable pixels (e.g. a truncated JPEG)."""
-        envelope = announcement(
-            PhotoRejected(
-                photo_id=photo.id, owner_id=photo.owner_id, reason="undecodable", detail=detail
-            ),
-            photo_id=photo.id,
-            trace_id=photo.trace_id,
+        rejected = PhotoRejected(
+            photo_id=event.photo_id, owner_id=event.owner_id, reason="undecodable", detail=detail
         )
+        envelope = announcement(rejected, photo_id=event.photo_id, trace_id=meta.trace_id)
         if await self.res.store.mark_rejected(
-            photo.id,
+            event.photo_id,
+            observed=PhotoStatus.VERIFIED,
             reason="undecodable",
             detail=detail,
             announce=envelope,
-            allowed_from=(PhotoStatus.VERIFIED,),
         ):
             log.info("photo cannot be decoded; rejected", detail=detail)
-            await self.res.storage.delete(photo.object_key)
-            await self.res.outbox.send(envelope)
+            await self.res.storage.delete(event.object_key)
+            await self.res.outbox.publish(envelope)
+        elif await self._is(event.photo_id, PhotoStatus.REJECTED):
+            # Finishes a purge that a crash interrupted (idempotent).
+            await self.res.storage.delete(event.object_key)
+
+    async def _is(self, photo_id: str, status: PhotoStatus) -> bool:
+        photo = await self.res.store.get(photo_id)
+        return photo is not None and photo.status is status
 
 
-def stored_facts(result: RenderResult, *, keep_location: bool) -> PhotoFacts:
-    """Facts as recorded. A camera time without an offset is filed as UTC for ordering and
-    filtering, and kept as the camera showed it; GPS only with the owner's opt-in."""
-    f = result.facts
-    local = f.taken_at
-    instant = local if local is None or local.tzinfo else local.replace(tzinfo=UTC)
-    where = result.location if keep_location else None
-    return PhotoFacts(
-        sha256=f.sha256,
-        placeholder=f.placeholder,
-        taken_at=instant,
-        taken_at_local=local.isoformat() if local else None,
-        camera_make=f.camera_make,
-        camera_model=f.camera_model,
-        lens_model=f.lens_model,
-        exposure_time=f.exposure_time,
-        f_number=f.f_number,
-        iso=f.iso,
-        focal_length=f.focal_length,
-        gps_latitude=where.latitude if where else None,
-        gps_longitude=where.longitude if where else None,
-    )
+def recorded_facts(facts: PhotoFacts, *, keep_location: bool) -> PhotoFacts:
+    """GPS is recorded only with the owner's opt-in; without it, it never leaves here."""
+    return facts if keep_location else facts.model_copy(update={"location": None})

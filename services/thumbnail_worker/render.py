@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageCms
 
-from services.thumbnail_worker.facts import ExifFacts, Facts, GeoPoint, photo_facts, read_exif
+from services.thumbnail_worker.exif import Exif, photo_facts, read_exif
 from services.thumbnail_worker.placeholder import thumbhash
+from shared.facts import PhotoFacts
 from shared.imaging import PIL_FORMATS
 
 _EXTENSIONS = {"WEBP": "webp", "JPEG": "jpg", "PNG": "png"}
@@ -141,8 +142,7 @@ class RenderResult:
     width: int  # upright dimensions of the original
     height: int
     renditions: tuple[Rendered, ...]  # largest first
-    facts: Facts
-    location: GeoPoint | None  # from EXIF GPS: keep only if the owner opted in
+    facts: PhotoFacts  # location included: keep it only if the owner opted in
 
 
 class RenderError(Exception):
@@ -170,7 +170,7 @@ def render(
 class _Decoded:
     image: Image.Image  # at most the largest rendition's size, still as stored
     stored_size: tuple[int, int]  # the original's, before orientation
-    exif: ExifFacts
+    exif: Exif
     icc: bytes | None
 
 
@@ -187,10 +187,8 @@ def _render(
         image = _resized(image, _fit((width, height), spec.longest_side))
         written = _effective(spec, has_alpha=has_alpha)
         made.append(Rendered(written, _encode(image, written), image.width, image.height))
-    facts = photo_facts(
-        data, decoded.exif, width=width, height=height, placeholder=thumbhash(image)
-    )
-    return RenderResult(width, height, tuple(made), facts, decoded.exif.location)
+    facts = photo_facts(data, decoded.exif, placeholder=thumbhash(image))
+    return RenderResult(width, height, tuple(made), facts)
 
 
 def _decode(data: bytes, content_type: str, largest: int, max_pixels: int) -> _Decoded:

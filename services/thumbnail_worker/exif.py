@@ -1,8 +1,7 @@
-"""Facts about a photo: when and with what it was taken, from EXIF, plus its digest.
+"""Reading EXIF into the photo's facts: when and with what it was taken, and where.
 
 EXIF is attacker-controlled: every reader here turns a missing, mistyped, out-of-range or
-garbled value into None instead of raising. GPS comes back apart from the other facts so
-the caller keeps it only when the owner opted in.
+garbled value into None instead of raising.
 """
 
 from __future__ import annotations
@@ -11,12 +10,14 @@ import hashlib
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from numbers import Real
 from typing import Any, TypeVar
 
 from PIL import Image
+
+from shared.facts import Camera, Exposure, Location, PhotoFacts
 
 T = TypeVar("T")
 
@@ -43,90 +44,56 @@ _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)")
 
 
 @dataclass(frozen=True)
-class GeoPoint:
-    latitude: float  # degrees, north positive
-    longitude: float  # degrees, east positive
-
-
-@dataclass(frozen=True)
-class ExifFacts:
-    """What the EXIF block says; every field may be missing."""
+class Exif:
+    """What the EXIF block says; every part may be missing."""
 
     orientation: int = 1
-    taken_at: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens_model: str | None = None
-    exposure_time: float | None = None
-    f_number: float | None = None
-    iso: int | None = None
-    focal_length: float | None = None
-    location: GeoPoint | None = None
-
-
-@dataclass(frozen=True)
-class Facts:
-    """Shareable facts about a photo (never its location)."""
-
-    width: int  # upright
-    height: int
-    sha256: str  # hex digest of the original bytes
-    placeholder: str  # ThumbHash, base64
     # The camera's wall clock; timezone-aware (a fixed UTC offset) only when EXIF
     # recorded the offset, naive otherwise: a naive value's zone is unknown, not UTC.
     taken_at: datetime | None = None
-    camera_make: str | None = None
-    camera_model: str | None = None
-    lens_model: str | None = None
-    exposure_time: float | None = None  # seconds
-    f_number: float | None = None
-    iso: int | None = None
-    focal_length: float | None = None  # millimetres, as recorded (not 35 mm equivalent)
-
-    def as_json(self) -> dict[str, Any]:
-        """JSON-ready fields; taken_at as ISO 8601, with its offset when known."""
-        out = asdict(self)
-        out["taken_at"] = self.taken_at.isoformat() if self.taken_at else None
-        return out
+    camera: Camera = field(default_factory=Camera)
+    exposure: Exposure = field(default_factory=Exposure)
+    location: Location | None = None
 
 
-def photo_facts(
-    data: bytes, exif: ExifFacts, *, width: int, height: int, placeholder: str
-) -> Facts:
-    return Facts(
-        width=width,
-        height=height,
+def photo_facts(data: bytes, exif: Exif, *, placeholder: str) -> PhotoFacts:
+    """The photo's facts, location included: the caller drops it without the owner's
+    opt-in. A camera time without an offset is filed as UTC for ordering and filtering,
+    and kept as the camera showed it."""
+    local = exif.taken_at
+    return PhotoFacts(
         sha256=hashlib.sha256(data).hexdigest(),
         placeholder=placeholder,
-        taken_at=exif.taken_at,
-        camera_make=exif.camera_make,
-        camera_model=exif.camera_model,
-        lens_model=exif.lens_model,
-        exposure_time=exif.exposure_time,
-        f_number=exif.f_number,
-        iso=exif.iso,
-        focal_length=exif.focal_length,
+        taken_at=local if local is None or local.tzinfo else local.replace(tzinfo=UTC),
+        taken_at_local=local.isoformat() if local else None,
+        camera=exif.camera,
+        exposure=exif.exposure,
+        location=exif.location,
     )
 
 
-def read_exif(img: Image.Image) -> ExifFacts:
-    """The EXIF facts of an opened image; never raises (short of MemoryError)."""
+def read_exif(img: Image.Image) -> Exif:
+    """What the EXIF block of an opened image says; never raises (short of MemoryError)."""
     exif = _guard(img.getexif)
     if exif is None:
-        return ExifFacts()
+        return Exif()
     ifd0: Mapping[int, Any] = exif
     sub = _guard(lambda: exif.get_ifd(_EXIF_IFD)) or {}
     gps = _guard(lambda: exif.get_ifd(_GPS_IFD)) or {}
-    return ExifFacts(
+    return Exif(
         orientation=_guard(lambda: _orientation(ifd0.get(_IFD0_ORIENTATION))) or 1,
         taken_at=_guard(lambda: _taken_at(sub)),
-        camera_make=_guard(lambda: _text(ifd0.get(_IFD0_MAKE))),
-        camera_model=_guard(lambda: _text(ifd0.get(_IFD0_MODEL))),
-        lens_model=_guard(lambda: _text(sub.get(_LENS_MODEL))),
-        exposure_time=_guard(lambda: _positive(sub.get(_EXPOSURE_TIME), limit=3600 * 24)),
-        f_number=_guard(lambda: _positive(sub.get(_F_NUMBER), limit=1000)),
-        iso=_guard(lambda: _iso(sub.get(_ISO))),
-        focal_length=_guard(lambda: _positive(sub.get(_FOCAL_LENGTH), limit=100_000)),
+        camera=Camera(
+            make=_guard(lambda: _text(ifd0.get(_IFD0_MAKE))),
+            model=_guard(lambda: _text(ifd0.get(_IFD0_MODEL))),
+            lens=_guard(lambda: _text(sub.get(_LENS_MODEL))),
+        ),
+        exposure=Exposure(
+            exposure_time=_guard(lambda: _positive(sub.get(_EXPOSURE_TIME), limit=3600 * 24)),
+            f_number=_guard(lambda: _positive(sub.get(_F_NUMBER), limit=1000)),
+            iso=_guard(lambda: _iso(sub.get(_ISO))),
+            focal_length=_guard(lambda: _positive(sub.get(_FOCAL_LENGTH), limit=100_000)),
+        ),
         location=_guard(lambda: _location(gps)),
     )
 
@@ -213,12 +180,12 @@ def _utc_offset(text: str | None) -> timezone | None:
     return timezone(-delta if sign == "-" else delta)
 
 
-def _location(gps: Mapping[int, Any]) -> GeoPoint | None:
+def _location(gps: Mapping[int, Any]) -> Location | None:
     lat = _degrees(gps.get(2), gps.get(1), positive="N", negative="S", limit=90)
     lon = _degrees(gps.get(4), gps.get(3), positive="E", negative="W", limit=180)
     if lat is None or lon is None:
         return None
-    return GeoPoint(round(lat, 7), round(lon, 7))
+    return Location(latitude=round(lat, 7), longitude=round(lon, 7))
 
 
 def _degrees(
