@@ -240,12 +240,11 @@ async def test_an_event_left_unsent_by_a_crash_is_sent_by_the_relay(
         event = PhotoVerified(
             photo_id=photo_id,
             owner_id="alice",
-            bucket=real.s3_bucket,
             object_key=key,
+            etag=info.etag,
             content_type="image/jpeg",
             size=len(data),
-            width=1200,
-            height=900,
+            keep_location=False,
         )
         envelope = announcement(event, photo_id=photo_id, trace_id="t")
         facts = ImageFacts("image/jpeg", len(data), 1200, 900)
