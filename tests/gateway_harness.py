@@ -1,5 +1,5 @@
 """A gateway on the embedded defaults (in-process broker, SQLite, moto over HTTP), driven
-through aiohttp's test client, with every published upload intent captured."""
+through aiohttp's test client, with every event sent to the ingest worker captured."""
 
 from __future__ import annotations
 

@@ -70,10 +70,10 @@ async def test_facts_recorded_and_location_only_with_opt_in(
     assert record.facts.taken_at_local == "2024-05-01T14:03:22+02:00"
     assert record.facts.sha256 is not None and len(record.facts.sha256) == 64
     assert ready["data"]["placeholder"] == record.facts.placeholder and record.facts.placeholder
-    assert view["placeholder"] == record.facts.placeholder
-    assert view["camera"] == {"make": "Fujifilm", "model": "X-T5", "lens": None}
-    assert view["taken_at_local"] == "2024-05-01T14:03:22+02:00"
-    assert (view["location"] is not None) == keep_location
+    assert view["facts"]["placeholder"] == record.facts.placeholder
+    assert view["facts"]["camera"] == {"make": "Fujifilm", "model": "X-T5", "lens": None}
+    assert view["facts"]["taken_at_local"] == "2024-05-01T14:03:22+02:00"
+    assert (view["facts"]["location"] is not None) == keep_location
     if keep_location:
         assert record.facts.gps_latitude == pytest.approx(48.858, abs=1e-3)
         assert record.facts.gps_longitude == pytest.approx(2.35, abs=1e-3)
