@@ -6,11 +6,12 @@ from the same classes, so the document cannot drift from what the server sends.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from pydantic.json_schema import SkipJsonSchema
 
 from shared.facts import PhotoFacts
@@ -27,6 +28,29 @@ _ONE_STATUS = "|".join(LISTABLE)
 STATUS_LIST_PATTERN = rf"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"
 
 PhotoId = Annotated[str, Field(pattern=PHOTO_ID_PATTERN, examples=["0" * 32])]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _whole_number(value: object) -> object:
+    # JSON Schema's integer includes 1.0 and excludes true and "1"; pydantic's lax int
+    # takes "1", its strict one refuses 1.0. Hold to what the document says.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a whole number")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be a whole number")
+    return int(value)
+
+
+def _date_time(value: object) -> object:
+    # The document says RFC 3339 (`format: date-time`); pydantic alone also takes unix
+    # times ("0.5") and dates without seconds.
+    if isinstance(value, str) and not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset")
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+DateTime = Annotated[AwareDatetime, BeforeValidator(_date_time)]
 
 
 class _Shape(BaseModel):
@@ -49,12 +73,12 @@ class UploadRequest(_Shape):
     filename: str = Field(min_length=1, max_length=1024, description="for display only")
     # The server accepts exactly these (an unknown one is a 415 `unsupported_type`).
     content_type: str = Field(json_schema_extra={"enum": list(ALLOWED_CONTENT_TYPES)})
-    size: StrictInt = Field(gt=0, description="exact size in bytes; storage enforces it")
+    size: WholeNumber = Field(gt=0, description="exact size in bytes; storage enforces it")
     method: Literal["POST", "PUT"] = "POST"
     sha256: str | None = Field(
         None, pattern=r"^[0-9a-f]{64}$", description="enables the duplicate answer"
     )
-    keep_location: bool = Field(False, description="keep GPS in the recorded facts")
+    keep_location: StrictBool = Field(False, description="keep GPS in the recorded facts")
 
 
 class BatchRequest(_Shape):
@@ -69,8 +93,8 @@ class ListQuery(_Shape):
     status: str | None = Field(
         None, pattern=STATUS_LIST_PATTERN, description="comma-separated statuses"
     )
-    taken_after: AwareDatetime | None = Field(None, description="inclusive")
-    taken_before: AwareDatetime | None = Field(None, description="exclusive")
+    taken_after: DateTime | None = Field(None, description="inclusive")
+    taken_before: DateTime | None = Field(None, description="exclusive")
 
 
 class PhotoPath(_Shape):

@@ -154,14 +154,14 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
             for name, text in answer.headers.items()
         }
     if answer.photo_id is not None:
-        # Every operation whose only parameter is the photo id can follow it.
+        # Every operation on that photo can follow it.
         doc["links"] = {
             op.operation_id: {
                 "operationId": op.operation_id,
                 "parameters": {"photo_id": answer.photo_id},
             }
             for op in every
-            if op.params is not None and set(op.params.model_fields) == {"photo_id"}
+            if op.params is not None and "photo_id" in op.params.model_fields
         }
     return doc
 
