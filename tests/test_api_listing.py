@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from shared.events import Envelope, PhotoRejected
 from shared.settings import Settings
 from shared.tables import photos
-from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
+from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -136,3 +136,33 @@ async def test_another_users_photos_are_404_on_every_route(gw: Gateway, unique: 
         await problem_of(resp, 404)
     assert (await page(gw, bob))["items"] == []
     assert [i["id"] for i in (await page(gw, alice))["items"]] == [photo_id]
+
+
+async def ready_records(gw: Gateway, user: str, count: int) -> None:
+    """Photos recorded ready, each with its renditions."""
+    for _ in range(count):
+        await ready_photo(gw, user, store_objects=False)
+
+
+async def queries_for_page(gw: Gateway, user: str, limit: int) -> int:
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    engine = gw.res.store._engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        body = await page(gw, user, limit=limit)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(body["items"]) == limit and all(i["renditions"] for i in body["items"])
+    return len(statements)
+
+
+async def test_a_page_costs_the_same_queries_for_1_photo_as_for_50(
+    gw: Gateway, unique: str
+) -> None:
+    user = f"counted-{unique}"
+    await ready_records(gw, user, 50)
+    assert await queries_for_page(gw, user, 1) == await queries_for_page(gw, user, 50)
