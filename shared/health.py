@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
 from shared.resources import Resources
+
+
+class Liveness(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
+    ready: bool
+    checks: dict[str, bool]  # every dependency checked, whether it is required or not
+
+
+def _json(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )
 
 
 def add_health_routes(
@@ -19,12 +38,12 @@ def add_health_routes(
     Readiness is 503 when a check in `needs` fails; the others are reported only."""
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return _json(Liveness())
 
     async def readyz(_: web.Request) -> web.Response:
         checks = await resources().readiness()
         status = 200 if all(checks[name] for name in needs) else 503
-        return web.json_response({"ready": status == 200, "checks": checks}, status=status)
+        return _json(Readiness(ready=status == 200, checks=checks), status)
 
     async def metrics(_: web.Request) -> web.Response:
         m = resources().metrics

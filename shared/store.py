@@ -251,6 +251,18 @@ class Store:
             for r in rows
         ]
 
+    async def renditions_for(self, photo_ids: Sequence[str]) -> dict[str, list[RenditionRecord]]:
+        """The renditions of several photos in one query, by photo id (absent: none)."""
+        query = sa.select(renditions).where(renditions.c.photo_id.in_(photo_ids))
+        found: dict[str, list[RenditionRecord]] = {}
+        async with self._tx() as conn:
+            rows = (await conn.execute(query.order_by(renditions.c.name))).all()
+        for r in rows:
+            found.setdefault(r.photo_id, []).append(
+                RenditionRecord(r.name, r.object_key, r.width, r.height, r.content_type, r.size)
+            )
+        return found
+
     async def _advance(
         self,
         conn: AsyncConnection,

@@ -1,5 +1,5 @@
 """A gateway on the embedded defaults (in-process broker, SQLite, moto over HTTP), driven
-through aiohttp's test client, with every published upload intent captured."""
+through aiohttp's test client, with every event sent to the ingest worker captured."""
 
 from __future__ import annotations
 
@@ -67,8 +67,11 @@ async def problem_of(resp: Any, status: int) -> dict[str, Any]:
     return body
 
 
-async def ready_photo(gw: Gateway, owner: str = "alice") -> tuple[str, bytes]:
-    """A photo recorded ready, with its original and one rendition in storage."""
+async def ready_photo(
+    gw: Gateway, owner: str = "alice", *, store_objects: bool = True
+) -> tuple[str, bytes]:
+    """A photo recorded ready, with its original and one rendition in storage (or only
+    recorded, for tests that never fetch the bytes)."""
     res, data = gw.res, images.jpeg(64, 48)
     photo_id = uuid.uuid4().hex
     key, thumb = original_key(owner, photo_id), rendition_key(owner, photo_id, "thumb", "webp")
@@ -80,7 +83,11 @@ async def ready_photo(gw: Gateway, owner: str = "alice") -> tuple[str, bytes]:
     await res.store.mark_verified(
         photo_id, facts=facts, etag=None, announce=_envelope(photo_id, owner)
     )
-    made = [RenditionRecord("thumb", thumb, 64, 48, "image/webp", 3)]
+    preview = rendition_key(owner, photo_id, "preview", "jpeg")
+    made = [
+        RenditionRecord("thumb", thumb, 64, 48, "image/webp", 3),
+        RenditionRecord("preview", preview, 64, 48, "image/jpeg", 3),
+    ]
     await res.store.mark_ready(
         photo_id,
         width=64,
@@ -89,8 +96,9 @@ async def ready_photo(gw: Gateway, owner: str = "alice") -> tuple[str, bytes]:
         announce=_envelope(photo_id, owner),
         facts=PhotoFacts(hashlib.sha256(data).hexdigest(), "placeholder"),
     )
-    await res.storage.put(key, data, content_type="application/octet-stream")
-    await res.storage.put(thumb, b"abc", content_type="application/octet-stream")
+    if store_objects:
+        await res.storage.put(key, data, content_type="application/octet-stream")
+        await res.storage.put(thumb, b"abc", content_type="application/octet-stream")
     return photo_id, data
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -14,6 +15,7 @@ from services.gateway.context import (
     DEV_TOKEN,
     DOWNLOADS,
     LIMITER,
+    OPENAPI,
     RESOURCES,
     TRACE_ID,
     VERIFIER,
@@ -21,8 +23,9 @@ from services.gateway.context import (
 from services.gateway.cors import cors_middleware, parse_origins
 from services.gateway.downloads import check_window, open_downloads
 from services.gateway.inputs import trace_id_of
+from services.gateway.openapi import build_document
 from services.gateway.problems import Handler, problem_middleware
-from services.gateway.routes import all_routes
+from services.gateway.routes import all_routes, operations
 from services.gateway.security import ip_rate_limit
 from shared.health import add_health_routes
 from shared.logging import get_logger, log_context
@@ -74,6 +77,7 @@ def create_app(
         client_max_size=MAX_JSON_BODY,
     )
     app[DEV_TOKEN] = dev_token
+    app[OPENAPI] = json.dumps(build_document(operations(), settings)).encode()
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:

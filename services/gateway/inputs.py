@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from services.gateway.problems import ApiError
+from services.gateway.problems import INVALID, MALFORMED_JSON, ApiError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,7 +29,7 @@ async def json_body(request: web.Request) -> Any:
     # JSONDecodeError and UnicodeDecodeError (ValueError), an unknown charset (LookupError),
     # absurd nesting (RecursionError): all just bad bodies.
     except (ValueError, LookupError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", f"request body is not JSON: {exc!r}"[:300]) from exc
+        raise MALFORMED_JSON(f"request body is not JSON: {exc!r}"[:300]) from exc
 
 
 async def parsed_body(request: web.Request, model: type[M]) -> M:
@@ -60,4 +60,4 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
 
 
 def validation_problem(exc: ValidationError, *, what: str = "request body") -> ApiError:
-    return ApiError(422, "invalid_request", f"the {what} is not valid", errors=field_errors(exc))
+    return INVALID(f"the {what} is not valid", errors=field_errors(exc))

@@ -1,376 +1,216 @@
-"""The OpenAPI 3.1 document served at /openapi.json, and the page at /docs."""
+"""The OpenAPI 3.1 document, generated from the route table and the models it names.
+
+Schemas come from pydantic (JSON Schema 2020-12, which OpenAPI 3.1 uses as it is);
+this module only arranges them: parameters, bodies, answers, problems, links between
+operations, and the webhooks Darkroom sends.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal
 
-from aiohttp import web
-from pydantic import BaseModel
-from swagger_ui_bundle import swagger_ui_path
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from services.gateway.photos import LISTABLE, ListQuery
-from services.gateway.uploads import BatchRequest, UploadRequest
+from services.gateway.models import Problem, UploadRequest
+from services.gateway.problems import PROBLEM_JSON, Fault
+from services.gateway.registry import Answer, Operation
+from shared.events import Event, PhotoReady, PhotoRejected
+from shared.settings import Settings
 
-routes = web.RouteTableDef()
 REF = "#/components/schemas/{model}"
-ERRORS = {
-    "400": "malformed JSON, a bad cursor, or an API key without X-Darkroom-User",
-    "401": "no usable credentials (WWW-Authenticate says why)",
-    "403": "the API key lacks the scope",
-    "404": "no such photo (or not yours)",
-    "405": "method not allowed",
-    "413": "request body too large",
-    "429": "rate limited (see Retry-After)",
-    "503": "a backing service is unavailable (see Retry-After); nothing was granted",
-    "500": "the server failed",
+JSON = "application/json"
+# Events a webhook receiver gets, in the payload the notifier sends.
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (PhotoReady, PhotoRejected)
+WEBHOOK_HEADERS = {
+    "webhook-id": "the event id: the same on every retry and re-publish, so dedupe on it",
+    "webhook-timestamp": "unix seconds of this attempt",
+    "webhook-signature": 'v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">',
 }
+DESCRIPTION = (
+    "Photo uploads through presigned URLs. Errors are RFC 9457 problem details with a "
+    "machine-readable `code`. Authenticate with a bearer JWT, or an API key "
+    "(`Bearer drk_...`) plus `X-Darkroom-User`."
+)
+
+Schemas = dict[str, Any]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": REF.format(model=name)}
+def webhook_payload(event: type[Event]) -> type[BaseModel]:
+    """The body the notifier POSTs for `event`: its type, when it was sent, its data."""
+    payload: type[BaseModel] = create_model(
+        f"{event.__name__}Webhook",
+        __config__=ConfigDict(json_schema_serialization_defaults_required=True),
+        __doc__=f"Sent when a photo's `{event.TYPE}` event is published.",
+        type=(Literal[event.TYPE], event.TYPE),  # type: ignore[arg-type]
+        timestamp=(datetime, Field(description="when this delivery was made")),
+        data=(event, ...),
+    )
+    return payload
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+class _Components:
+    """Every model the document names, generated together so they share definitions."""
 
-
-def _responses(ok: dict[str, Any], *extra: str) -> dict[str, Any]:
-    problems = {
-        code: {
-            "description": ERRORS.get(code, "see the problem's code and detail"),
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    def __init__(self, operations: Sequence[Operation], webhooks: Iterable[type[BaseModel]]):
+        wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
+            (Problem, "serialization"): None
         }
-        for code in ["400", "401", "403", "405", "413", "429", "500", "503", *extra]
-    }
-    return {**ok, **problems}
+        for op in operations:
+            for model in (op.params, op.query, op.body):
+                if model is not None:
+                    wanted[(model, "validation")] = None
+            for answer in op.answers.values():
+                if answer.model is not None:
+                    wanted[(answer.model, "serialization")] = None
+        wanted |= dict.fromkeys((hook, "serialization") for hook in webhooks)
+        self.refs, top = models_json_schema(list(wanted), ref_template=REF)
+        self.schemas: Schemas = top.get("$defs", {})
+
+    def ref(self, model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, str]:
+        return self.refs[(model, mode)]
+
+    def schema(self, model: type[BaseModel], mode: JsonSchemaMode) -> Schemas:
+        name = self.ref(model, mode)["$ref"].rsplit("/", 1)[-1]
+        schema: Schemas = self.schemas[name]
+        return schema
 
 
-NULLABLE_STR = {"type": ["string", "null"]}
-NULLABLE_INT = {"type": ["integer", "null"]}
-NULLABLE_NUM = {"type": ["number", "null"]}
-
-SCHEMAS: dict[str, Any] = {
-    "Problem": {
-        "type": "object",
-        "required": ["type", "title", "status", "detail", "code"],
-        "properties": {
-            "type": {"type": "string"},
-            "title": {"type": "string"},
-            "status": {"type": "integer"},
-            "detail": {"type": "string"},
-            "code": {"type": "string"},
-            "errors": {"type": "array", "items": {"type": "object"}},
-        },
-    },
-    "Upload": {
-        "type": "object",
-        "required": ["method", "url"],
-        "properties": {
-            "method": {"enum": ["POST", "PUT"]},
-            "url": {"type": "string"},
-            "fields": {"type": "object", "additionalProperties": {"type": "string"}},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    },
-    "Grant": {
-        "oneOf": [
-            {
-                "type": "object",
-                "required": ["photo_id", "upload", "expires_at"],
-                "properties": {
-                    "photo_id": {"type": "string"},
-                    "upload": _ref("Upload"),
-                    "expires_at": {"type": "string", "format": "date-time"},
-                },
-                "additionalProperties": False,
-            },
-            {
-                "type": "object",
-                "description": "the owner already has this photo (same sha256)",
-                "required": ["photo_id", "duplicate", "photo"],
-                "properties": {
-                    "photo_id": {"type": "string"},
-                    "duplicate": {"const": True},
-                    "photo": _ref("Photo"),
-                },
-                "additionalProperties": False,
-            },
-        ]
-    },
-    "Link": {
-        "type": "object",
-        "required": ["url"],
-        "properties": {
-            "url": {"type": "string"},
-            "width": {"type": "integer"},
-            "height": {"type": "integer"},
-            "content_type": {"type": "string"},
-        },
-    },
-    "Photo": {
-        "type": "object",
-        "required": ["id", "status", "filename", "created_at", "renditions", "original"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"enum": [*LISTABLE]},
-            "reason": NULLABLE_STR,
-            "reason_detail": NULLABLE_STR,
-            "filename": {"type": "string"},
-            "content_type": {"type": "string"},
-            "size": {"type": "integer"},
-            "width": NULLABLE_INT,
-            "height": NULLABLE_INT,
-            "taken_at": {"type": ["string", "null"], "format": "date-time"},
-            "taken_at_local": NULLABLE_STR,
-            "placeholder": {**NULLABLE_STR, "description": "ThumbHash, base64"},
-            "sha256": NULLABLE_STR,
-            "camera": {
-                "type": "object",
-                "properties": {"make": NULLABLE_STR, "model": NULLABLE_STR, "lens": NULLABLE_STR},
-            },
-            "exposure": {
-                "type": "object",
-                "properties": {
-                    "exposure_time": NULLABLE_NUM,
-                    "f_number": NULLABLE_NUM,
-                    "iso": NULLABLE_INT,
-                    "focal_length": NULLABLE_NUM,
-                },
-            },
-            "location": {
-                "oneOf": [
-                    {
-                        "type": "object",
-                        "required": ["latitude", "longitude"],
-                        "properties": {
-                            "latitude": {"type": "number"},
-                            "longitude": {"type": "number"},
-                        },
-                    },
-                    {"type": "null"},
-                ]
-            },
-            "created_at": {"type": "string", "format": "date-time"},
-            "renditions": {"type": "object", "additionalProperties": _ref("Link")},
-            "original": {"oneOf": [_ref("Link"), {"type": "null"}]},
-        },
-    },
-    "PhotoPage": {
-        "type": "object",
-        "required": ["items", "next_cursor"],
-        "properties": {
-            "items": {"type": "array", "items": _ref("Photo")},
-            "next_cursor": NULLABLE_STR,
-        },
-    },
-    "Completion": {
-        "type": "object",
-        "required": ["id", "status"],
-        "properties": {"id": {"type": "string"}, "status": {"enum": [*LISTABLE]}},
-    },
-}
-
-PHOTO_ID = {"name": "photo_id", "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _schemas(*models: type[BaseModel]) -> dict[str, Any]:
-    schemas = dict(SCHEMAS)
-    for model in models:
-        schema = model.model_json_schema(ref_template=REF)
-        schemas.update(schema.pop("$defs", {}))
-        schemas[model.__name__] = schema
-    return schemas
-
-
-def _body(name: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
-
-
-def _query_parameters() -> list[dict[str, Any]]:
-    schema = ListQuery.model_json_schema()
-    return [
-        {"name": name, "in": "query", "required": False, "schema": prop}
-        for name, prop in schema["properties"].items()
-    ]
-
-
-def _paths() -> dict[str, Any]:
-    auth: list[dict[str, list[str]]] = [{"bearer": []}]
-    return {
-        "/v1/uploads": {
-            "post": {
-                "summary": "Grant one upload (or answer the existing photo with that sha256)",
-                "security": auth,
-                "requestBody": _body("UploadRequest"),
-                "responses": _responses(
-                    {
-                        "201": _json(_ref("Grant"), "granted"),
-                        "200": _json(_ref("Grant"), "already uploaded"),
-                    },
-                    "409",
-                    "415",
-                    "422",
-                ),
-            }
-        },
-        "/v1/uploads:batch": {
-            "post": {
-                "summary": "Grant up to 50 uploads, all or none, in request order",
-                "security": auth,
-                "requestBody": _body("BatchRequest"),
-                "responses": _responses(
-                    {
-                        "201": _json(
-                            {
-                                "type": "object",
-                                "required": ["items"],
-                                "properties": {"items": {"type": "array", "items": _ref("Grant")}},
-                            },
-                            "every item granted",
-                        )
-                    },
-                    "409",
-                    "422",
-                ),
-            }
-        },
-        "/v1/uploads/{photo_id}/complete": {
-            "post": {
-                "summary": "Hint that the upload finished (verification starts now)",
-                "security": auth,
-                "parameters": [PHOTO_ID],
-                "responses": _responses(
-                    {
-                        "202": _json(_ref("Completion"), "verification requested"),
-                        "200": _json(_ref("Completion"), "already past pending"),
-                    },
-                    "404",
-                ),
-            }
-        },
-        "/v1/photos": {
-            "get": {
-                "summary": "The caller's photos, newest first",
-                "security": auth,
-                "parameters": _query_parameters(),
-                "responses": _responses({"200": _json(_ref("PhotoPage"), "a page")}, "422"),
-            }
-        },
-        "/v1/photos/{photo_id}": {
-            "get": {
-                "summary": "One photo, with download URLs once ready",
-                "security": auth,
-                "parameters": [PHOTO_ID],
-                "responses": _responses({"200": _json(_ref("Photo"), "the photo")}, "404"),
-            },
-            "delete": {
-                "summary": "Delete a photo: gone at once, purged from storage soon after",
-                "security": auth,
-                "parameters": [PHOTO_ID],
-                "responses": _responses({"204": {"description": "deleted"}}, "404"),
-            },
-        },
-        "/v1/photos/{photo_id}/{rendition}": {
-            "get": {
-                "summary": "Stable link: 302 to the current download URL",
-                "security": auth,
-                "parameters": [
-                    PHOTO_ID,
-                    {
-                        "name": "rendition",
-                        "in": "path",
-                        "required": True,
-                        "description": "`original` or a rendition name such as `thumb`",
-                        "schema": {"type": "string"},
-                    },
-                ],
-                "responses": _responses(
-                    {"302": {"description": "redirect to the presigned URL"}}, "404", "409"
-                ),
-            }
-        },
-        "/v1/me": {
-            "delete": {
-                "summary": "Delete the caller's account and every photo in it",
-                "security": auth,
-                "responses": _responses(
-                    {
-                        "202": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "photos"],
-                                "properties": {
-                                    "status": {"const": "deleting"},
-                                    "photos": {"type": "integer"},
-                                },
-                            },
-                            "purge under way",
-                        )
-                    }
-                ),
-            }
-        },
-        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}},
-        "/readyz": {
-            "get": {
-                "summary": "Readiness (the database; the broker is reported, not required)",
-                "responses": {
-                    "200": {"description": "ready"},
-                    "503": {"description": "not ready"},
-                },
-            }
-        },
-    }
-
-
-def build_document() -> dict[str, Any]:
+def build_document(operations: Sequence[Operation], settings: Settings) -> dict[str, Any]:
+    hooks = {event.TYPE: webhook_payload(event) for event in WEBHOOK_EVENTS}
+    parts = _Components(operations, hooks.values())
+    # The size limit is a setting, so the document states this deployment's.
+    upload = parts.schema(UploadRequest, "validation")
+    upload["properties"]["size"]["maximum"] = settings.max_upload_bytes
+    paths: dict[str, dict[str, Any]] = defaultdict(dict)
+    for op in operations:
+        paths[op.path][op.method.lower()] = _operation(op, operations, parts)
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "Darkroom",
-            "version": "1",
-            "description": "Photo uploads through presigned URLs. Errors are RFC 9457 "
-            "problem details. Authenticate with a bearer JWT, or an API key "
-            "(`Bearer drk_...`) plus `X-Darkroom-User`.",
-        },
-        "paths": _paths(),
+        "info": {"title": "Darkroom", "version": "1", "description": DESCRIPTION},
+        "tags": [{"name": tag} for tag in dict.fromkeys(op.tag for op in operations)],
+        "paths": dict(paths),
+        "webhooks": {kind: _webhook(kind, model, parts) for kind, model in hooks.items()},
         "components": {
-            "schemas": _schemas(UploadRequest, BatchRequest),
+            "schemas": parts.schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 
 
-@routes.get("/openapi.json")
-async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(build_document())
+def _operation(op: Operation, every: Sequence[Operation], parts: _Components) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "security": [{"bearer": []}] if op.scope else [],
+    }
+    description = [op.description] if op.description else []
+    if op.scope:
+        description.append(f"Needs the `{op.scope}` scope when called with an API key.")
+    if description:
+        doc["description"] = "\n\n".join(description)
+    parameters = [
+        *_parameters(op.params, "path", parts),
+        *_parameters(op.query, "query", parts),
+    ]
+    if parameters:
+        doc["parameters"] = parameters
+    if op.body is not None:
+        body = {JSON: {"schema": parts.ref(op.body, "validation")}}
+        doc["requestBody"] = {"required": True, "content": body}
+    answers = {str(s): _answer(a, every, parts) for s, a in sorted(op.answers.items())}
+    doc["responses"] = answers | _problems(op.all_faults, parts)
+    return doc
 
 
-# Swagger UI's own files come from the swagger-ui-bundle-v2 package (no CDN needed).
-_SWAGGER_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Darkroom API</title>
-<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="/docs/assets/swagger-ui-bundle.js"></script>
-<script src="/docs/assets/swagger-init.js"></script>
-</body></html>"""
-
-_SWAGGER_INIT = (
-    "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#ui', deepLinking: true});"
-)
-
-
-@routes.get("/docs")
-async def docs(request: web.Request) -> web.Response:
-    return web.Response(text=_SWAGGER_PAGE, content_type="text/html")
+def _parameters(model: type[BaseModel] | None, where: str, parts: _Components) -> list[Schemas]:
+    if model is None:
+        return []
+    schema = parts.schema(model, "validation")
+    required = set(schema.get("required", ()))
+    return [
+        {
+            "name": name,
+            "in": where,
+            "required": name in required,
+            **({"description": prop["description"]} if "description" in prop else {}),
+            "schema": prop,
+        }
+        for name, prop in schema["properties"].items()
+    ]
 
 
-@routes.get("/docs/assets/swagger-init.js")
-async def docs_init(request: web.Request) -> web.Response:
-    return web.Response(text=_SWAGGER_INIT, content_type="application/javascript")
+def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> Schemas:
+    doc: Schemas = {"description": answer.description}
+    if answer.model is not None:
+        doc["content"] = {JSON: {"schema": parts.ref(answer.model, "serialization")}}
+    if answer.headers:
+        doc["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}}
+            for name, text in answer.headers.items()
+        }
+    if answer.photo_id is not None:
+        # Every operation on that photo can follow it.
+        doc["links"] = {
+            op.operation_id: {
+                "operationId": op.operation_id,
+                "parameters": {"photo_id": answer.photo_id},
+            }
+            for op in every
+            if op.params is not None and "photo_id" in op.params.model_fields
+        }
+    return doc
 
 
-@routes.get("/docs/assets/{name:swagger-ui(-bundle\\.js|\\.css)}")
-async def docs_asset(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(Path(swagger_ui_path) / request.match_info["name"])
+def _problems(faults: Iterable[Fault], parts: _Components) -> Schemas:
+    by_status: dict[int, list[Fault]] = defaultdict(list)
+    for fault in faults:
+        by_status[fault.status].append(fault)
+    problem = parts.ref(Problem, "serialization")
+    return {
+        str(status): {
+            "description": "; ".join(f"`{f.code}`: {f.meaning}" for f in found),
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {
+                        "allOf": [problem],
+                        "properties": {
+                            "code": {"enum": list(dict.fromkeys(f.code for f in found))}
+                        },
+                    }
+                }
+            },
+        }
+        for status, found in sorted(by_status.items())
+    }
+
+
+def _webhook(kind: str, payload: type[BaseModel], parts: _Components) -> Schemas:
+    return {
+        "post": {
+            "operationId": "on" + "".join(w.capitalize() for w in kind.split(".")),
+            "summary": f"Darkroom sends `{kind}` to DARKROOM_WEBHOOK_URL",
+            "description": "Signed per the Standard Webhooks spec; an answer other than "
+            "2xx is retried with backoff.",
+            "tags": ["webhooks"],
+            "parameters": [
+                {
+                    "name": name,
+                    "in": "header",
+                    "required": True,
+                    "description": text,
+                    "schema": {"type": "string"},
+                }
+                for name, text in WEBHOOK_HEADERS.items()
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": parts.ref(payload, "serialization")}},
+            },
+            "responses": {"2XX": {"description": "received"}},
+        }
+    }

@@ -3,86 +3,83 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import json
-import mimetypes
-import re
-from dataclasses import asdict, fields
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError
 
 from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
-from services.gateway.inputs import parsed_query
-from services.gateway.problems import ApiError
+from services.gateway.inputs import validation_problem
+from services.gateway.models import (
+    AccountDeletion,
+    DownloadPath,
+    ListQuery,
+    PhotoPage,
+    PhotoPath,
+    PhotoView,
+    respond,
+)
+from services.gateway.problems import INVALID, INVALID_CURSOR, NOT_FOUND, NOT_READY
+from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
+from services.gateway.views import download_name, view_of, views_of
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, announcement
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
-from shared.store import PhotoFacts, PhotoRecord, PhotoStatus
+from shared.store import PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
-_FACT_NAMES = [field.name for field in fields(PhotoFacts)]
-routes = web.RouteTableDef()
+api = Routes("photos")
 
-LISTABLE = ("pending", "verified", "ready", "rejected")
-
-
-class ListQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    limit: int = Field(50, ge=1, le=100)
-    cursor: str | None = None
-    status: str | None = Field(None, description="comma-separated statuses")
-    taken_after: AwareDatetime | None = None
-    taken_before: AwareDatetime | None = None
-    album_id: str | None = Field(None, max_length=64, description="reserved: albums come later")
-
-    @field_validator("status")
-    @classmethod
-    def _known(cls, value: str | None) -> str | None:
-        if value is not None and not set(value.split(",")) <= set(LISTABLE):
-            raise ValueError(f"each status must be one of {', '.join(LISTABLE)}")
-        return value
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Every well-formed cursor names some position; positions outside these bounds are
+# moved onto them, which lists the same photos (none were created outside them).
+_EARLIEST, _LATEST = _EPOCH, datetime(3000, 1, 1, tzinfo=UTC)
 
 
-# Photo ids are 32 hex digits (uuid4().hex); anything else cannot name a photo.
-_PHOTO_ID = re.compile(r"[0-9a-f]{32}")
+def _micros(when: datetime) -> int:
+    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def encode_cursor(photo: PhotoRecord) -> str:
-    raw = json.dumps([photo.created_at.isoformat(), photo.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    raw = _micros(photo.created_at).to_bytes(8, "big", signed=True) + bytes.fromhex(photo.id)
+    return base64.urlsafe_b64encode(raw).decode()
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    invalid = ApiError(400, "invalid_cursor", "the cursor is not one this API issued")
-    if len(cursor) > 200:
-        raise invalid
+    """The position a cursor names. The pattern has already held: 32 characters of
+    base64url are exactly 24 bytes, so any such cursor decodes."""
+    raw = base64.urlsafe_b64decode(cursor)
+    micros = int.from_bytes(raw[:8], "big", signed=True)
+    micros = min(max(micros, _micros(_EARLIEST)), _micros(_LATEST))
+    return _EPOCH + timedelta(microseconds=micros), raw[8:].hex()
+
+
+def list_query(request: web.Request) -> ListQuery:
     try:
-        created, photo_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        when = datetime.fromisoformat(created)
-    except (ValueError, TypeError, RecursionError, binascii.Error) as exc:
-        raise invalid from exc
-    if not (
-        isinstance(photo_id, str)
-        and _PHOTO_ID.fullmatch(photo_id)
-        and when.tzinfo
-        and 1900 < when.year < 9000
-    ):
-        raise invalid
-    return when, photo_id
+        return ListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        if any(e["loc"][:1] == ("cursor",) for e in exc.errors()):
+            raise INVALID_CURSOR("the cursor is not one this API issued") from exc
+        raise validation_problem(exc, what="query string") from exc
 
 
-@routes.get("/v1/photos")
+@api.route(
+    "GET",
+    "/v1/photos",
+    "listPhotos",
+    "The caller's photos, newest first",
+    {200: Answer("a page", PhotoPage, photo_id="$response.body#/items/0/id")},
+    scope="photos:read",
+    query=ListQuery,
+    faults=(INVALID_CURSOR, INVALID),
+)
 async def list_photos(request: web.Request) -> web.Response:
+    """Keyset-paged on (created_at, id): photos created while a client pages sort
+    before its cursor, so a listing never repeats or skips one."""
     owner = (await authenticate(request, "photos:read")).user_id
-    query = parsed_query(request.query, ListQuery)
+    query = list_query(request)
     res = request.app[RESOURCES]
-    if query.album_id is not None:
-        # Albums do not exist yet, so no photo is in one.
-        return web.json_response({"items": [], "next_cursor": None})
     page = await res.store.owner_photos(
         owner,
         limit=query.limit + 1,
@@ -93,41 +90,54 @@ async def list_photos(request: web.Request) -> web.Response:
     )
     more = len(page) > query.limit
     page = page[: query.limit]
-    return web.json_response(
-        {
-            "items": [await photo_view(request, p) for p in page],
-            "next_cursor": encode_cursor(page[-1]) if more else None,
-        }
-    )
+    next_cursor = encode_cursor(page[-1]) if more else None
+    return respond(PhotoPage(items=await views_of(request, page), next_cursor=next_cursor))
 
 
-@routes.get("/v1/photos/{photo_id}")
+@api.route(
+    "GET",
+    "/v1/photos/{photo_id}",
+    "getPhoto",
+    "One photo, with download URLs once ready",
+    {200: Answer("the photo", PhotoView)},
+    scope="photos:read",
+    params=PhotoPath,
+    faults=(NOT_FOUND,),
+)
 async def get_photo(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:read")).user_id
-    res = request.app[RESOURCES]
-    photo = await owned_photo(res, owner, request.match_info["photo_id"])
-    return web.json_response(await photo_view(request, photo))
+    photo = await owned_photo(request.app[RESOURCES], owner, request.match_info["photo_id"])
+    return respond(await view_of(request, photo))
 
 
-@routes.get("/v1/photos/{photo_id}/{rendition}")
+@api.route(
+    "GET",
+    "/v1/photos/{photo_id}/{rendition}",
+    "followDownload",
+    "Stable link: 302 to the current download URL",
+    {302: Answer("to the presigned URL", headers={"Location": "the presigned URL"})},
+    scope="photos:read",
+    params=DownloadPath,
+    faults=(NOT_FOUND, NOT_READY),
+)
 async def follow_download(request: web.Request) -> web.Response:
-    """A stable link for clients: 302 to the current presigned URL."""
+    """For `<img src>`: cacheable until the signing window turns."""
     owner = (await authenticate(request, "photos:read")).user_id
     res = request.app[RESOURCES]
     photo = await owned_photo(res, owner, request.match_info["photo_id"])
     name = request.match_info["rendition"]
     if photo.status is not PhotoStatus.READY:
-        raise ApiError(409, "not_ready", f"the photo is {photo.status.value}, not ready")
+        raise NOT_READY(f"the photo is {photo.status.value}, not ready")
     if name == "original":
         key, content_type = photo.object_key, photo.content_type
     else:
         found = [r for r in await res.store.renditions(photo.id) if r.name == name]
         if not found:
-            raise ApiError(404, "not_found", f"the photo has no rendition {name!r}")
+            raise NOT_FOUND(f"the photo has no rendition {name!r}")
         key, content_type = found[0].object_key, found[0].content_type
     downloads = request.app[DOWNLOADS]
     url, fresh_for = await downloads.url(
-        key, content_type, _download_name(photo, name, content_type)
+        key, content_type, download_name(photo, name, content_type)
     )
     # Cacheable only until the window turns; the URL it names stays valid longer.
     return web.Response(
@@ -135,7 +145,16 @@ async def follow_download(request: web.Request) -> web.Response:
     )
 
 
-@routes.delete("/v1/photos/{photo_id}")
+@api.route(
+    "DELETE",
+    "/v1/photos/{photo_id}",
+    "deletePhoto",
+    "Delete a photo: gone at once, purged from storage soon after",
+    {204: Answer("deleted")},
+    scope="photos:delete",
+    params=PhotoPath,
+    faults=(NOT_FOUND,),
+)
 async def delete_photo(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:delete")).user_id
     res, photo_id = request.app[RESOURCES], request.match_info["photo_id"]
@@ -143,14 +162,22 @@ async def delete_photo(request: web.Request) -> web.Response:
     envelope = announcement(event, photo_id=photo_id, trace_id=request[TRACE_ID])
     with log_context(photo_id=photo_id, owner_id=owner):
         if not await res.store.mark_deleted(photo_id, owner, envelope):
-            raise ApiError(404, "not_found", "no such photo")
+            raise NOT_FOUND("no such photo")
         await res.outbox.try_send(envelope)
         log.info("photo deleted")
     return web.Response(status=204)
 
 
-@routes.delete("/v1/me")
+@api.route(
+    "DELETE",
+    "/v1/me",
+    "deleteAccount",
+    "Delete the caller's account and every photo in it",
+    {202: Answer("purge under way", AccountDeletion)},
+    scope="account:delete",
+)
 async def delete_account(request: web.Request) -> web.Response:
+    """Every photo leaves the API at once; objects and records are purged later."""
     owner = (await authenticate(request, "account:delete")).user_id
     res = request.app[RESOURCES]
     envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=request[TRACE_ID])
@@ -158,77 +185,16 @@ async def delete_account(request: web.Request) -> web.Response:
         photos = await res.store.mark_owner_deleted(owner, envelope)
         await res.outbox.try_send(envelope)
         log.info("account deletion accepted", photos=photos)
-    return web.json_response({"status": "deleting", "photos": photos}, status=202)
+    return respond(AccountDeletion(photos=photos), 202)
 
 
 async def owned_photo(res: Resources, owner: str, photo_id: str) -> PhotoRecord:
-    if not _PHOTO_ID.fullmatch(photo_id):
-        raise ApiError(404, "not_found", "no such photo")
+    try:
+        PhotoPath(photo_id=photo_id)
+    except ValidationError as exc:
+        raise NOT_FOUND("no such photo") from exc
     photo = await res.store.get(photo_id)
     # Someone else's photo is indistinguishable from a missing one.
     if photo is None or photo.owner_id != owner or photo.status is PhotoStatus.DELETED:
-        raise ApiError(404, "not_found", "no such photo")
+        raise NOT_FOUND("no such photo")
     return photo
-
-
-def _download_name(photo: PhotoRecord, rendition: str, content_type: str | None) -> str:
-    if rendition == "original":
-        return photo.filename
-    stem = photo.filename.rsplit(".", 1)[0] or "photo"
-    return f"{stem}-{rendition}{mimetypes.guess_extension(content_type or '') or ''}"
-
-
-async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]:
-    res, downloads = request.app[RESOURCES], request.app[DOWNLOADS]
-    view: dict[str, Any] = {
-        "id": photo.id,
-        "status": photo.status.value,
-        "reason": photo.reason,
-        "reason_detail": photo.reason_detail,
-        "filename": photo.filename,
-        "content_type": photo.content_type or photo.declared_type,
-        "size": photo.size if photo.size is not None else photo.declared_size,
-        "width": photo.width,
-        "height": photo.height,
-        **_facts_view(photo),
-        "created_at": photo.created_at.isoformat(),
-        "renditions": {},
-        "original": None,
-    }
-    if photo.status is PhotoStatus.READY:
-        for r in await res.store.renditions(photo.id):
-            name = _download_name(photo, r.name, r.content_type)
-            url, _ = await downloads.url(r.object_key, r.content_type, name)
-            view["renditions"][r.name] = {
-                "url": url,
-                "width": r.width,
-                "height": r.height,
-                "content_type": r.content_type,
-            }
-        name = _download_name(photo, "original", photo.content_type)
-        url, _ = await downloads.url(photo.object_key, photo.content_type, name)
-        view["original"] = {"url": url}
-    return view
-
-
-def _facts_view(photo: PhotoRecord) -> dict[str, Any]:
-    """What rendering learnt; all null until the photo is rendered."""
-    f = asdict(photo.facts) if photo.facts else dict.fromkeys(_FACT_NAMES)
-    location = None
-    # Recorded only with the owner's opt-in, and shown only to the owner.
-    if f["gps_latitude"] is not None and f["gps_longitude"] is not None:
-        location = {"latitude": f["gps_latitude"], "longitude": f["gps_longitude"]}
-    return {
-        "taken_at": f["taken_at"].isoformat() if f["taken_at"] else None,
-        "taken_at_local": f["taken_at_local"],
-        "placeholder": f["placeholder"],
-        "sha256": f["sha256"],
-        "camera": {"make": f["camera_make"], "model": f["camera_model"], "lens": f["lens_model"]},
-        "exposure": {
-            "exposure_time": f["exposure_time"],
-            "f_number": f["f_number"],
-            "iso": f["iso"],
-            "focal_length": f["focal_length"],
-        },
-        "location": location,
-    }

@@ -1,19 +1,25 @@
-"""RFC 9457 problem details: every error the gateway sends is application/problem+json."""
+"""RFC 9457 problem details: every error the gateway sends is application/problem+json.
+
+Each kind of problem is a `Fault` (status, code, what it means). Handlers raise them and
+the route table lists the ones each operation can answer, so the document's error
+responses name the same codes the server sends.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from services.gateway.models import Problem
 from shared.errors import PermanentError, TransientError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 
 PROBLEM_TYPE_BASE = "https://darkroom.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
 
 
 class ApiError(Exception):
@@ -34,6 +40,51 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class Fault(NamedTuple):
+    status: int
+    code: str
+    meaning: str
+
+    def __call__(
+        self, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> ApiError:
+        return ApiError(self.status, self.code, detail, headers=headers, **extra)
+
+
+MALFORMED_JSON = Fault(400, "malformed_json", "the body is not JSON")
+REFUSED = Fault(400, "invalid_request", "the data cannot be stored as given")
+INVALID_CURSOR = Fault(400, "invalid_cursor", "a cursor this API did not issue")
+USER_REQUIRED = Fault(400, "user_required", "an API key without X-Darkroom-User")
+UNAUTHORIZED = Fault(401, "unauthorized", "no usable credentials (WWW-Authenticate says why)")
+INSUFFICIENT_SCOPE = Fault(403, "insufficient_scope", "the API key lacks the scope")
+NOT_FOUND = Fault(404, "not_found", "no such photo (or not yours)")
+METHOD_NOT_ALLOWED = Fault(405, "method_not_allowed", "see Allow")
+NOT_READY = Fault(409, "not_ready", "the photo is not ready yet")
+TOO_MANY_PENDING = Fault(409, "too_many_pending", "too many uploads still pending")
+PHOTO_QUOTA = Fault(409, "photo_quota_exceeded", "the photo quota would be exceeded")
+BODY_TOO_LARGE = Fault(413, "body_too_large", "the request body is too large")
+TOO_LARGE = Fault(413, "too_large", "the photo exceeds the size limit")
+BYTE_QUOTA = Fault(413, "byte_quota_exceeded", "the byte quota would be exceeded")
+UNSUPPORTED_TYPE = Fault(415, "unsupported_type", "not an accepted image type")
+INVALID = Fault(422, "invalid_request", "the request does not fit its schema (see errors)")
+RATE_LIMITED = Fault(429, "rate_limited", "too many requests (see Retry-After)")
+INTERNAL = Fault(500, "internal_error", "the server failed; the error has been logged")
+UNAVAILABLE = Fault(503, "unavailable", "a backing service is away (see Retry-After)")
+HTTP_ERROR = Fault(400, "http_error", "the request is not HTTP the server can read")
+
+# What any authenticated operation may answer, whatever it does.
+EVERY_CALL = (
+    REFUSED,
+    USER_REQUIRED,
+    UNAUTHORIZED,
+    INSUFFICIENT_SCOPE,
+    RATE_LIMITED,
+    INTERNAL,
+    UNAVAILABLE,
+)
+_FROM_AIOHTTP = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: BODY_TOO_LARGE}
+
+
 def problem(
     status: int,
     code: str,
@@ -42,18 +93,19 @@ def problem(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
-    body = {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": code.replace("_", " ").capitalize(),
-        "status": status,
-        "detail": detail,
-        "code": code,
+    body = Problem(
+        type=PROBLEM_TYPE_BASE + code,
+        title=code.replace("_", " ").capitalize(),
+        status=status,
+        detail=detail,
+        code=code,
         **extra,
-    }
+    )
     return web.Response(
         status=status,
-        text=json.dumps(body),
-        content_type="application/problem+json",
+        # Members that do not apply are left out rather than sent as null.
+        body=body.model_dump_json(exclude_none=True).encode(),
+        content_type=PROBLEM_JSON,
         headers=headers,
     )
 
@@ -70,9 +122,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
-            exc.status, "http_error"
-        )
+        code = _FROM_AIOHTTP[exc.status].code if exc.status in _FROM_AIOHTTP else HTTP_ERROR.code
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return problem(exc.status, code, exc.reason, headers=headers)
     except TransientError as exc:
@@ -80,14 +130,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.warning("dependency unavailable", path=request.path, error=str(exc))
         return problem(
             503,
-            "unavailable",
+            UNAVAILABLE.code,
             f"{exc.what} is unavailable; try again shortly",
             headers={"Retry-After": "2"},
         )
     except PermanentError as exc:
         # The request's data can never be stored as given (e.g. the database refused it).
         log.warning("request refused by a backing service", path=request.path, error=str(exc))
-        return problem(400, "invalid_request", "the request cannot be processed as given")
+        return problem(400, REFUSED.code, "the request cannot be processed as given")
     except Exception:
         log.exception("unhandled error", path=request.path)
-        return problem(500, "internal_error", "the server failed; the error has been logged")
+        return problem(500, INTERNAL.code, INTERNAL.meaning)

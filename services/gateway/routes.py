@@ -1,4 +1,4 @@
-"""Every route the gateway serves."""
+"""Every route the gateway serves, and the operations the document describes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,25 @@ from importlib.resources import files
 
 from aiohttp import web
 
-from services.gateway import openapi, photos, uploads
+from services.gateway import docs, photos, uploads
 from services.gateway.context import DEV_TOKEN
+from services.gateway.registry import Answer, Operation, route_defs
+from shared.health import Liveness, Readiness
 
 pages = web.RouteTableDef()
+
+# Served by shared.health (every service has them), described here.
+HEALTH = [
+    Operation("GET", "/healthz", "liveness", "Liveness", "health", {200: Answer("up", Liveness)}),
+    Operation(
+        "GET",
+        "/readyz",
+        "readiness",
+        "Readiness: the database; the broker is reported, not required",
+        "health",
+        {200: Answer("ready", Readiness), 503: Answer("not ready", Readiness)},
+    ),
+]
 
 
 @pages.get("/")
@@ -20,5 +35,9 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+def operations() -> list[Operation]:
+    return [*uploads.api.operations, *photos.api.operations, *HEALTH]
+
+
 def all_routes() -> list[web.AbstractRouteDef]:
-    return [*uploads.routes, *photos.routes, *openapi.routes, *pages]
+    return [*route_defs(operations()), *docs.routes, *pages]

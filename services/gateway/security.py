@@ -10,7 +10,13 @@ from aiohttp import web
 
 from services.gateway.auth import Unauthorized, bearer_token
 from services.gateway.context import LIMITER, RESOURCES, VERIFIER
-from services.gateway.problems import ApiError, Handler
+from services.gateway.problems import (
+    INSUFFICIENT_SCOPE,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    USER_REQUIRED,
+    Handler,
+)
 from shared.apikeys import looks_like_key, lookup
 from shared.logging import log_context
 
@@ -25,7 +31,7 @@ class Caller:
 
 
 async def authenticate(request: web.Request, scope: str) -> Caller:
-    """The caller, allowed `scope` and within its rate limit; otherwise a 4xx ApiError."""
+    """The caller, allowed `scope` and within its rate limit; otherwise a 4xx problem."""
     header = request.headers.get("Authorization")
     try:
         token = bearer_token(header)
@@ -35,9 +41,7 @@ async def authenticate(request: web.Request, scope: str) -> Caller:
             caller = Caller(await request.app[VERIFIER].user(token))
     except Unauthorized as exc:
         challenge = 'Bearer realm="darkroom"' + (', error="invalid_token"' if header else "")
-        raise ApiError(
-            401, "unauthorized", str(exc), headers={"WWW-Authenticate": challenge}
-        ) from exc
+        raise UNAUTHORIZED(str(exc), headers={"WWW-Authenticate": challenge}) from exc
     await enforce_limit(request, f"user:{caller.user_id}", "user")
     return caller
 
@@ -48,9 +52,7 @@ async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
         raise Unauthorized("unknown or revoked API key")
     with log_context(api_key=key.id):
         if scope not in key.scopes:
-            raise ApiError(
-                403,
-                "insufficient_scope",
+            raise INSUFFICIENT_SCOPE(
                 f"API key {key.id} lacks the {scope!r} scope",
                 headers={
                     "WWW-Authenticate": f'Bearer realm="darkroom", error="insufficient_scope", '
@@ -59,7 +61,7 @@ async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
             )
         user = request.headers.get(ACT_AS, "").strip()
         if not _USER.match(user):
-            raise ApiError(400, "user_required", f"an API key acts for the user named in {ACT_AS}")
+            raise USER_REQUIRED(f"an API key acts for the user named in {ACT_AS}")
         return Caller(user, key.id)
 
 
@@ -71,9 +73,7 @@ async def enforce_limit(request: web.Request, key: str, kind: str) -> None:
     decision = await request.app[LIMITER].hit(key, per_minute)
     if not decision.allowed:
         wait = max(1, math.ceil(decision.retry_after))
-        raise ApiError(
-            429,
-            "rate_limited",
+        raise RATE_LIMITED(
             f"too many requests for this {kind}; retry in {wait} s",
             headers={"Retry-After": str(wait)},
             limit_per_minute=per_minute,

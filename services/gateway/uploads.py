@@ -1,7 +1,8 @@
-"""Upload grants: single and batch, quota-checked, each only once its intent is durable.
+"""Upload grants: single and batch, quota-checked, each recorded before it is answered.
 
-A grant needs the database only: nothing is published until the upload is announced, so
-grants keep working through a broker outage."""
+A grant records the intent only: the photo's row, pending, with its declared type and
+size. Nothing is announced; the storage notification (or the client's completion hint)
+is what starts verification. So grants keep working through a broker outage."""
 
 from __future__ import annotations
 
@@ -10,16 +11,41 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import ValidationError
 
 from services.gateway.context import RESOURCES, TRACE_ID
 from services.gateway.inputs import display_name, field_errors, json_body, parsed_body
-from services.gateway.photos import owned_photo, photo_view
-from services.gateway.problems import ApiError
+from services.gateway.models import (
+    BatchRequest,
+    BatchResult,
+    Completion,
+    Duplicate,
+    Grant,
+    PhotoPath,
+    PostUpload,
+    PutUpload,
+    UploadRequest,
+    respond,
+)
+from services.gateway.photos import owned_photo
+from services.gateway.problems import (
+    BODY_TOO_LARGE,
+    BYTE_QUOTA,
+    INVALID,
+    MALFORMED_JSON,
+    NOT_FOUND,
+    PHOTO_QUOTA,
+    TOO_LARGE,
+    TOO_MANY_PENDING,
+    UNSUPPORTED_TYPE,
+    ApiError,
+)
+from services.gateway.registry import PHOTO_ID_OF_GRANT, Answer, Routes
 from services.gateway.security import authenticate
+from services.gateway.views import shown_status, view_of
 from shared.events import Envelope, UploadCompleted
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
@@ -28,40 +54,19 @@ from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.store import NewPhoto, PhotoStatus
 
 log = get_logger(__name__)
-routes = web.RouteTableDef()
-
-MAX_BATCH = 50
-
-
-class UploadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    filename: str = Field(min_length=1, max_length=1024)
-    content_type: str = Field(min_length=1, max_length=100)
-    size: StrictInt = Field(gt=0)
-    method: Literal["POST", "PUT"] = "POST"
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
-    keep_location: bool = False
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    items: list[UploadRequest] = Field(min_length=1, max_length=MAX_BATCH)
+api = Routes("uploads")
+QUOTAS = (TOO_MANY_PENDING, PHOTO_QUOTA, BYTE_QUOTA)
 
 
 def item_problem(item: UploadRequest, max_bytes: int) -> ApiError | None:
-    if item.content_type.lower() not in ALLOWED_CONTENT_TYPES:
-        return ApiError(
-            415,
-            "unsupported_type",
+    if item.content_type not in ALLOWED_CONTENT_TYPES:
+        return UNSUPPORTED_TYPE(
             f"{item.content_type!r} is not an accepted image type",
             accepted=list(ALLOWED_CONTENT_TYPES),
         )
     if item.size > max_bytes:
-        return ApiError(
-            413,
-            "too_large",
-            f"{item.size} bytes exceeds the limit of {max_bytes} bytes",
-            limit=max_bytes,
+        return TOO_LARGE(
+            f"{item.size} bytes exceeds the limit of {max_bytes} bytes", limit=max_bytes
         )
     return None
 
@@ -80,30 +85,38 @@ def _check_quota(s: Settings, items: list[UploadRequest], usage: tuple[int, int,
     kept, used, pending = usage
     wanted = sum(i.size for i in items)
     if s.max_pending_uploads and pending + len(items) > s.max_pending_uploads:
-        raise ApiError(
-            409,
-            "too_many_pending",
+        raise TOO_MANY_PENDING(
             f"{pending} uploads are still pending; finish them or let them lapse first",
             limit=s.max_pending_uploads,
         )
     if s.quota_photos and kept + len(items) > s.quota_photos:
-        raise ApiError(
-            409,
-            "photo_quota_exceeded",
+        raise PHOTO_QUOTA(
             f"the quota of {s.quota_photos} photos would be exceeded ({kept} kept)",
             limit=s.quota_photos,
         )
     if s.quota_bytes and used + wanted > s.quota_bytes:
-        raise ApiError(
-            413,
-            "byte_quota_exceeded",
+        raise BYTE_QUOTA(
             f"{wanted} more bytes would exceed the quota of {s.quota_bytes} ({used} used)",
             limit=s.quota_bytes,
         )
 
 
-@routes.post("/v1/uploads")
+@api.route(
+    "POST",
+    "/v1/uploads",
+    "createUpload",
+    "Grant one upload (or answer the existing photo with that sha256)",
+    {
+        201: Answer("granted", Grant, photo_id=PHOTO_ID_OF_GRANT),
+        200: Answer("already uploaded: the photo with these bytes", Duplicate),
+    },
+    scope="photos:write",
+    body=UploadRequest,
+    faults=(MALFORMED_JSON, BODY_TOO_LARGE, INVALID, UNSUPPORTED_TYPE, TOO_LARGE, *QUOTAS),
+)
 async def create_upload(request: web.Request) -> web.Response:
+    """Upload the bytes to the URL granted, before `expires_at`; the declared type and
+    exact size are signed into it."""
     owner = (await authenticate(request, "photos:write")).user_id
     item = await parsed_body(request, UploadRequest)
     res = request.app[RESOURCES]
@@ -111,24 +124,39 @@ async def create_upload(request: web.Request) -> web.Response:
         raise problem
     with log_context(owner_id=owner):
         if duplicate := await _duplicate(request, res, owner, item):
-            return web.json_response(duplicate)
+            return respond(duplicate)
         [grant] = await grant_all(res, owner, [item], request[TRACE_ID])
-    return web.json_response(grant, status=201)
+    return respond(grant, 201)
 
 
-@routes.post("/v1/uploads:batch")
+@api.route(
+    "POST",
+    "/v1/uploads:batch",
+    "createUploads",
+    "Grant up to 50 uploads, all or none, in request order",
+    {
+        201: Answer(
+            "every item granted or answered",
+            BatchResult,
+            photo_id="$response.body#/items/0/photo_id",
+        )
+    },
+    scope="photos:write",
+    body=BatchRequest,
+    faults=(MALFORMED_JSON, BODY_TOO_LARGE, INVALID, *QUOTAS),
+)
 async def create_batch(request: web.Request) -> web.Response:
+    """Each item is answered as the single route would; any refused item refuses the
+    batch (422, one error per item)."""
     owner = (await authenticate(request, "photos:write")).user_id
     batch = _valid_batch(await json_body(request), request.app[RESOURCES].settings.max_upload_bytes)
     res = request.app[RESOURCES]
     with log_context(owner_id=owner):
-        answers: list[dict[str, Any] | None] = [
-            await _duplicate(request, res, owner, i) for i in batch
-        ]
+        answers = [await _duplicate(request, res, owner, i) for i in batch]
         new = [item for item, answer in zip(batch, answers, strict=True) if answer is None]
         grants = iter(await grant_all(res, owner, new, request[TRACE_ID]))
     items = [answer if answer is not None else next(grants) for answer in answers]
-    return web.json_response({"items": items}, status=201)
+    return respond(BatchResult(items=items), 201)
 
 
 def _valid_batch(body: Any, max_bytes: int) -> list[UploadRequest]:
@@ -141,27 +169,27 @@ def _valid_batch(body: Any, max_bytes: int) -> list[UploadRequest]:
             loc = raw["loc"]
             index = {"index": loc[1]} if loc[:1] == ("items",) and len(loc) > 1 else {}
             located.append({**error, **index})
-        raise ApiError(422, "invalid_request", "the batch is not valid", errors=located) from exc
+        raise INVALID("the batch is not valid", errors=located) from exc
     errors = [
         {"index": i, "field": f"items.{i}", "code": p.code, "message": p.detail}
         for i, item in enumerate(items)
         if (p := item_problem(item, max_bytes))
     ]
     if errors:
-        raise ApiError(422, "invalid_request", "some batch items are not accepted", errors=errors)
+        raise INVALID("some batch items are not accepted", errors=errors)
     return items
 
 
 async def _duplicate(
     request: web.Request, res: Resources, owner: str, item: UploadRequest
-) -> dict[str, Any] | None:
+) -> Duplicate | None:
     """The owner's ready photo with the same bytes, answered instead of a new grant."""
     if item.sha256 is None:
         return None
     photo = await res.store.ready_with_sha256(owner, item.sha256)
     if photo is None:
         return None
-    return {"photo_id": photo.id, "duplicate": True, "photo": await photo_view(request, photo)}
+    return Duplicate(photo_id=photo.id, photo=await view_of(request, photo))
 
 
 def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhoto:
@@ -171,7 +199,7 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
         owner,
         original_key(owner, photo_id),
         display_name(item.filename),
-        item.content_type.lower(),
+        item.content_type,
         item.size,
         datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ttl),
         trace_id,
@@ -181,46 +209,59 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
 
 async def grant_all(
     res: Resources, owner: str, items: list[UploadRequest], trace_id: str
-) -> list[dict[str, Any]]:
+) -> list[Grant]:
     """Sign every upload, then record every intent within the owner's quotas (all or
-    none)."""
+    none). The ingest worker learns of an upload from storage, not from the grant."""
     ttl = res.settings.upload_url_ttl
     intents = [_intent(owner, item, trace_id, ttl) for item in items]
-    pairs = list(zip(intents, [item.method for item in items], strict=True))
+    pairs = zip(intents, [item.method for item in items], strict=True)
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
     await res.store.reserve(owner, intents, quota_check(res, items))
     log.info("uploads granted", count=len(intents))
     return [
-        {"photo_id": i.id, "upload": u, "expires_at": i.upload_expires_at.isoformat()}
+        Grant(photo_id=i.id, upload=u, expires_at=i.upload_expires_at)
         for i, u in zip(intents, uploads, strict=True)
     ]
 
 
-async def _presign(res: Resources, intent: NewPhoto, method: str) -> dict[str, Any]:
+async def _presign(res: Resources, intent: NewPhoto, method: str) -> PostUpload | PutUpload:
     key, ttl = intent.object_key, res.settings.upload_url_ttl
     content_type, size = intent.declared_type, intent.declared_size
     if method == "POST":
         post = await res.storage.presign_post(
             key, content_type=content_type, size=size, expires_in=ttl
         )
-        return {"method": "POST", "url": post.url, "fields": post.fields}
+        return PostUpload(method="POST", url=post.url, fields=post.fields)
     url, headers = await res.storage.presign_put(
         key, content_type=content_type, size=size, expires_in=ttl
     )
-    return {"method": "PUT", "url": url, "headers": headers}
+    return PutUpload(method="PUT", url=url, headers=headers)
 
 
-@routes.post("/v1/uploads/{photo_id}/complete")
+@api.route(
+    "POST",
+    "/v1/uploads/{photo_id}/complete",
+    "completeUpload",
+    "Hint that the upload finished (verification starts now)",
+    {
+        202: Answer("verification requested", Completion),
+        200: Answer("already past pending", Completion),
+    },
+    scope="photos:write",
+    params=PhotoPath,
+    faults=(NOT_FOUND,),
+)
 async def complete_upload(request: web.Request) -> web.Response:
-    """The client says its upload finished. Only a hint to verify sooner: the ingest
-    worker trusts nothing in it and checks the stored object as always."""
+    """Only a hint to verify sooner: the ingest worker trusts nothing in it and checks
+    the stored object as always."""
     owner = (await authenticate(request, "photos:write")).user_id
     res = request.app[RESOURCES]
     photo = await owned_photo(res, owner, request.match_info["photo_id"])
-    if photo.status is PhotoStatus.PENDING:
-        hint = UploadCompleted(photo_id=photo.id, owner_id=owner)
-        envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
-        await res.store.enqueue(envelope)
-        await res.outbox.try_send(envelope)
-        return web.json_response({"id": photo.id, "status": photo.status.value}, status=202)
-    return web.json_response({"id": photo.id, "status": photo.status.value})
+    answer = Completion(id=photo.id, status=shown_status(photo))
+    if photo.status is not PhotoStatus.PENDING:
+        return respond(answer)
+    hint = UploadCompleted(photo_id=photo.id, owner_id=owner)
+    envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
+    await res.store.enqueue(envelope)
+    await res.outbox.try_send(envelope)
+    return respond(answer, 202)

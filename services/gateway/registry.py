@@ -1,0 +1,99 @@
+"""The route table: each operation once, with what it takes and answers.
+
+The same entries register the aiohttp routes and produce the OpenAPI document, so a
+route cannot be served undescribed, nor described with shapes it does not use.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from services.gateway.problems import EVERY_CALL, Fault, Handler
+
+PHOTO_ID_OF_GRANT = "$response.body#/photo_id"
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    model: type[BaseModel] | None = None
+    # A runtime expression for a photo id in this answer: the document links it to
+    # the operations on that photo, so clients (and stateful testing) can follow it.
+    photo_id: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    tag: str
+    answers: Mapping[int, Answer]
+    handler: Handler | None = None  # None: served by shared.health, described here
+    scope: str | None = None  # None: public
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    params: type[BaseModel] | None = None  # the path's parameters
+    faults: tuple[Fault, ...] = ()
+    description: str = ""
+
+    @property
+    def all_faults(self) -> tuple[Fault, ...]:
+        return (*EVERY_CALL, *self.faults) if self.scope else self.faults
+
+
+class Routes:
+    """Operations of one module; `route` is a decorator like aiohttp's RouteTableDef."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        operation_id: str,
+        summary: str,
+        answers: Mapping[int, Answer],
+        *,
+        scope: str,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        params: type[BaseModel] | None = None,
+        faults: tuple[Fault, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method,
+                    path,
+                    operation_id,
+                    summary,
+                    self.tag,
+                    answers,
+                    handler,
+                    scope,
+                    body,
+                    query,
+                    params,
+                    faults,
+                    inspect.cleandoc(handler.__doc__ or ""),
+                )
+            )
+            return handler
+
+        return register
+
+
+def route_defs(operations: list[Operation]) -> list[web.RouteDef]:
+    return [
+        web.route(op.method, op.path, op.handler) for op in operations if op.handler is not None
+    ]
