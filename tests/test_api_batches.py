@@ -149,7 +149,7 @@ class StalledBroker:
 
 async def test_a_stalled_broker_does_not_hold_up_grants(gw: Gateway) -> None:
     granted = await grant_three_through(gw, StalledBroker(gw.res.broker))
-    waiting = await gw.res.store.claim_unsent(older_than_s=0, lease_s=30)
+    waiting = await gw.res.outbox.claim_unsent(older_than_s=0, lease_s=30)
     assert {e.data["photo_id"] for e in waiting} == granted
 
 

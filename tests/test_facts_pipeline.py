@@ -48,9 +48,16 @@ async def test_facts_recorded_and_location_only_with_opt_in(
         await storage.put(key, data, content_type="image/jpeg")
     expires = datetime.now(UTC) + timedelta(minutes=5)
     intent = NewPhoto(
-        photo_id, "frida", key, "x.jpg", "image/jpeg", len(data), expires, "facts",
+        id=photo_id,
+        owner_id="frida",
+        object_key=key,
+        filename="x.jpg",
+        declared_type="image/jpeg",
+        declared_size=len(data),
+        upload_expires_at=expires,
+        trace_id="facts",
         keep_location=keep_location,
-    )  # fmt: skip
+    )
     async with running(real, ALL_SERVICES) as base, open_store(real) as store:
         await store.create_pending(intent)
         await announce(real, "minio", key, len(data))
@@ -61,7 +68,8 @@ async def test_facts_recorded_and_location_only_with_opt_in(
         record = await store.get(photo_id)
         renditions = await store.renditions(photo_id)
     assert record is not None and record.facts is not None
-    assert (record.facts.camera_make, record.facts.camera_model, record.facts.iso) == (
+    camera, exposure = record.facts.camera, record.facts.exposure
+    assert (camera.make, camera.model, exposure.iso) == (
         "Fujifilm",
         "X-T5",
         200,
@@ -75,10 +83,11 @@ async def test_facts_recorded_and_location_only_with_opt_in(
     assert view["taken_at_local"] == "2024-05-01T14:03:22+02:00"
     assert (view["location"] is not None) == keep_location
     if keep_location:
-        assert record.facts.gps_latitude == pytest.approx(48.858, abs=1e-3)
-        assert record.facts.gps_longitude == pytest.approx(2.35, abs=1e-3)
+        assert record.facts.location is not None
+        assert record.facts.location.latitude == pytest.approx(48.858, abs=1e-3)
+        assert record.facts.location.longitude == pytest.approx(2.35, abs=1e-3)
     else:
-        assert (record.facts.gps_latitude, record.facts.gps_longitude) == (None, None)
+        assert record.facts.location is None
     async with open_storage(real) as storage:
         for r in renditions:
             with Image.open(io.BytesIO(await storage.get(r.object_key))) as img:

@@ -7,7 +7,6 @@ import binascii
 import json
 import mimetypes
 import re
-from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +20,9 @@ from services.gateway.security import authenticate
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, announcement
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
-from shared.store import PhotoFacts, PhotoRecord, PhotoStatus
+from shared.store import PhotoRecord, PhotoStatus
 
 log = get_logger(__name__)
-_FACT_NAMES = [field.name for field in fields(PhotoFacts)]
 routes = web.RouteTableDef()
 
 LISTABLE = ("pending", "verified", "ready", "rejected")
@@ -213,22 +211,24 @@ async def photo_view(request: web.Request, photo: PhotoRecord) -> dict[str, Any]
 
 def _facts_view(photo: PhotoRecord) -> dict[str, Any]:
     """What rendering learnt; all null until the photo is rendered."""
-    f = asdict(photo.facts) if photo.facts else dict.fromkeys(_FACT_NAMES)
-    location = None
-    # Recorded only with the owner's opt-in, and shown only to the owner.
-    if f["gps_latitude"] is not None and f["gps_longitude"] is not None:
-        location = {"latitude": f["gps_latitude"], "longitude": f["gps_longitude"]}
+    f = photo.facts
+    if f is None:
+        return {
+            "taken_at": None,
+            "taken_at_local": None,
+            "placeholder": None,
+            "sha256": None,
+            "camera": {"make": None, "model": None, "lens": None},
+            "exposure": dict.fromkeys(("exposure_time", "f_number", "iso", "focal_length")),
+            "location": None,
+        }
+    # The location is recorded only with the owner's opt-in, and shown only to the owner.
     return {
-        "taken_at": f["taken_at"].isoformat() if f["taken_at"] else None,
-        "taken_at_local": f["taken_at_local"],
-        "placeholder": f["placeholder"],
-        "sha256": f["sha256"],
-        "camera": {"make": f["camera_make"], "model": f["camera_model"], "lens": f["lens_model"]},
-        "exposure": {
-            "exposure_time": f["exposure_time"],
-            "f_number": f["f_number"],
-            "iso": f["iso"],
-            "focal_length": f["focal_length"],
-        },
-        "location": location,
+        "taken_at": f.taken_at.isoformat() if f.taken_at else None,
+        "taken_at_local": f.taken_at_local,
+        "placeholder": f.placeholder,
+        "sha256": f.sha256,
+        "camera": f.camera.model_dump(),
+        "exposure": f.exposure.model_dump(),
+        "location": f.location.model_dump() if f.location else None,
     }

@@ -12,7 +12,7 @@ from functools import partial
 from services.ingest_worker.notifications import StoredObject, parse_notification
 from services.ingest_worker.sqs_bridge import run_sqs_bridge
 from services.ingest_worker.sweep import run_sweeper
-from services.ingest_worker.verify import Reason, Rejected, Verified, verify
+from services.ingest_worker.verify import Reason, Rejected, verify
 from shared.broker import Message
 from shared.errors import NotYet
 from shared.events import (
@@ -35,7 +35,7 @@ from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
-from shared.store import ImageFacts, PhotoRecord, PhotoStatus
+from shared.store import PhotoRecord, PhotoStatus, Verified
 
 log = get_logger(__name__)
 
@@ -148,7 +148,7 @@ class Ingest:
     async def expire(self, photo: PhotoRecord) -> None:
         """The upload URL lapsed and nothing arrived: leave pending, with a reason."""
         rejection = Rejected(Reason.UPLOAD_EXPIRED, "the upload URL expired unused")
-        await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
+        await self._reject(photo, rejection)
 
     async def _verify(self, photo: PhotoRecord) -> None:
         res = self.res
@@ -159,7 +159,7 @@ class Ingest:
         try:
             verified = await verify(res.storage, info, photo, res.settings)
         except Rejected as rejection:
-            await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
+            await self._reject(photo, rejection)
             return
         await self._accept(photo, verified)
 
@@ -172,10 +172,9 @@ class Ingest:
         rejection = Rejected(
             Reason.REPLACED, "the object was overwritten after it had been verified"
         )
-        await self._reject(photo, rejection, allowed_from=(PhotoStatus.VERIFIED, PhotoStatus.READY))
+        await self._reject(photo, rejection)
 
     async def _accept(self, photo: PhotoRecord, v: Verified) -> None:
-        facts = ImageFacts(v.content_type, v.size, v.width, v.height)
         envelope = announcement(
             PhotoVerified(
                 photo_id=photo.id,
@@ -191,7 +190,7 @@ class Ingest:
             trace_id=photo.trace_id,
         )
         if await self.res.store.mark_verified(
-            photo.id, facts=facts, etag=v.etag, announce=envelope
+            photo.id, v, observed=photo.status, announce=envelope
         ):
             log.info("photo verified", width=v.width, height=v.height, type=v.content_type)
             await self.res.outbox.send(envelope)
@@ -200,8 +199,6 @@ class Ingest:
         self,
         photo: PhotoRecord,
         rejection: Rejected,
-        *,
-        allowed_from: tuple[PhotoStatus, ...],
     ) -> None:
         envelope = announcement(
             PhotoRejected(
@@ -218,8 +215,8 @@ class Ingest:
             photo.id,
             reason=rejection.reason.value,
             detail=rejection.detail,
+            observed=photo.status,
             announce=envelope,
-            allowed_from=allowed_from,
         ):
             return
         log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)

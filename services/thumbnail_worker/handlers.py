@@ -22,13 +22,14 @@ from shared.events import (
     Rendition,
     announcement,
 )
+from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.keys import rendition_key
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectChanged
-from shared.store import PhotoFacts, PhotoRecord, PhotoStatus, RenditionRecord, facts_of
+from shared.store import PhotoRecord, PhotoStatus, RenditionRecord, verified_of
 
 log = get_logger(__name__)
 
@@ -78,7 +79,7 @@ class Thumbnails:
         await self._finish(photo, result)
 
     async def _render(self, photo: PhotoRecord) -> RenderResult:
-        facts = facts_of(photo)
+        facts = verified_of(photo)
         loop = asyncio.get_running_loop()
         async with self.slots:
             data = await self.res.storage.get(photo.object_key, if_match=photo.etag)
@@ -122,6 +123,7 @@ class Thumbnails:
         )
         if await self.res.store.mark_ready(
             photo.id,
+            observed=PhotoStatus.VERIFIED,
             width=result.width,
             height=result.height,
             made=made,
@@ -141,7 +143,12 @@ class Thumbnails:
             await self.res.storage.put(key, r.data, content_type=r.spec.content_type)
             made.append(
                 RenditionRecord(
-                    r.spec.name, key, r.width, r.height, r.spec.content_type, len(r.data)
+                    name=r.spec.name,
+                    object_key=key,
+                    width=r.width,
+                    height=r.height,
+                    content_type=r.spec.content_type,
+                    size=len(r.data),
                 )
             )
         return made
@@ -157,10 +164,10 @@ class Thumbnails:
         )
         if await self.res.store.mark_rejected(
             photo.id,
+            observed=PhotoStatus.VERIFIED,
             reason="undecodable",
             detail=detail,
             announce=envelope,
-            allowed_from=(PhotoStatus.VERIFIED,),
         ):
             log.info("photo cannot be decoded; rejected", detail=detail)
             await self.res.storage.delete(photo.object_key)
@@ -179,13 +186,12 @@ def stored_facts(result: RenderResult, *, keep_location: bool) -> PhotoFacts:
         placeholder=f.placeholder,
         taken_at=instant,
         taken_at_local=local.isoformat() if local else None,
-        camera_make=f.camera_make,
-        camera_model=f.camera_model,
-        lens_model=f.lens_model,
-        exposure_time=f.exposure_time,
-        f_number=f.f_number,
-        iso=f.iso,
-        focal_length=f.focal_length,
-        gps_latitude=where.latitude if where else None,
-        gps_longitude=where.longitude if where else None,
+        camera=Camera(make=f.camera_make, model=f.camera_model, lens=f.lens_model),
+        exposure=Exposure(
+            exposure_time=f.exposure_time,
+            f_number=f.f_number,
+            iso=f.iso,
+            focal_length=f.focal_length,
+        ),
+        location=Location(latitude=where.latitude, longitude=where.longitude) if where else None,
     )
