@@ -33,15 +33,15 @@ class PhotoStatus(StrEnum):
     DELETED = "deleted"
 
 
-S = PhotoStatus
+_S = PhotoStatus
 # Where a photo may go from each status. The only place this is decided.
 TRANSITIONS: Mapping[PhotoStatus, frozenset[PhotoStatus]] = MappingProxyType(
     {
-        S.PENDING: frozenset({S.VERIFIED, S.REJECTED, S.DELETED}),
-        S.VERIFIED: frozenset({S.READY, S.REJECTED, S.DELETED}),
-        S.READY: frozenset({S.REJECTED, S.DELETED}),
-        S.REJECTED: frozenset({S.DELETED}),
-        S.DELETED: frozenset(),
+        _S.PENDING: frozenset({_S.VERIFIED, _S.REJECTED, _S.DELETED}),
+        _S.VERIFIED: frozenset({_S.READY, _S.REJECTED, _S.DELETED}),
+        _S.READY: frozenset({_S.REJECTED, _S.DELETED}),
+        _S.REJECTED: frozenset({_S.DELETED}),
+        _S.DELETED: frozenset(),
     }
 )
 

@@ -51,7 +51,7 @@ __all__ = [
     "open_store",
     "verified_of",
 ]
-S = PhotoStatus
+_S = PhotoStatus
 
 
 def _record(row: sa.Row[Any]) -> PhotoRecord:
@@ -160,7 +160,7 @@ class Store:
         async with self.db.transaction() as conn:
             which = photos.c.id == photo_id
             values = verified.model_dump()
-            return bool(await self._move(conn, which, [observed], S.VERIFIED, announce, **values))
+            return bool(await self._move(conn, which, [observed], _S.VERIFIED, announce, **values))
 
     async def mark_rejected(
         self,
@@ -174,7 +174,7 @@ class Store:
         values = {"reason": reason, "reason_detail": detail[:2000]}
         async with self.db.transaction() as conn:
             which = photos.c.id == photo_id
-            return bool(await self._move(conn, which, [observed], S.REJECTED, announce, **values))
+            return bool(await self._move(conn, which, [observed], _S.REJECTED, announce, **values))
 
     async def mark_ready(
         self,
@@ -197,7 +197,7 @@ class Store:
         }
         async with self.db.transaction() as conn:
             which = photos.c.id == photo_id
-            moved = bool(await self._move(conn, which, [observed], S.READY, announce, **values))
+            moved = bool(await self._move(conn, which, [observed], _S.READY, announce, **values))
             if moved and made:
                 rows = [{"photo_id": photo_id, **r.model_dump()} for r in made]
                 await conn.execute(sa.insert(renditions), rows)
@@ -207,14 +207,14 @@ class Store:
         """Take one photo out of the API and queue its purge, both or neither."""
         which = sa.and_(photos.c.id == photo_id, photos.c.owner_id == owner_id)
         async with self.db.transaction() as conn:
-            return bool(await self._move(conn, which, _into(S.DELETED), S.DELETED, announce))
+            return bool(await self._move(conn, which, _into(_S.DELETED), _S.DELETED, announce))
 
     async def mark_owner_deleted(self, owner_id: str, announce: Envelope) -> int:
         """Take every photo of an owner out of the API and queue the account purge (even
         with no photos left: their storage may still hold objects)."""
         which = photos.c.owner_id == owner_id
         async with self.db.transaction() as conn:
-            moved = await self._move(conn, which, _into(S.DELETED), S.DELETED, None)
+            moved = await self._move(conn, which, _into(_S.DELETED), _S.DELETED, None)
             await conn.execute(queued(announce))
         return moved
 

@@ -328,7 +328,7 @@ async def test_migrations_are_recorded_and_not_reapplied(store: Store) -> None:
     assert await upgrade(store.db.engine) == []
 
 
-async def test_unreachable_database_reads_as_not_ready(settings: Settings) -> None:
+async def test_unreachable_database_reads_as_not_ready() -> None:
     db = Database(create_engine("postgresql://nobody@127.0.0.1:1/none"))
     try:
         assert await db.ping() is False

@@ -79,16 +79,16 @@ class Thumbnails:
         await self._finish(photo, result)
 
     async def _render(self, photo: PhotoRecord) -> RenderResult:
-        facts = verified_of(photo)
+        verified = verified_of(photo)
         loop = asyncio.get_running_loop()
         async with self.slots:
             data = await self.res.storage.get(photo.object_key, if_match=photo.etag)
-            if len(data) != facts.size:
-                raise ObjectChanged(f"expected {facts.size} bytes, read {len(data)}")
+            if len(data) != verified.size:
+                raise ObjectChanged(f"expected {verified.size} bytes, read {len(data)}")
             job = partial(
                 render,
                 data,
-                facts.content_type,
+                verified.content_type,
                 self.specs,
                 max_pixels=self.res.settings.max_image_pixels,
             )
