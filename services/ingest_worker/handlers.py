@@ -172,7 +172,9 @@ class Ingest:
         rejection = Rejected(
             Reason.REPLACED, "the object was overwritten after it had been verified"
         )
-        await self._reject(photo, rejection)
+        if not await self._reject(photo, rejection):
+            # Rendered meanwhile (verified -> ready): still replaced, so look again.
+            raise NotYet("the photo moved on while its object was checked")
 
     async def _accept(self, photo: PhotoRecord, v: Verified) -> None:
         envelope = announcement(
@@ -199,7 +201,8 @@ class Ingest:
         self,
         photo: PhotoRecord,
         rejection: Rejected,
-    ) -> None:
+    ) -> bool:
+        """Reject the photo from the status it was read in; False if it moved on since."""
         envelope = announcement(
             PhotoRejected(
                 photo_id=photo.id,
@@ -218,11 +221,12 @@ class Ingest:
             observed=photo.status,
             announce=envelope,
         ):
-            return
+            return False
         log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
         res.metrics.photos.labels("rejected").inc()
         await self._purge(photo)
         await res.outbox.send(envelope)
+        return True
 
     async def _purge(self, photo: PhotoRecord) -> None:
         for rendition in await self.res.store.renditions(photo.id):
