@@ -65,42 +65,47 @@ async def _dlq(args: argparse.Namespace) -> None:
             print(f"purged {await dead.purge(spec)} message(s) from {spec.dead_letter_queue}")
 
 
-def _migrate() -> None:
-    from shared.store import open_store
+async def _migrate(args: argparse.Namespace) -> int:
+    """Upgrade and say what was applied; or, with --status, compare without changing
+    anything and exit 1 when the database is behind (a deploy step can gate on it)."""
+    from shared.db import open_database
+    from shared.migrations import status, upgrade
 
-    async def run() -> None:
-        async with open_store(load_settings()):
-            pass
-
-    asyncio.run(run())
-    print("schema is up to date")
+    async with open_database(load_settings(), migrate=False) as db:
+        if args.status:
+            found = await status(db.engine)
+            print(f"current: {found.current or '(empty database)'}\nhead:    {found.head}")
+            return 1 if found.behind else 0
+        applied = await upgrade(db.engine)
+    print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
 
 
 async def _apikey(args: argparse.Namespace) -> None:
-    from shared.apikeys import SCOPES, create_key, list_keys
-    from shared.store import open_store
+    from services.gateway.apikeys import SCOPES, create_key, list_keys, revoke_key
+    from shared.db import open_database
 
-    async with open_store(load_settings()) as store:
+    async with open_database(load_settings()) as db:
         if args.action == "create":
             try:
-                key, secret = await create_key(store, args.name, args.scope or list(SCOPES))
+                key, secret = await create_key(db, args.name, args.scope or list(SCOPES))
             except ValueError as exc:
                 raise ConfigurationError(str(exc)) from exc
             print(f"created API key {key.id} ({' '.join(sorted(key.scopes))})", file=sys.stderr)
             print("store it now; it is not shown again:", file=sys.stderr)
             print(secret)
         elif args.action == "list":
-            for key in await list_keys(store):
+            for key in await list_keys(db):
                 state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
                 print(f"{key.id}  {state:<18} {key.name}  [{' '.join(sorted(key.scopes))}]")
-        elif not await store.revoke_api_key(args.id):
+        elif not await revoke_key(db, args.id):
             raise ConfigurationError(f"no active API key {args.id!r}")
         else:
             print(f"revoked API key {args.id}")
 
 
 def _add_apikey_parser(sub: Any) -> None:
-    from shared.apikeys import SCOPES
+    from services.gateway.apikeys import SCOPES
 
     apikey = sub.add_parser("apikey", help="create, list or revoke server-to-server API keys")
     actions = apikey.add_subparsers(dest="action", required=True)
@@ -131,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a bearer token for a user")
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
     token.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires")
-    sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate.add_argument(
+        "--status",
+        action="store_true",
+        help="show the current and newest revision; exit 1 if behind",
+    )
     dlq = sub.add_parser("dlq", help="inspect, replay or purge dead-lettered messages")
     dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
     dlq.add_argument("queue", nargs="?", help="consumer queue, e.g. thumbnail")
@@ -156,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "token":
             _token(args)
         elif args.command == "migrate":
-            _migrate()
+            raise SystemExit(asyncio.run(_migrate(args)))
         elif args.command == "dlq":
             asyncio.run(_dlq(args))
         elif args.command == "apikey":

@@ -97,7 +97,7 @@ class Broker(Protocol):
     async def close(self) -> None: ...
 
 
-async def publish_event(broker: Broker, topology: Topology, envelope: Envelope) -> None:
+async def publish_envelope(broker: Broker, topology: Topology, envelope: Envelope) -> None:
     await broker.publish(
         topology.events_exchange, envelope.type, envelope.to_bytes(), message_id=envelope.id
     )
@@ -112,7 +112,7 @@ async def publish(
     event_id: str | None = None,
 ) -> Envelope:
     envelope = Envelope.wrap(event, trace_id=trace_id, event_id=event_id)
-    await publish_event(broker, topology, envelope)
+    await publish_envelope(broker, topology, envelope)
     return envelope
 
 

@@ -149,7 +149,7 @@ def outcome_event_id(event_type: str, photo_id: str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}:{photo_id}"))
 
 
-def announcement(event: Event, *, photo_id: str, trace_id: str) -> Envelope:
+def outcome_envelope(event: Event, *, photo_id: str, trace_id: str) -> Envelope:
     """The envelope of one of a photo's outcome events, under its stable id."""
     return Envelope.wrap(event, trace_id=trace_id, event_id=outcome_event_id(event.TYPE, photo_id))
 

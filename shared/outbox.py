@@ -11,35 +11,82 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime, timedelta
 
-from shared.broker import Broker, publish_event
+import sqlalchemy as sa
+
+from shared.broker import Broker, publish_envelope
+from shared.db import Database
 from shared.errors import TransientError
 from shared.events import Envelope
 from shared.logging import get_logger
-from shared.store import Store
+from shared.tables import outbox
 from shared.topology import Topology
 
 log = get_logger(__name__)
 
 # How long a request waits for the broker's confirm before leaving its events to the
 # relay; far below the relay's age threshold, so the two rarely both send one event.
-IMMEDIATE_SEND_S = 2.0
+PUBLISH_WAIT_S = 2.0
+
+
+def queued(envelope: Envelope) -> sa.Insert:
+    """The row that queues `envelope`; state changes execute it in their own transaction."""
+    return sa.insert(outbox).values(
+        id=envelope.id,
+        routing_key=envelope.type,
+        body=envelope.to_bytes().decode(),
+        created_at=datetime.now(UTC),
+    )
 
 
 class Outbox:
-    def __init__(self, store: Store, broker: Broker, topology: Topology) -> None:
-        self._store = store
+    def __init__(self, db: Database, broker: Broker, topology: Topology) -> None:
+        self._db = db
         self._broker = broker
         self._topology = topology
 
-    async def send(self, envelope: Envelope) -> None:
-        """Publish a committed outbox event (confirmed), then forget it."""
-        await publish_event(self._broker, self._topology, envelope)
-        await self._store.forget_sent(envelope.id)
+    async def queue(self, envelope: Envelope) -> None:
+        """Queue an event on its own, when nothing else changes with it."""
+        async with self._db.transaction() as conn:
+            await conn.execute(queued(envelope))
 
-    async def try_send(self, *envelopes: Envelope) -> None:
+    async def claim_unpublished(
+        self, *, older_than_s: float, lease_s: float, limit: int = 100
+    ) -> list[Envelope]:
+        """Events nobody sent yet, leased to this caller so other relays skip them."""
+        now = datetime.now(UTC)
+        due = (
+            sa.select(outbox.c.id)
+            .where(
+                outbox.c.created_at < now - timedelta(seconds=older_than_s),
+                sa.or_(outbox.c.claimed_until.is_(None), outbox.c.claimed_until < now),
+            )
+            .order_by(outbox.c.created_at)
+            .limit(limit)
+        )
+        stmt = (
+            sa.update(outbox)
+            .where(outbox.c.id.in_(due.scalar_subquery()))
+            .values(claimed_until=now + timedelta(seconds=lease_s))
+            .returning(outbox.c.body)
+        )
+        async with self._db.transaction() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Envelope.from_bytes(row.body.encode()) for row in rows]
+
+    async def forget_published(self, *event_ids: str) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(event_ids)))
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Publish a committed outbox event (confirmed), then forget it."""
+        await publish_envelope(self._broker, self._topology, envelope)
+        await self.forget_published(envelope.id)
+
+    async def publish_or_defer(self, *envelopes: Envelope) -> None:
         """Send committed events now, for a request that should not wait on the broker:
-        skipped while it is away, and given IMMEDIATE_SEND_S. Whatever does not go out
+        skipped while it is away, and given PUBLISH_WAIT_S. Whatever does not go out
         stays in the table and the relay sends it shortly, so this never fails for the
         broker's sake: it logs, and the caller need not retry."""
         if not self._broker.is_ready:
@@ -58,20 +105,20 @@ class Outbox:
                 sent.append(envelope.id)
         if sent:
             try:
-                await self._store.forget_sent(*sent)
+                await self.forget_published(*sent)
             except TransientError as exc:
                 # The relay will send them again: a duplicate with the same event id.
                 log.warning("sent events not forgotten", count=len(sent), error=str(exc))
 
     async def _publish_quickly(self, envelope: Envelope) -> None:
-        async with asyncio.timeout(IMMEDIATE_SEND_S):
-            await publish_event(self._broker, self._topology, envelope)
+        async with asyncio.timeout(PUBLISH_WAIT_S):
+            await publish_envelope(self._broker, self._topology, envelope)
 
     async def relay_once(self, *, older_than_s: float, lease_s: float = 30.0) -> int:
         """Send events left behind by crashes or outages; returns how many went out."""
         sent = 0
-        for envelope in await self._store.claim_unsent(older_than_s=older_than_s, lease_s=lease_s):
-            await self.send(envelope)
+        for envelope in await self.claim_unpublished(older_than_s=older_than_s, lease_s=lease_s):
+            await self.publish(envelope)
             sent += 1
         if sent:
             log.info("outbox relay sent left-behind events", count=sent)

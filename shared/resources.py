@@ -7,11 +7,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from shared.broker import Broker, open_broker
+from shared.db import Database, open_database
 from shared.metrics import Metrics
 from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
-from shared.store import Store, open_store
+from shared.store import Store
 from shared.topology import Topology
 
 
@@ -21,31 +22,32 @@ class Resources:
     topology: Topology
     broker: Broker
     storage: Storage
+    database: Database
     store: Store
     metrics: Metrics
 
     @property
     def outbox(self) -> Outbox:
-        return Outbox(self.store, self.broker, self.topology)
+        return Outbox(self.database, self.broker, self.topology)
 
     async def readiness(self) -> dict[str, bool]:
-        return {"broker": self.broker.is_ready, "database": await self.store.ping()}
+        return {"broker": self.broker.is_ready, "database": await self.database.ping()}
 
 
 @asynccontextmanager
 async def open_resources(
     settings: Settings, *, broker: Broker | None = None, wait_for_broker: bool = True
 ) -> AsyncIterator[Resources]:
-    """Open store (migrated), storage and broker (topology declared); close them on exit.
+    """Open the database (migrated unless the settings say not to), storage and broker
+    (topology declared); close them on exit.
 
     A `broker` passed in is used as is and left open (`darkroom dev` shares one in-process
     broker between all services). `wait_for_broker=False`: see `open_broker`'s `wait`.
     """
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(settings))
+        database = await stack.enter_async_context(open_database(settings))
         storage = await stack.enter_async_context(open_storage(settings))
         if broker is None:
             broker = await stack.enter_async_context(open_broker(settings, wait=wait_for_broker))
-        yield Resources(
-            settings, Topology.from_settings(settings), broker, storage, store, Metrics()
-        )
+        topology = Topology.from_settings(settings)
+        yield Resources(settings, topology, broker, storage, database, Store(database), Metrics())

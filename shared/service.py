@@ -71,7 +71,7 @@ async def run_worker(
             handler_timeout=settings.handler_timeout,
             grace=settings.shutdown_grace,
             outages={
-                DatabaseUnavailable: resources.store.ping,
+                DatabaseUnavailable: resources.database.ping,
                 StorageUnavailable: resources.storage.ping,
             },
             max_hold=settings.outage_hold,

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # Metadata store. Empty means SQLite under data_dir.
     database_url: str = ""
     database_timeout: Seconds = 30.0
+    # Bring the schema up to date when a service starts. Turn off to migrate in a separate
+    # deploy step (`darkroom migrate`) before the new release rolls out.
+    migrate_on_start: bool = True
 
     # Object storage. An empty endpoint means AWS S3 (or the embedded moto server in dev).
     s3_endpoint_url: str = ""

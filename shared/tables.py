@@ -1,4 +1,5 @@
-"""Table definitions used to build queries. The schema itself is created by migrations."""
+"""The schema: the one metadata that queries are built from and migrations are generated
+from (`python -m shared.migrations revision`). `make lint` fails when they disagree."""
 
 from __future__ import annotations
 
@@ -27,21 +28,18 @@ photos = sa.Table(
     sa.Column("upload_expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    # Migration 3: facts the thumbnail worker records.
     sa.Column("keep_location", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("sha256", sa.Text),
-    sa.Column("placeholder", sa.Text),
     sa.Column("taken_at", sa.DateTime(timezone=True)),
-    sa.Column("taken_at_local", sa.Text),
-    sa.Column("camera_make", sa.Text),
-    sa.Column("camera_model", sa.Text),
-    sa.Column("lens_model", sa.Text),
-    sa.Column("exposure_time", sa.Float),
-    sa.Column("f_number", sa.Float),
-    sa.Column("iso", sa.Integer),
-    sa.Column("focal_length", sa.Float),
-    sa.Column("gps_latitude", sa.Float),
-    sa.Column("gps_longitude", sa.Float),
+    # shared.facts.PhotoFacts as JSON, once rendered; sha256 and taken_at are also columns
+    # of their own because queries filter on them. SQL NULL (not JSON null) until then.
+    sa.Column("facts", sa.JSON(none_as_null=True)),
+    # An owner's listing pages on (created_at, id); the sweep finds lapsed pending uploads.
+    sa.Index("photos_owner_created", "owner_id", "created_at", "id"),
+    sa.Index("photos_status_expiry", "status", "upload_expires_at"),
+    # Upload dedupe looks up an owner's bytes; the listing filters on when taken.
+    sa.Index("photos_owner_sha256", "owner_id", "sha256"),
+    sa.Index("photos_owner_taken", "owner_id", "taken_at"),
 )
 
 renditions = sa.Table(
@@ -66,9 +64,10 @@ outbox = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Index("outbox_created", "created_at"),
 )
 
-# Server-to-server API keys (migration 2). Only the SHA-256 of a key is stored.
+# Server-to-server API keys. Only the SHA-256 of a key is stored.
 api_keys = sa.Table(
     "api_keys",
     metadata,

@@ -18,10 +18,11 @@ from services.gateway.app import create_app
 from services.gateway.auth import issue_token
 from shared.broker import Delivery
 from shared.events import Envelope, PhotoReady
+from shared.facts import PhotoFacts
 from shared.keys import original_key, rendition_key
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
-from shared.store import ImageFacts, NewPhoto, PhotoFacts, RenditionRecord
+from shared.store import NewPhoto, PhotoStatus, RenditionRecord, Verified
 from tests import images
 from tests.conftest import JWT_SECRET
 
@@ -77,24 +78,43 @@ async def ready_photo(
     key, thumb = original_key(owner, photo_id), rendition_key(owner, photo_id, "thumb", "webp")
     expires = datetime.now(UTC) + timedelta(minutes=5)
     await res.store.create_pending(
-        NewPhoto(photo_id, owner, key, "Zoë.jpg", "image/jpeg", len(data), expires, "t")
+        NewPhoto(
+            id=photo_id,
+            owner_id=owner,
+            object_key=key,
+            filename="Zoë.jpg",
+            declared_type="image/jpeg",
+            declared_size=len(data),
+            upload_expires_at=expires,
+            trace_id="t",
+        )
     )
-    facts = ImageFacts("image/jpeg", len(data), 64, 48)
+    verified = Verified(content_type="image/jpeg", size=len(data), width=64, height=48, etag=None)
     await res.store.mark_verified(
-        photo_id, facts=facts, etag=None, announce=_envelope(photo_id, owner)
+        photo_id, verified, observed=PhotoStatus.PENDING, envelope=_envelope(photo_id, owner)
     )
     preview = rendition_key(owner, photo_id, "preview", "jpeg")
     made = [
-        RenditionRecord("thumb", thumb, 64, 48, "image/webp", 3),
-        RenditionRecord("preview", preview, 64, 48, "image/jpeg", 3),
+        RenditionRecord(
+            name="thumb", object_key=thumb, width=64, height=48, content_type="image/webp", size=3
+        ),
+        RenditionRecord(
+            name="preview",
+            object_key=preview,
+            width=64,
+            height=48,
+            content_type="image/jpeg",
+            size=3,
+        ),
     ]
     await res.store.mark_ready(
         photo_id,
+        observed=PhotoStatus.VERIFIED,
         width=64,
         height=48,
         made=made,
-        announce=_envelope(photo_id, owner),
-        facts=PhotoFacts(hashlib.sha256(data).hexdigest(), "placeholder"),
+        envelope=_envelope(photo_id, owner),
+        facts=PhotoFacts(sha256=hashlib.sha256(data).hexdigest(), placeholder="placeholder"),
     )
     if store_objects:
         await res.storage.put(key, data, content_type="application/octet-stream")
@@ -103,5 +123,8 @@ async def ready_photo(
 
 
 def _envelope(photo_id: str, owner: str) -> Envelope:
-    event = PhotoReady(photo_id=photo_id, owner_id=owner, width=1, height=1, renditions=())
+    facts = PhotoFacts(sha256="0" * 64, placeholder="placeholder")
+    event = PhotoReady(
+        photo_id=photo_id, owner_id=owner, width=1, height=1, renditions=(), facts=facts
+    )
     return Envelope.wrap(event, trace_id="t")

@@ -123,7 +123,7 @@ async def test_grants_record_intents_without_the_broker(gw: Gateway, broker: typ
     granted = await asyncio.wait_for(grant_three_through(gw, broker(gw.res.broker)), 10)
     for photo_id in granted:
         assert await gw.res.store.get(photo_id) is not None
-    assert await gw.res.store.claim_unsent(older_than_s=0, lease_s=30) == []
+    assert await gw.res.outbox.claim_unpublished(older_than_s=0, lease_s=30) == []
     assert gw.intents.empty()
 
 

@@ -43,7 +43,7 @@ async def test_deleted_photo_is_gone_at_once_and_its_purge_is_published(gw: Gate
     await problem_of(await gw.client.delete(f"/v1/photos/{photo_id}", headers=gw.auth()), 404)
     listed = await (await gw.client.get("/v1/photos", headers=gw.auth())).json()
     assert [i["id"] for i in listed["items"]] == [kept]
-    assert await gw.res.store.claim_unsent(older_than_s=0, lease_s=1) == [], "sent, not left"
+    assert await gw.res.outbox.claim_unpublished(older_than_s=0, lease_s=1) == [], "sent, not left"
 
 
 async def test_account_deletion_hides_everything_and_publishes_the_purge(gw: Gateway) -> None:
@@ -67,7 +67,7 @@ async def test_deletion_survives_a_broker_outage_through_the_outbox(gw: Gateway)
     await gw.res.broker.close()
     resp = await gw.client.delete(f"/v1/photos/{photo_id}", headers=gw.auth())
     assert resp.status == 204
-    [left] = await gw.res.store.claim_unsent(older_than_s=0, lease_s=1)
+    [left] = await gw.res.outbox.claim_unpublished(older_than_s=0, lease_s=1)
     assert left.open(PhotoDeleted).photo_id == photo_id
 
 

@@ -14,6 +14,7 @@ import pytest
 from shared.events import Envelope, PhotoRejected
 from shared.ratelimit import LocalLimiter, RedisLimiter, connect_redis
 from shared.settings import Settings
+from shared.store import PhotoStatus
 from tests.conftest import require_server
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 from tests.harness import free_port
@@ -51,7 +52,9 @@ async def test_photo_quota_is_409_and_rejected_photos_free_their_place(
         assert body["code"] == "photo_quota_exceeded"
         event = PhotoRejected(photo_id=first, owner_id="alice", reason="corrupt", detail="x")
         envelope = Envelope.wrap(event, trace_id="t")
-        await gw.res.store.mark_rejected(first, reason="corrupt", detail="x", announce=envelope)
+        await gw.res.store.mark_rejected(
+            first, observed=PhotoStatus.PENDING, reason="corrupt", detail="x", envelope=envelope
+        )
         assert (await grant(gw)).status == 201
 
 

@@ -12,7 +12,9 @@ import pytest
 import sqlalchemy as sa
 
 from shared.events import Envelope, PhotoRejected
+from shared.facts import PhotoFacts
 from shared.settings import Settings
+from shared.store import PhotoStatus
 from shared.tables import photos
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
 
@@ -76,7 +78,11 @@ async def test_status_and_taken_at_filters(gw: Gateway, unique: str) -> None:
     a, b, c = [await grant(gw, user) for _ in range(3)]
     rejected = PhotoRejected(photo_id=b, owner_id=user, reason="corrupt", detail="x")
     await gw.res.store.mark_rejected(
-        b, reason="corrupt", detail="x", announce=Envelope.wrap(rejected, trace_id="t")
+        b,
+        observed=PhotoStatus.PENDING,
+        reason="corrupt",
+        detail="x",
+        envelope=Envelope.wrap(rejected, trace_id="t"),
     )
     await set_taken_at(gw, a, datetime(2020, 6, 1, tzinfo=UTC))
     await set_taken_at(gw, c, datetime(2023, 6, 1, tzinfo=UTC))
@@ -95,9 +101,10 @@ async def test_status_and_taken_at_filters(gw: Gateway, unique: str) -> None:
 
 async def set_taken_at(gw: Gateway, photo_id: str, when: datetime) -> None:
     """As rendering records it: with the rest of the facts (a digest, a placeholder)."""
-    facts = {"taken_at": when, "sha256": photo_id * 2, "placeholder": "AAAA"}
-    async with gw.res.store._engine.begin() as conn:
-        await conn.execute(sa.update(photos).where(photos.c.id == photo_id).values(**facts))
+    facts = PhotoFacts(taken_at=when, sha256=photo_id * 2, placeholder="AAAA")
+    values = {"taken_at": when, "sha256": facts.sha256, "facts": facts.model_dump(mode="json")}
+    async with gw.res.database.transaction() as conn:
+        await conn.execute(sa.update(photos).where(photos.c.id == photo_id).values(**values))
 
 
 @pytest.mark.parametrize(
@@ -150,7 +157,7 @@ async def queries_for_page(gw: Gateway, user: str, limit: int) -> int:
     def count(*args: Any) -> None:
         statements.append(args[2])
 
-    engine = gw.res.store._engine.sync_engine
+    engine = gw.res.store.db.engine.sync_engine
     sa.event.listen(engine, "before_cursor_execute", count)
     try:
         body = await page(gw, user, limit=limit)

@@ -48,9 +48,16 @@ async def test_facts_recorded_and_location_only_with_opt_in(
         await storage.put(key, data, content_type="image/jpeg")
     expires = datetime.now(UTC) + timedelta(minutes=5)
     intent = NewPhoto(
-        photo_id, "frida", key, "x.jpg", "image/jpeg", len(data), expires, "facts",
+        id=photo_id,
+        owner_id="frida",
+        object_key=key,
+        filename="x.jpg",
+        declared_type="image/jpeg",
+        declared_size=len(data),
+        upload_expires_at=expires,
+        trace_id="facts",
         keep_location=keep_location,
-    )  # fmt: skip
+    )
     async with running(real, ALL_SERVICES) as base, open_store(real) as store:
         await store.create_pending(intent)
         await announce(real, "minio", key, len(data))

@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import jwt
 import pytest
 
+from shared.db import create_engine
 from shared.settings import Settings
-from shared.store import create_engine
 from tests.conftest import JWT_SECRET
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 
@@ -112,7 +112,7 @@ async def test_post_grant_pins_key_type_and_exact_size_and_records_its_intent_on
         "alice",
     )
     # The intent is only recorded: nothing is announced and nothing waits to be.
-    assert await gw.res.store.claim_unsent(older_than_s=0, lease_s=1) == []
+    assert await gw.res.outbox.claim_unpublished(older_than_s=0, lease_s=1) == []
     assert gw.intents.empty()
 
     photo = await gw.client.get(f"/v1/photos/{grant['photo_id']}", headers=gw.auth())
@@ -146,7 +146,7 @@ async def test_the_api_stays_up_while_the_broker_is_away(gw: Gateway) -> None:
     photo_id = (await resp.json())["photo_id"]
     hint = await gw.client.post(f"/v1/uploads/{photo_id}/complete", headers=gw.auth())
     assert hint.status == 202
-    waiting = await gw.res.store.claim_unsent(older_than_s=0, lease_s=30)
+    waiting = await gw.res.outbox.claim_unpublished(older_than_s=0, lease_s=30)
     assert [(e.type, e.data["photo_id"]) for e in waiting] == [("upload.completed", photo_id)]
     ready = await gw.client.get("/readyz")
     assert ready.status == 200
@@ -170,8 +170,8 @@ async def test_upload_page_is_served(gw: Gateway) -> None:
 async def test_database_outage_is_a_503_problem(gw: Gateway) -> None:
     resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth())
     photo_id = (await resp.json())["photo_id"]
-    await gw.res.store.close()
-    gw.res.store._engine = create_engine("postgresql://nobody@127.0.0.1:1/none")
+    await gw.res.database.close()
+    gw.res.database.engine = create_engine("postgresql://nobody@127.0.0.1:1/none")
     resp = await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())
     body = await problem_of(resp, 503)
     assert "metadata store" in body["detail"]

@@ -156,14 +156,14 @@ async def test_objects_nobody_asked_for_are_removed_in_every_format(
         async with open_store(real) as store:
             await store.create_pending(
                 NewPhoto(
-                    "0" * 32,
-                    "alice",
-                    original_key("alice", "0" * 32),
-                    "a.jpg",
-                    "image/jpeg",
-                    5,
-                    datetime.now(UTC) + timedelta(minutes=5),
-                    "t",
+                    id="0" * 32,
+                    owner_id="alice",
+                    object_key=original_key("alice", "0" * 32),
+                    filename="a.jpg",
+                    declared_type="image/jpeg",
+                    declared_size=5,
+                    upload_expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                    trace_id="t",
                 )
             )
         for key in keys:
@@ -198,7 +198,16 @@ async def test_notification_before_its_intent_still_ends_ready(
     async with running(real, ALL_SERVICES), open_store(real) as store:
         await announce(real, "ceph", key, len(data))
         expires = datetime.now(UTC) + timedelta(minutes=5)
-        intent = NewPhoto(photo_id, "carol", key, "late.jpg", "image/jpeg", len(data), expires, "t")
+        intent = NewPhoto(
+            id=photo_id,
+            owner_id="carol",
+            object_key=key,
+            filename="late.jpg",
+            declared_type="image/jpeg",
+            declared_size=len(data),
+            upload_expires_at=expires,
+            trace_id="t",
+        )
         await store.create_pending(intent)
         ready = await hooks.wait_for(photo_id, "photo.ready")
     assert ready["data"]["width"] == 800
@@ -344,14 +353,14 @@ async def recorded(settings: Settings, key: str, size: int) -> Any:
         photo_id = key.rsplit("/", 1)[1]
         await store.create_pending(
             NewPhoto(
-                photo_id,
-                "erin",
-                key,
-                "big.jpg",
-                "image/jpeg",
-                size,
-                datetime.now(UTC) + timedelta(minutes=5),
-                "t",
+                id=photo_id,
+                owner_id="erin",
+                object_key=key,
+                filename="big.jpg",
+                declared_type="image/jpeg",
+                declared_size=size,
+                upload_expires_at=datetime.now(UTC) + timedelta(minutes=5),
+                trace_id="t",
             )
         )
         return await store.get(photo_id)

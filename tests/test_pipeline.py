@@ -21,11 +21,13 @@ from pydantic import SecretStr
 
 from services.dev import run_dev
 from services.gateway.auth import issue_token
-from shared.events import PhotoVerified, announcement
+from shared.events import PhotoVerified, outcome_envelope
 from shared.keys import original_key
+from shared.memory_broker import MemoryBroker
+from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.storage import open_storage
-from shared.store import ImageFacts, NewPhoto, open_store
+from shared.store import NewPhoto, PhotoStatus, Verified, open_store
 from shared.topology import Topology
 from tests import images
 from tests.conftest import JWT_SECRET, delete_topology
@@ -235,7 +237,16 @@ async def test_an_event_left_unsent_by_a_crash_is_sent_by_the_relay(
         assert info is not None
         expires = datetime.now(UTC) + timedelta(minutes=5)
         await store.create_pending(
-            NewPhoto(photo_id, "alice", key, "a.jpg", "image/jpeg", len(data), expires, "t")
+            NewPhoto(
+                id=photo_id,
+                owner_id="alice",
+                object_key=key,
+                filename="a.jpg",
+                declared_type="image/jpeg",
+                declared_size=len(data),
+                upload_expires_at=expires,
+                trace_id="t",
+            )
         )
         event = PhotoVerified(
             photo_id=photo_id,
@@ -246,11 +257,16 @@ async def test_an_event_left_unsent_by_a_crash_is_sent_by_the_relay(
             size=len(data),
             keep_location=False,
         )
-        envelope = announcement(event, photo_id=photo_id, trace_id="t")
-        facts = ImageFacts("image/jpeg", len(data), 1200, 900)
-        assert await store.mark_verified(photo_id, facts=facts, etag=info.etag, announce=envelope)
+        envelope = outcome_envelope(event, photo_id=photo_id, trace_id="t")
+        verified = Verified(
+            content_type="image/jpeg", size=len(data), width=1200, height=900, etag=info.etag
+        )
+        assert await store.mark_verified(
+            photo_id, verified, observed=PhotoStatus.PENDING, envelope=envelope
+        )
         # ...and here the ingest worker "crashes": the event is never sent by it.
         async with running(real, ALL_SERVICES):
             ready = await hooks.wait_for(photo_id, "photo.ready")
-        assert await store.claim_unsent(older_than_s=-1, lease_s=0) == []
+        outbox = Outbox(store.db, MemoryBroker(), Topology.from_settings(real))
+        assert await outbox.claim_unpublished(older_than_s=-1, lease_s=0) == []
     assert ready["data"]["width"] == 1200

@@ -13,12 +13,13 @@ import pytest
 
 from chaos.tcp_proxy import TcpProxy
 from shared.broker import open_broker
+from shared.db import open_database
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import Envelope, PhotoRejected
 from shared.runtime import Meta, on_events
 from shared.settings import Settings
 from shared.storage import open_storage
-from shared.store import open_store
+from shared.store import Store
 from shared.topology import Topology
 from tests.conftest import delete_topology
 from tests.harness import free_port, worker
@@ -104,16 +105,17 @@ async def test_store_recovers_after_the_database_connection_is_cut(
     proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{pg.port}"))
     cut_off = settings.model_copy(update={"database_url": proxied, "database_timeout": 2.0})
     try:
-        async with open_store(cut_off) as store:
-            assert await store.ping()
+        async with open_database(cut_off) as db:
+            store = Store(db)
+            assert await db.ping()
             pg.refusing = True
             pg.cut()
-            assert not await store.ping()
+            assert not await db.ping()
             missing = uuid.uuid4().hex
             with pytest.raises(DatabaseUnavailable):
                 await store.get(missing)
             pg.refusing = False
-            assert await store.ping()
+            assert await db.ping()
             assert await store.get(missing) is None
     finally:
         await pg.close()

@@ -23,7 +23,7 @@ from services.gateway.problems import INVALID, INVALID_CURSOR, NOT_FOUND, NOT_RE
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
 from services.gateway.views import download_name, view_of, views_of
-from shared.events import AccountDeleted, Envelope, PhotoDeleted, announcement
+from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.store import PhotoRecord, PhotoStatus
@@ -159,11 +159,11 @@ async def delete_photo(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:delete")).user_id
     res, photo_id = request.app[RESOURCES], request.match_info["photo_id"]
     event = PhotoDeleted(photo_id=photo_id, owner_id=owner)
-    envelope = announcement(event, photo_id=photo_id, trace_id=request[TRACE_ID])
+    envelope = outcome_envelope(event, photo_id=photo_id, trace_id=request[TRACE_ID])
     with log_context(photo_id=photo_id, owner_id=owner):
         if not await res.store.mark_deleted(photo_id, owner, envelope):
             raise NOT_FOUND("no such photo")
-        await res.outbox.try_send(envelope)
+        await res.outbox.publish_or_defer(envelope)
         log.info("photo deleted")
     return web.Response(status=204)
 
@@ -183,7 +183,7 @@ async def delete_account(request: web.Request) -> web.Response:
     envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=request[TRACE_ID])
     with log_context(owner_id=owner):
         photos = await res.store.mark_owner_deleted(owner, envelope)
-        await res.outbox.try_send(envelope)
+        await res.outbox.publish_or_defer(envelope)
         log.info("account deletion accepted", photos=photos)
     return respond(AccountDeletion(photos=photos), 202)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from services.gateway.apikeys import looks_like_key, lookup
 from services.gateway.auth import Unauthorized, bearer_token
 from services.gateway.context import LIMITER, RESOURCES, VERIFIER
 from services.gateway.problems import (
@@ -17,7 +18,6 @@ from services.gateway.problems import (
     USER_REQUIRED,
     Handler,
 )
-from shared.apikeys import looks_like_key, lookup
 from shared.logging import log_context
 
 ACT_AS = "X-Darkroom-User"
@@ -47,7 +47,7 @@ async def authenticate(request: web.Request, scope: str) -> Caller:
 
 
 async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
-    key = await lookup(request.app[RESOURCES].store, token)
+    key = await lookup(request.app[RESOURCES].database, token)
     if key is None or key.revoked_at is not None:
         raise Unauthorized("unknown or revoked API key")
     with log_context(api_key=key.id):

@@ -195,14 +195,14 @@ async def _duplicate(
 def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhoto:
     photo_id = uuid.uuid4().hex
     return NewPhoto(
-        photo_id,
-        owner,
-        original_key(owner, photo_id),
-        display_name(item.filename),
-        item.content_type,
-        item.size,
-        datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ttl),
-        trace_id,
+        id=photo_id,
+        owner_id=owner,
+        object_key=original_key(owner, photo_id),
+        filename=display_name(item.filename),
+        declared_type=item.content_type,
+        declared_size=item.size,
+        upload_expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ttl),
+        trace_id=trace_id,
         keep_location=item.keep_location,
     )
 
@@ -262,6 +262,6 @@ async def complete_upload(request: web.Request) -> web.Response:
         return respond(answer)
     hint = UploadCompleted(photo_id=photo.id, owner_id=owner)
     envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
-    await res.store.enqueue(envelope)
-    await res.outbox.try_send(envelope)
+    await res.outbox.queue(envelope)
+    await res.outbox.publish_or_defer(envelope)
     return respond(answer, 202)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import cast
 
 from aiohttp import web
@@ -12,34 +11,7 @@ from aiohttp import web
 from services.gateway.context import DOWNLOADS, RESOURCES
 from services.gateway.downloads import Downloads
 from services.gateway.models import Link, Listable, PhotoView, RenditionLink
-from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.store import PhotoRecord, PhotoStatus, RenditionRecord
-
-
-def recorded_facts(photo: PhotoRecord) -> PhotoFacts | None:
-    """The record's facts as the one facts model. The store still keeps them as flat
-    columns; once it keeps `PhotoFacts` itself this is `photo.facts`."""
-    if photo.facts is None:
-        return None
-    f = asdict(photo.facts)
-    location = None
-    # Recorded only with the owner's opt-in, and shown only to the owner.
-    if f["gps_latitude"] is not None and f["gps_longitude"] is not None:
-        location = Location(latitude=f["gps_latitude"], longitude=f["gps_longitude"])
-    return PhotoFacts(
-        sha256=f["sha256"],
-        placeholder=f["placeholder"],
-        taken_at=f["taken_at"],
-        taken_at_local=f["taken_at_local"],
-        camera=Camera(make=f["camera_make"], model=f["camera_model"], lens=f["lens_model"]),
-        exposure=Exposure(
-            exposure_time=f["exposure_time"],
-            f_number=f["f_number"],
-            iso=f["iso"],
-            focal_length=f["focal_length"],
-        ),
-        location=location,
-    )
 
 
 def shown_status(photo: PhotoRecord) -> Listable:
@@ -80,7 +52,7 @@ async def photo_view(
         size=photo.size if photo.size is not None else photo.declared_size,
         width=photo.width,
         height=photo.height,
-        facts=recorded_facts(photo),
+        facts=photo.facts,
         created_at=photo.created_at,
         renditions=links,
         original=original,

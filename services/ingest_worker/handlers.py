@@ -12,7 +12,7 @@ from functools import partial
 from services.ingest_worker.notifications import StoredObject, parse_notification
 from services.ingest_worker.sqs_bridge import run_sqs_bridge
 from services.ingest_worker.sweep import run_sweeper
-from services.ingest_worker.verify import Reason, Rejected, Verified, verify
+from services.ingest_worker.verify import Reason, Rejected, verify
 from shared.broker import Message
 from shared.errors import NotYet
 from shared.events import (
@@ -21,7 +21,7 @@ from shared.events import (
     PhotoRejected,
     PhotoVerified,
     UploadCompleted,
-    announcement,
+    outcome_envelope,
 )
 from shared.keys import (
     RENDITIONS,
@@ -35,7 +35,7 @@ from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectInfo
-from shared.store import ImageFacts, PhotoRecord, PhotoStatus
+from shared.store import PhotoRecord, PhotoStatus, Verified
 
 log = get_logger(__name__)
 
@@ -143,7 +143,7 @@ class Ingest:
     async def expire(self, photo: PhotoRecord) -> None:
         """The upload URL lapsed and nothing arrived: leave pending, with a reason."""
         rejection = Rejected(Reason.UPLOAD_EXPIRED, "the upload URL expired unused")
-        await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
+        await self._reject(photo, rejection)
 
     async def _verify(self, photo: PhotoRecord, info: ObjectInfo | None) -> None:
         res = self.res
@@ -154,7 +154,7 @@ class Ingest:
         try:
             verified = await verify(res.storage, info, photo, res.settings)
         except Rejected as rejection:
-            await self._reject(photo, rejection, allowed_from=(PhotoStatus.PENDING,))
+            await self._reject(photo, rejection)
             return
         await self._accept(photo, verified)
 
@@ -167,11 +167,12 @@ class Ingest:
         rejection = Rejected(
             Reason.REPLACED, "the object was overwritten after it had been verified"
         )
-        await self._reject(photo, rejection, allowed_from=(PhotoStatus.VERIFIED, PhotoStatus.READY))
+        if not await self._reject(photo, rejection):
+            # Rendered meanwhile (verified -> ready): still replaced, so look again.
+            raise NotYet("the photo moved on while its object was checked")
 
     async def _accept(self, photo: PhotoRecord, v: Verified) -> None:
-        facts = ImageFacts(v.content_type, v.size, v.width, v.height)
-        envelope = announcement(
+        envelope = outcome_envelope(
             PhotoVerified(
                 photo_id=photo.id,
                 owner_id=photo.owner_id,
@@ -185,19 +186,18 @@ class Ingest:
             trace_id=photo.trace_id,
         )
         if await self.res.store.mark_verified(
-            photo.id, facts=facts, etag=v.etag, announce=envelope
+            photo.id, v, observed=photo.status, envelope=envelope
         ):
             log.info("photo verified", width=v.width, height=v.height, type=v.content_type)
-            await self.res.outbox.send(envelope)
+            await self.res.outbox.publish(envelope)
 
     async def _reject(
         self,
         photo: PhotoRecord,
         rejection: Rejected,
-        *,
-        allowed_from: tuple[PhotoStatus, ...],
-    ) -> None:
-        envelope = announcement(
+    ) -> bool:
+        """Reject the photo from the status it was read in; False if it moved on since."""
+        envelope = outcome_envelope(
             PhotoRejected(
                 photo_id=photo.id,
                 owner_id=photo.owner_id,
@@ -212,14 +212,15 @@ class Ingest:
             photo.id,
             reason=rejection.reason.value,
             detail=rejection.detail,
-            announce=envelope,
-            allowed_from=allowed_from,
+            observed=photo.status,
+            envelope=envelope,
         ):
-            return
+            return False
         log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
         res.metrics.photos.labels("rejected").inc()
         await self._purge(photo)
-        await res.outbox.send(envelope)
+        await res.outbox.publish(envelope)
+        return True
 
     async def _purge(self, photo: PhotoRecord) -> None:
         for rendition in await self.res.store.renditions(photo.id):

@@ -9,7 +9,6 @@ one type and sent another, which is a broken or hostile client.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
 
@@ -29,7 +28,7 @@ from services.ingest_worker.inspect import (
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.storage import ObjectInfo, Storage
-from shared.store import PhotoRecord
+from shared.store import PhotoRecord, Verified
 
 FIRST_READ = 64 * 1024
 TAIL_READ = 64 * 1024
@@ -63,15 +62,6 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class Verified:
-    content_type: str
-    size: int
-    width: int
-    height: int
-    etag: str | None
 
 
 def check_size(info: ObjectInfo, photo: PhotoRecord, settings: Settings) -> None:
@@ -126,7 +116,13 @@ async def verify(
     if riding:
         raise Rejected(Reason.POLYGLOT, f"found {riding}")
     await check_frames(storage, key, content_type, head, settings.max_frames)
-    return Verified(content_type, info.size, header.width, header.height, info.etag)
+    return Verified(
+        content_type=content_type,
+        size=info.size,
+        width=header.width,
+        height=header.height,
+        etag=info.etag,
+    )
 
 
 def check_dimensions(header: Header, settings: Settings) -> None:

@@ -17,7 +17,7 @@ from services.thumbnail_worker.render import (
     RenditionSpec,
     render,
 )
-from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, announcement
+from shared.events import PhotoReady, PhotoRejected, PhotoVerified, Rendition, outcome_envelope
 from shared.facts import PhotoFacts
 from shared.keys import rendition_key
 from shared.logging import get_logger
@@ -90,14 +90,15 @@ class Thumbnails:
             renditions=tuple(Rendition(**r.model_dump(exclude={"object_key"})) for r in made),
             facts=facts,
         )
-        envelope = announcement(ready, photo_id=event.photo_id, trace_id=meta.trace_id)
+        envelope = outcome_envelope(ready, photo_id=event.photo_id, trace_id=meta.trace_id)
         if await self.res.store.mark_ready(
             event.photo_id,
+            observed=PhotoStatus.VERIFIED,
             width=result.width,
             height=result.height,
             made=made,
             facts=facts,
-            announce=envelope,
+            envelope=envelope,
         ):
             self.res.metrics.photos.labels("ready").inc()
             log.info("photo ready", width=result.width, height=result.height)
@@ -132,13 +133,13 @@ class Thumbnails:
         rejected = PhotoRejected(
             photo_id=event.photo_id, owner_id=event.owner_id, reason="undecodable", detail=detail
         )
-        envelope = announcement(rejected, photo_id=event.photo_id, trace_id=meta.trace_id)
+        envelope = outcome_envelope(rejected, photo_id=event.photo_id, trace_id=meta.trace_id)
         if await self.res.store.mark_rejected(
             event.photo_id,
             observed=PhotoStatus.VERIFIED,
             reason="undecodable",
             detail=detail,
-            announce=envelope,
+            envelope=envelope,
         ):
             log.info("photo cannot be decoded; rejected", detail=detail)
             await self.res.storage.delete(event.object_key)

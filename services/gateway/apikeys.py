@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from shared.store import Store
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict
+
+from shared.db import Database
+from shared.tables import api_keys
 
 PREFIX = "drk_"
 SCOPES: dict[str, str] = {
@@ -28,8 +32,9 @@ SCOPES: dict[str, str] = {
 _KEY = re.compile(r"^drk_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 
 
-@dataclass(frozen=True)
-class ApiKey:
+class ApiKey(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     id: str
     name: str
     scopes: frozenset[str]
@@ -49,38 +54,52 @@ def unknown_scopes(scopes: list[str]) -> list[str]:
     return [s for s in scopes if s not in SCOPES]
 
 
-async def create_key(store: Store, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
+async def create_key(db: Database, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
     """Record a new key; returns it and the key itself, which nothing stores."""
     if bad := unknown_scopes(scopes):
         raise ValueError(f"unknown scope(s) {', '.join(bad)}; known: {', '.join(SCOPES)}")
     key_id = secrets.token_hex(8)
     key = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    await store.add_api_key(key_id, name, digest(key), " ".join(sorted(set(scopes))))
-    found = await lookup(store, key)
+    row = {
+        "id": key_id,
+        "name": name,
+        "secret_hash": digest(key),
+        "scopes": " ".join(sorted(set(scopes))),
+        "created_at": datetime.now(UTC),
+    }
+    async with db.transaction() as conn:
+        await conn.execute(sa.insert(api_keys).values(row))
+    found = await lookup(db, key)
     assert found is not None
     return found, key
 
 
-async def lookup(store: Store, key: str) -> ApiKey | None:
+async def lookup(db: Database, key: str) -> ApiKey | None:
     """The key, or None if it is malformed or unknown (revoked keys are returned)."""
     if not _KEY.match(key):
         return None
-    row = await store.api_key_by_hash(digest(key))
+    query = sa.select(api_keys).where(api_keys.c.secret_hash == digest(key))
+    async with db.transaction() as conn:
+        row = (await conn.execute(query)).first()
     return _api_key(row) if row else None
 
 
-async def list_keys(store: Store) -> list[ApiKey]:
-    return [_api_key(row) for row in await store.api_key_list()]
+async def list_keys(db: Database) -> list[ApiKey]:
+    query = sa.select(api_keys).order_by(api_keys.c.created_at)
+    async with db.transaction() as conn:
+        return [_api_key(row) for row in (await conn.execute(query)).all()]
 
 
-def _api_key(row: dict[str, object]) -> ApiKey:
-    created, revoked = row["created_at"], row["revoked_at"]
-    assert isinstance(created, datetime)
-    assert revoked is None or isinstance(revoked, datetime)
-    return ApiKey(
-        id=str(row["id"]),
-        name=str(row["name"]),
-        scopes=frozenset(str(row["scopes"]).split()),
-        created_at=created,
-        revoked_at=revoked,
+async def revoke_key(db: Database, key_id: str) -> bool:
+    """Revoke an active key at once; False if there is no such active key."""
+    stmt = (
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
     )
+    async with db.transaction() as conn:
+        return bool((await conn.execute(stmt)).rowcount)
+
+
+def _api_key(row: sa.Row[Any]) -> ApiKey:
+    return ApiKey.model_validate({**row._mapping, "scopes": frozenset(str(row.scopes).split())})
