@@ -126,6 +126,16 @@ async def test_gcra_allows_a_burst_then_one_request_per_interval() -> None:
     assert not (await limiter.hit("k", 3)).allowed
 
 
+async def test_one_a_minute_admits_a_new_key_whatever_the_clock_reads() -> None:
+    # Readings just below a power of two used to round `now + 60` up and refuse the
+    # first request (how the trusted-proxy test failed on a recently booted machine).
+    clocks = [2.0**k - d for k in range(9, 34) for d in (0.3, 7.7, 31.1, 59.9)]
+    for reading in clocks:
+        limiter = LocalLimiter(clock=lambda reading=reading: reading)
+        assert (await limiter.hit("k", 1)).allowed, f"refused at clock {reading}"
+        assert not (await limiter.hit("k", 1)).allowed
+
+
 async def test_redis_shares_the_allowance_between_instances(
     settings: Settings, redis_url: str, unique: str
 ) -> None:
