@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint fmt clean
+.PHONY: install run test test-fast lint fmt clean
 
 install: $(STAMP)
 
@@ -18,10 +18,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/darkroom dev
 
-## Unit and integration tests. Uses RabbitMQ and PostgreSQL on 127.0.0.1 when they run
-## (skipped with a reason otherwise; with CI=true a missing server fails the run).
+## The whole suite. Uses RabbitMQ, PostgreSQL and Redis on 127.0.0.1 when they run
+## (skipped with a reason otherwise; with CI=true a missing server fails the run), and
+## starts service processes and server nodes of its own.
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The fast tier, under a minute: in-process broker, SQLite and moto only; no server,
+## no subprocess, nothing marked slow (markers: see pyproject.toml, tests/conftest.py).
+## pytest exits 5 when the selection holds no test (say, PYTEST_ARGS=tests/test_store.py
+## -k postgres): nothing of the tier to run is not a failure.
+FAST := not rabbitmq and not postgres and not redis and not processes and not slow
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "$(FAST)" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 ## `alembic check` runs against a throw-away SQLite database brought to the newest
 ## revision: it fails when shared/tables.py and the migrations disagree.

@@ -4,7 +4,8 @@
 
 Each (image, method) case runs in `rounds` fresh child processes of `reps` timed renders
 after one warm-up, so its peak RSS (VmHWM) is its own; the median is over all timed
-renders. The last line is the summary issue 5 asks for.
+renders. The last line sums it up: how much faster than naive Pillow, how near pyvips,
+and the peak RSS of a 24 MP render.
 """
 
 from __future__ import annotations

@@ -42,13 +42,19 @@ class RateLimiter(Protocol):
 
 
 def gcra(tat: float, now: float, per_minute: int) -> tuple[Decision, float]:
-    """The decision for one request, and the key's new theoretical arrival time."""
+    """The decision for one request, and the key's new theoretical arrival time.
+
+    The test is `tat - now > PERIOD_S - interval` rather than the equivalent
+    `tat + interval - now > PERIOD_S`: a clock reading just below a power of two makes
+    `now + interval` round up, so with one request a minute (interval == PERIOD_S) a
+    fresh key would be refused about one time in four.
+    """
     interval = PERIOD_S / per_minute
     tat = max(tat, now)
-    later = tat + interval
-    if later - now > PERIOD_S:
-        return Decision(False, later - now - PERIOD_S), tat
-    return Decision(True), later
+    excess = (tat - now) - (PERIOD_S - interval)
+    if excess > 0:
+        return Decision(False, excess), tat
+    return Decision(True), tat + interval
 
 
 class LocalLimiter:
@@ -66,18 +72,19 @@ class LocalLimiter:
         return decision
 
 
-# KEYS[1]: the key; ARGV: interval, period. Numbers go back as strings (Lua -> Redis
-# conversion would truncate them to integers).
+# KEYS[1]: the key; ARGV: interval, period. The same test as gcra(). Numbers go back as
+# strings (Lua -> Redis conversion would truncate them to integers).
 _GCRA_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local later = tat + interval
-if later - now > period then
-  return {0, tostring(later - now - period)}
+local excess = (tat - now) - (period - interval)
+if excess > 0 then
+  return {0, tostring(excess)}
 end
+local later = tat + interval
 redis.call('SET', KEYS[1], tostring(later), 'PX', math.ceil((later - now) * 1000))
 return {1, '0'}
 """

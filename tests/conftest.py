@@ -1,12 +1,23 @@
-"""Fixtures: real servers (RabbitMQ, PostgreSQL, moto's S3/SQS over HTTP) and settings.
+"""Fixtures: real servers (RabbitMQ, PostgreSQL, Redis, moto's S3/SQS over HTTP) and
+settings, and the markers that sort tests into tiers.
 
 A test that needs a server skips with the reason when it is absent, unless CI=true, where
 the absence fails the run: CI must never go green on skipped reliability tests.
+
+Tiers: every test is marked by what it needs (`rabbitmq`, `postgres`, `redis`,
+`processes`, `slow`), from the fixtures it uses, so a new test lands in the right tier
+without anyone remembering to mark it. `make test-fast` runs the tests marked with none of
+them (in-process broker, SQLite, moto). A fixture fetched with `request.getfixturevalue`
+is invisible at collection: a parametrised case named after the server ("postgres",
+"rabbitmq", "redis") is marked by its name, and any other test that fetches a server
+fixture unmarked fails, saying which marker it lacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import os
 import socket
 import uuid
@@ -17,6 +28,8 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
+import botocore.loaders
+import botocore.session
 import pytest
 from pydantic import SecretStr
 
@@ -31,10 +44,68 @@ AMQP_URL = os.environ.get("DARKROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.
 POSTGRES_URL = os.environ.get(
     "DARKROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 JWT_SECRET = "test-secret-" + "x" * 40
 
 
-_DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432}
+_DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432, "redis": 6379}
+
+# The markers each fixture implies. A node of a test's own needs the server's binaries
+# installed, so it is marked with the server too.
+MARKERS_BY_FIXTURE = {
+    "amqp_url": ("rabbitmq",),
+    "postgres_url": ("postgres",),
+    "redis_url": ("redis",),
+    "own_rabbit": ("rabbitmq", "processes"),
+    "own_postgres": ("postgres", "processes"),
+}
+SERVER_MARKERS = ("rabbitmq", "postgres", "redis")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every client the code under test makes comes from a session of its own, and each
+    # session's loader parses botocore's JSON models again: a tenth of a second a client,
+    # two clients a gateway, half the fast tier's time. One loader per process, as a
+    # single long-lived session would have, parses each model once.
+    botocore.session.create_loader = functools.cache(botocore.loaders.create_loader)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        wanted: set[str] = set()
+        for fixture in getattr(item, "fixturenames", ()):
+            wanted.update(MARKERS_BY_FIXTURE.get(fixture, ()))
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:
+            wanted.update(v for v in callspec.params.values() if v in SERVER_MARKERS)
+        for name in sorted(wanted):
+            if item.get_closest_marker(name) is None:
+                item.add_marker(name)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Everything imported so far lives as long as the run: moved out of the collector's
+    # way, each full collection during the tests walks only what the tests made.
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # Interpreter shutdown runs full collections over every object left (a million after
+    # the fast tier, half a minute of a one-minute run); all of it dies with the process.
+    gc.freeze()
+
+
+def _check_marked(request: pytest.FixtureRequest, marker: str) -> None:
+    """Fail a test that reached a server fixture without its marker: the fast tier would
+    otherwise run it and need the server."""
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{request.node.nodeid} uses {request.fixturename} but is not marked "
+            f"{marker!r}: add @pytest.mark.{marker} (or pytest.param(..., "
+            f"marks=pytest.mark.{marker}) for one case)",
+            pytrace=False,
+        )
 
 
 def _reachable(url: str) -> bool:
@@ -59,8 +130,9 @@ def _missing(message: str) -> None:
 
 
 @pytest.fixture
-async def own_rabbit() -> AsyncIterator[servers.OwnRabbit]:
+async def own_rabbit(request: pytest.FixtureRequest) -> AsyncIterator[servers.OwnRabbit]:
     """A RabbitMQ node of the test's own, which it may stop, kill and restart."""
+    _check_marked(request, "processes")
     if servers.rabbitmq_server() is None:
         _missing("a broker restart needs RabbitMQ's rabbitmq-server script installed")
     async with servers.own_rabbit() as node:
@@ -68,18 +140,27 @@ async def own_rabbit() -> AsyncIterator[servers.OwnRabbit]:
 
 
 @pytest.fixture
-async def own_postgres() -> AsyncIterator[servers.OwnPostgres]:
+async def own_postgres(request: pytest.FixtureRequest) -> AsyncIterator[servers.OwnPostgres]:
     """A PostgreSQL cluster of the test's own, which it may stop and restart."""
+    _check_marked(request, "processes")
     if servers.postgres_bindir() is None:
         _missing("a database restart needs PostgreSQL's initdb and postgres installed")
     async with servers.own_postgres() as cluster:
         yield cluster
 
 
-@pytest.fixture(scope="session")
-def amqp_url() -> str:
+@pytest.fixture
+def amqp_url(request: pytest.FixtureRequest) -> str:
+    _check_marked(request, "rabbitmq")
     require_server("RabbitMQ", AMQP_URL)
     return AMQP_URL
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    _check_marked(request, "redis")
+    require_server("Redis", REDIS_URL)
+    return REDIS_URL
 
 
 def _in_thread(coro: Any) -> None:
@@ -89,9 +170,10 @@ def _in_thread(coro: Any) -> None:
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of the test's own, dropped afterwards: tests never see each other's
     rows (the outbox relay of one test's workers would send another's events)."""
+    _check_marked(request, "postgres")
     require_server("PostgreSQL", POSTGRES_URL)
     name = f"darkroom_test_{uuid.uuid4().hex[:12]}"
 

@@ -1,4 +1,6 @@
-"""Storage notifications in each server's format, built from ../shared/reference/s3-events.md."""
+"""Storage notifications as MinIO, Ceph RGW and AWS S3 send them: the same S3 event record
+with each server's quirks (how the key is encoded, a size that may be a string or absent,
+AWS's s3:TestEvent)."""
 
 from __future__ import annotations
 

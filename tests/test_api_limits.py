@@ -4,7 +4,7 @@ instance, and shared across instances through a real Redis)."""
 from __future__ import annotations
 
 import asyncio
-import os
+import functools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -18,14 +18,6 @@ from shared.store import PhotoStatus
 from tests.conftest import require_server
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 from tests.harness import free_port
-
-REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-def redis_url() -> str:
-    require_server("Redis", REDIS_URL)
-    return REDIS_URL
 
 
 async def grant(gw: Gateway, user: str = "alice", **body: Any) -> Any:
@@ -127,6 +119,16 @@ async def test_gcra_allows_a_burst_then_one_request_per_interval() -> None:
     now[0] += 20
     assert (await limiter.hit("k", 3)).allowed
     assert not (await limiter.hit("k", 3)).allowed
+
+
+async def test_one_a_minute_admits_a_new_key_whatever_the_clock_reads() -> None:
+    # Readings just below a power of two used to round `now + 60` up and refuse the
+    # first request (how the trusted-proxy test failed on a recently booted machine).
+    clocks = [2.0**k - d for k in range(9, 34) for d in (0.3, 7.7, 31.1, 59.9)]
+    for reading in clocks:
+        limiter = LocalLimiter(clock=functools.partial(float, reading))
+        assert (await limiter.hit("k", 1)).allowed, f"refused at clock {reading}"
+        assert not (await limiter.hit("k", 1)).allowed
 
 
 async def test_redis_shares_the_allowance_between_instances(

@@ -104,6 +104,7 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
     assert "photo.rejected" in doc["webhooks"]
 
 
+@pytest.mark.slow  # seconds of generated requests
 async def test_schemathesis_with_every_check_finds_nothing_on_a_stack_with_workers(
     settings: Settings, hooks: WebhookReceiver, unique: str, tmp_path: Path
 ) -> None:

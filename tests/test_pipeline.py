@@ -160,7 +160,15 @@ async def test_html_declared_as_jpeg_is_rejected_removed_and_announced(
         assert await storage.head(grant["upload"]["fields"]["key"]) is None
 
 
-@pytest.mark.parametrize("parts", ["embedded", "real broker and database"])
+@pytest.mark.parametrize(
+    "parts",
+    [
+        "embedded",
+        pytest.param(
+            "real broker and database", marks=[pytest.mark.rabbitmq, pytest.mark.postgres]
+        ),
+    ],
+)
 async def test_same_flow_in_dev_mode(
     tmp_path: Any,
     hooks: WebhookReceiver,

@@ -56,6 +56,7 @@ def json_lines(stderr: bytes) -> list[dict[str, Any]]:
     return lines
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("module", SERVICES)
 async def test_service_process_becomes_ready_and_drains_on_sigterm(
     module: str, settings: Settings, amqp_url: str, postgres_url: str
@@ -78,6 +79,7 @@ async def test_service_process_becomes_ready_and_drains_on_sigterm(
     assert ("gateway listening" if module == "gateway" else "consuming") in events
 
 
+@pytest.mark.processes
 async def test_a_service_alone_refuses_the_in_process_broker(settings: Settings) -> None:
     env = service_env(settings, DARKROOM_BROKER_URL="", DARKROOM_DATABASE_URL="")
     process = await start("notifier", env)
@@ -86,6 +88,7 @@ async def test_a_service_alone_refuses_the_in_process_broker(settings: Settings)
     assert "needs DARKROOM_BROKER_URL" in stderr.decode()
 
 
+@pytest.mark.processes
 async def test_invalid_settings_stop_the_process_with_every_reason(settings: Settings) -> None:
     env = service_env(settings, DARKROOM_PREFETCH="zero", DARKROOM_GATEWAY_PORT="70000")
     process = await start("gateway", env)
@@ -101,6 +104,7 @@ def test_printed_urls_hide_passwords() -> None:
     assert redact_url("sqlite+aiosqlite:///x.db") == "sqlite+aiosqlite:///x.db"
 
 
+@pytest.mark.processes
 async def test_a_bad_rendition_setting_stops_the_thumbnail_worker(
     settings: Settings, amqp_url: str, postgres_url: str
 ) -> None:

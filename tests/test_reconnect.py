@@ -154,6 +154,7 @@ async def test_an_ack_on_a_dead_channel_means_redelivery_not_a_crash(
         await delete_topology(amqp_url, topology)
 
 
+@pytest.mark.slow  # the unreachable endpoint is retried with backoff: seconds
 async def test_storage_ping_tells_whether_storage_answers(settings: Settings) -> None:
     async with open_storage(settings) as storage:
         assert await storage.ping()  # 404, no such bucket: an answer, so not an outage

@@ -34,7 +34,7 @@ from tests import images
 from tests.conftest import JWT_SECRET
 from tests.harness import Client, WebhookReceiver, free_port, process_env, running, with_sqs
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(180)]
 
 
 class HeldOriginals(FaultyS3Proxy):
