@@ -15,7 +15,6 @@ from shared.events import Envelope, PhotoRejected
 from shared.ratelimit import LocalLimiter, RedisLimiter, connect_redis
 from shared.settings import Settings
 from shared.store import PhotoStatus
-from tests.conftest import require_server
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 from tests.harness import free_port
 
