@@ -154,7 +154,8 @@ class RabbitBroker:
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
         channel = self._channel("consume")
         # A declared (here: passively) queue is tracked by the robust channel, which then
-        # restores its consumer after a reconnect; get_queue(ensure=False) is not (#231, #563).
+        # restores its consumer after a reconnect; one from get_queue(ensure=False) is not
+        # (a known aio-pika behaviour, seen here as consumers silently gone after a restart).
         amqp_queue = await channel.declare_queue(queue.name, passive=True)
 
         async def callback(incoming: AbstractIncomingMessage) -> None:

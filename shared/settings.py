@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     health_host: str = "127.0.0.1"
     health_port: int = Field(8081, ge=0, le=65535)
 
-    # Gateway API (issue 3)
+    # Gateway API
     # RS256/ES256 bearer tokens: keys from this JWKS URL (beside or instead of the secret).
     auth_jwks_url: str = ""
     auth_issuer: str = ""  # required `iss` when set

@@ -1,7 +1,9 @@
 """Storage notifications in MinIO's, Ceph's and AWS's formats, normalised to StoredObject.
 
-See ../shared/reference/s3-events.md for the shapes. Every claim in an event (size, type)
-is only a hint; verification reads the object itself.
+All three send S3 event records (`{"Records": [...]}`, event version 2.x): MinIO and Ceph
+publish them to the storage exchange, AWS delivers them through SQS. AWS and MinIO
+form-encode object keys, Ceph sends them raw; tests/s3events.py builds each shape. Every
+claim in an event (size, type) is only a hint; verification reads the object itself.
 """
 
 from __future__ import annotations
