@@ -9,7 +9,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -22,9 +21,10 @@ from shared.facts import PhotoFacts
 from shared.keys import original_key, rendition_key
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
-from shared.store import NewPhoto, PhotoStatus, RenditionRecord, Verified
+from shared.store import PhotoStatus, RenditionRecord, Verified
 from tests import images
 from tests.conftest import JWT_SECRET
+from tests.harness import intent
 
 
 @dataclass
@@ -76,19 +76,7 @@ async def ready_photo(
     res, data = gw.res, images.jpeg(64, 48)
     photo_id = uuid.uuid4().hex
     key, thumb = original_key(owner, photo_id), rendition_key(owner, photo_id, "thumb", "webp")
-    expires = datetime.now(UTC) + timedelta(minutes=5)
-    await res.store.create_pending(
-        NewPhoto(
-            id=photo_id,
-            owner_id=owner,
-            object_key=key,
-            filename="Zoë.jpg",
-            declared_type="image/jpeg",
-            declared_size=len(data),
-            upload_expires_at=expires,
-            trace_id="t",
-        )
-    )
+    await res.store.create_pending(intent(photo_id, owner, len(data), filename="Zoë.jpg"))
     verified = Verified(content_type="image/jpeg", size=len(data), width=64, height=48, etag=None)
     await res.store.mark_verified(
         photo_id, verified, observed=PhotoStatus.PENDING, envelope=_envelope(photo_id, owner)

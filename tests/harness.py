@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -21,13 +22,31 @@ from services.notifier.service import serve as notifier
 from services.thumbnail_worker.service import serve as thumbnails
 from shared.broker import Broker
 from shared.embedded import provision_bucket_with_sqs
+from shared.keys import original_key
 from shared.metrics import Metrics
 from shared.runtime import Route, Worker
 from shared.settings import Settings
+from shared.store import NewPhoto
 from shared.topology import Topology
 from tests import s3events
 
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
+
+
+def intent(photo_id: str, owner: str, size: int, **fields: Any) -> NewPhoto:
+    """A JPEG upload intent of `size` bytes under the photo's own key, valid for five
+    minutes; `fields` override any of that."""
+    values: dict[str, Any] = {
+        "id": photo_id,
+        "owner_id": owner,
+        "object_key": original_key(owner, photo_id),
+        "filename": "photo.jpg",
+        "declared_type": "image/jpeg",
+        "declared_size": size,
+        "upload_expires_at": datetime.now(UTC) + timedelta(minutes=5),
+        "trace_id": "t",
+    }
+    return NewPhoto(**(values | fields))
 
 
 def free_port() -> int:

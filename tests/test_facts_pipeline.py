@@ -4,7 +4,7 @@ only with the owner's opt-in and never reaches a rendition."""
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiohttp
 import pytest
@@ -14,10 +14,10 @@ from services.gateway.auth import issue_token
 from shared.keys import original_key
 from shared.settings import Settings
 from shared.storage import open_storage
-from shared.store import NewPhoto, open_store
+from shared.store import open_store
 from tests import images
 from tests.conftest import JWT_SECRET
-from tests.harness import ALL_SERVICES, Client, WebhookReceiver, announce, running
+from tests.harness import ALL_SERVICES, Client, WebhookReceiver, announce, intent, running
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,20 +46,9 @@ async def test_facts_recorded_and_location_only_with_opt_in(
     async with open_storage(real) as storage:
         await storage.ensure_bucket()
         await storage.put(key, data, content_type="image/jpeg")
-    expires = datetime.now(UTC) + timedelta(minutes=5)
-    intent = NewPhoto(
-        id=photo_id,
-        owner_id="frida",
-        object_key=key,
-        filename="x.jpg",
-        declared_type="image/jpeg",
-        declared_size=len(data),
-        upload_expires_at=expires,
-        trace_id="facts",
-        keep_location=keep_location,
-    )
+    photo = intent(photo_id, "frida", len(data), trace_id="facts", keep_location=keep_location)
     async with running(real, ALL_SERVICES) as base, open_store(real) as store:
-        await store.create_pending(intent)
+        await store.create_pending(photo)
         await announce(real, "minio", key, len(data))
         ready = await hooks.wait_for(photo_id, "photo.ready")
         async with aiohttp.ClientSession() as http:

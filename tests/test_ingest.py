@@ -9,7 +9,6 @@ import random
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,11 +31,11 @@ from shared.events import AccountDeleted, PhotoDeleted
 from shared.keys import original_key
 from shared.settings import Settings
 from shared.storage import Storage, open_storage
-from shared.store import NewPhoto, PhotoStatus, open_store
+from shared.store import PhotoStatus, open_store
 from shared.topology import Topology
 from tests import hostile, images
 from tests.conftest import JWT_SECRET
-from tests.harness import ALL_SERVICES, Client, WebhookReceiver, announce, running, with_sqs
+from tests.harness import ALL_SERVICES, Client, WebhookReceiver, announce, intent, running, with_sqs
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -154,18 +153,7 @@ async def test_objects_nobody_asked_for_are_removed_in_every_format(
     keys = ["stray/holiday photo+1 ünï.jpg", "originals/not-a-digest/x y.jpg", someone_elses]
     async with running(real, ALL_SERVICES), open_storage(real) as storage:
         async with open_store(real) as store:
-            await store.create_pending(
-                NewPhoto(
-                    id="0" * 32,
-                    owner_id="alice",
-                    object_key=original_key("alice", "0" * 32),
-                    filename="a.jpg",
-                    declared_type="image/jpeg",
-                    declared_size=5,
-                    upload_expires_at=datetime.now(UTC) + timedelta(minutes=5),
-                    trace_id="t",
-                )
-            )
+            await store.create_pending(intent("0" * 32, "alice", 5))
         for key in keys:
             await storage.put(key, images.jpeg(64, 48), content_type="image/jpeg")
             await announce(real, fmt, key, 10)
@@ -197,18 +185,7 @@ async def test_notification_before_its_intent_still_ends_ready(
         await storage.put(key, data, content_type="image/jpeg")
     async with running(real, ALL_SERVICES), open_store(real) as store:
         await announce(real, "ceph", key, len(data))
-        expires = datetime.now(UTC) + timedelta(minutes=5)
-        intent = NewPhoto(
-            id=photo_id,
-            owner_id="carol",
-            object_key=key,
-            filename="late.jpg",
-            declared_type="image/jpeg",
-            declared_size=len(data),
-            upload_expires_at=expires,
-            trace_id="t",
-        )
-        await store.create_pending(intent)
+        await store.create_pending(intent(photo_id, "carol", len(data), object_key=key))
         ready = await hooks.wait_for(photo_id, "photo.ready")
     assert ready["data"]["width"] == 800
 
@@ -351,16 +328,5 @@ class CountingStorage:
 async def recorded(settings: Settings, key: str, size: int) -> Any:
     async with open_store(settings) as store:
         photo_id = key.rsplit("/", 1)[1]
-        await store.create_pending(
-            NewPhoto(
-                id=photo_id,
-                owner_id="erin",
-                object_key=key,
-                filename="big.jpg",
-                declared_type="image/jpeg",
-                declared_size=size,
-                upload_expires_at=datetime.now(UTC) + timedelta(minutes=5),
-                trace_id="t",
-            )
-        )
+        await store.create_pending(intent(photo_id, "erin", size, object_key=key))
         return await store.get(photo_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +26,7 @@ from shared.memory_broker import MemoryBroker
 from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.storage import open_storage
-from shared.store import NewPhoto, PhotoStatus, Verified, open_store
+from shared.store import PhotoStatus, Verified, open_store
 from shared.topology import Topology
 from tests import images
 from tests.conftest import JWT_SECRET, delete_topology
@@ -38,6 +37,7 @@ from tests.harness import (
     WebhookReceiver,
     announce,
     free_port,
+    intent,
     running,
     with_sqs,
 )
@@ -243,19 +243,7 @@ async def test_an_event_left_unsent_by_a_crash_is_sent_by_the_relay(
         await storage.put(key, data, content_type="image/jpeg")
         info = await storage.head(key)
         assert info is not None
-        expires = datetime.now(UTC) + timedelta(minutes=5)
-        await store.create_pending(
-            NewPhoto(
-                id=photo_id,
-                owner_id="alice",
-                object_key=key,
-                filename="a.jpg",
-                declared_type="image/jpeg",
-                declared_size=len(data),
-                upload_expires_at=expires,
-                trace_id="t",
-            )
-        )
+        await store.create_pending(intent(photo_id, "alice", len(data)))
         event = PhotoVerified(
             photo_id=photo_id,
             owner_id="alice",
