@@ -21,7 +21,6 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from shared.errors import PermanentError
 from shared.facts import PhotoFacts
 
 
@@ -119,11 +118,3 @@ class PhotoRecord(_Record):
     updated_at: UtcDatetime
     keep_location: bool = False
     facts: PhotoFacts | None = None  # once rendered
-
-
-def verified_of(photo: PhotoRecord) -> Verified:
-    """What verification established about a photo; only verified photos have it."""
-    ct, size, width, height = photo.content_type, photo.size, photo.width, photo.height
-    if ct is None or size is None or width is None or height is None:
-        raise PermanentError(f"photo {photo.id} is {photo.status} but was never verified")
-    return Verified(content_type=ct, size=size, width=width, height=height, etag=photo.etag)

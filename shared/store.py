@@ -33,7 +33,6 @@ from shared.records import (
     RenditionRecord,
     Verified,
     check_transition,
-    verified_of,
 )
 from shared.settings import Settings
 from shared.tables import photos, renditions
@@ -49,7 +48,6 @@ __all__ = [
     "Store",
     "Verified",
     "open_store",
-    "verified_of",
 ]
 _S = PhotoStatus
 
@@ -185,15 +183,17 @@ class Store:
         height: int,
         made: Sequence[RenditionRecord],
         envelope: Envelope,
-        facts: PhotoFacts | None,
+        facts: PhotoFacts,
     ) -> bool:
         """Move to ready and record its renditions and facts in one transaction."""
         values = {
             "width": width,
             "height": height,
-            "facts": facts.model_dump(mode="json") if facts else None,
-            "sha256": facts.sha256 if facts else None,
-            "taken_at": facts.taken_at if facts else None,
+            "facts": facts.model_dump(mode="json"),
+            # Also in columns of their own, written from the same facts: queries filter
+            # on them (dedupe by digest, listing by date).
+            "sha256": facts.sha256,
+            "taken_at": facts.taken_at,
         }
         async with self.db.transaction() as conn:
             which = photos.c.id == photo_id

@@ -167,7 +167,7 @@ async def test_state_only_moves_forward_and_each_step_is_announced_once(
     made = [rendition("thumb", "k/thumb.webp")]
     assert await store.mark_ready(
         photo.id, observed=VERIFIED, width=10, height=20, made=made, envelope=ready(photo.id),
-        facts=None,
+        facts=FACTS,
     )  # fmt: skip
     # A late rejection from a handler that read the photo as pending changes nothing.
     assert not await store.mark_rejected(
@@ -180,7 +180,7 @@ async def test_state_only_moves_forward_and_each_step_is_announced_once(
         "image/jpeg",
         10,
         "e1",
-        None,
+        FACTS,
     )
     assert await store.renditions(photo.id) == made
     assert {verified(photo.id).id, ready(photo.id).id} <= await unsent_ids(outbox)
@@ -213,7 +213,7 @@ async def test_a_ready_photo_replaced_after_verification_is_rejected(store: Stor
     photo = await verified_photo(store)
     await store.mark_ready(
         photo.id, observed=VERIFIED, width=1, height=1, made=[], envelope=ready(photo.id),
-        facts=None,
+        facts=FACTS,
     )  # fmt: skip
     assert await store.mark_rejected(
         photo.id, observed=READY, reason="replaced", detail="x", envelope=rejected(photo.id)
@@ -230,7 +230,7 @@ async def test_an_illegal_move_is_a_programming_error_and_changes_nothing(
     with pytest.raises(IllegalTransition, match="pending to ready"):
         await store.mark_ready(
             photo.id, observed=PENDING, width=1, height=1, made=[rendition("thumb")],
-            envelope=ready(photo.id), facts=None,
+            envelope=ready(photo.id), facts=FACTS,
         )  # fmt: skip
     record = await store.get(photo.id)
     assert record is not None and record.status is PENDING
@@ -245,7 +245,7 @@ async def test_a_refused_transition_writes_no_renditions(store: Store) -> None:
     )
     assert not await store.mark_ready(
         photo.id, observed=VERIFIED, width=1, height=1, made=[rendition("thumb")],
-        envelope=ready(photo.id), facts=None,
+        envelope=ready(photo.id), facts=FACTS,
     )  # fmt: skip
     assert await store.renditions(photo.id) == []
 
@@ -291,7 +291,7 @@ async def test_renditions_of_many_photos_come_in_one_answer(store: Store) -> Non
     for photo_id, renditions in made.items():
         await store.mark_ready(
             photo_id, observed=VERIFIED, width=1, height=1, made=renditions,
-            envelope=ready(photo_id), facts=None,
+            envelope=ready(photo_id), facts=FACTS,
         )  # fmt: skip
     unknown = uuid.uuid4().hex
     found = await store.renditions_for([first.id, second.id, bare.id, unknown])

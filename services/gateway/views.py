@@ -70,6 +70,6 @@ async def views_of(request: web.Request, photos: Sequence[PhotoRecord]) -> list[
     """Views of a page of photos: one renditions query for all of them, so a page costs
     the same number of queries whatever its length."""
     ready = [p.id for p in photos if p.status is PhotoStatus.READY]
-    found = await request.app[RESOURCES].store.renditions_for(ready) if ready else {}
+    found = await request.app[RESOURCES].store.renditions_for(ready)
     downloads = request.app[DOWNLOADS]
     return [await photo_view(downloads, p, found.get(p.id, [])) for p in photos]
