@@ -47,7 +47,8 @@ fmt: $(STAMP)
 clean:
 	rm -rf $(VENV) .darkroom .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-## Thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
+## Gateway benchmark (grants and listings against an empty aiohttp handler, on RabbitMQ
+## and PostgreSQL; wrk when installed), then thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
 ## libvips (pyvips), on generated 12/24 MP photos. Takes about two minutes.
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -57,6 +58,7 @@ $(BENCH_STAMP): $(STAMP)
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
 
