@@ -28,6 +28,7 @@ import asyncpg
 from aiohttp import web
 
 from bench.load import Load, Target, generate
+from bench.profile import Profile
 from bench.seed import seed_ready_photos
 from services.gateway.auth import issue_token
 from shared.rabbitmq import delete_topology
@@ -47,13 +48,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="py-spy the gateway during the 64-user run"
+    )
     parser.add_argument("--hello", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hello is not None:
         web.run_app(_hello_app(), host="127.0.0.1", port=args.hello, print=None)
         return
     _pin({1})
-    asyncio.run(_run(args.duration, args.connections))
+    asyncio.run(_run(args.duration, args.connections, args.profile))
 
 
 def _hello_app() -> web.Application:
@@ -66,7 +70,7 @@ def _hello_app() -> web.Application:
     return app
 
 
-async def _run(duration: float, connections: int) -> None:
+async def _run(duration: float, connections: int, profile: Path | None) -> None:
     load = Load(duration=duration, connections=connections)
     with _server([sys.executable, "-m", "bench.gateway", "--hello", str(port := _free())], {}):
         await _wait_up(f"http://127.0.0.1:{port}/", method="POST")
@@ -76,10 +80,11 @@ async def _run(duration: float, connections: int) -> None:
             database_url, gw_port := _free(), prefix := f"bench-{uuid.uuid4().hex[:8]}"
         )
         base = f"http://127.0.0.1:{gw_port}"
-        with _server([sys.executable, "-m", "services.gateway"], env):
+        with _server([sys.executable, "-m", "services.gateway"], env) as gateway:
             await _wait_up(f"{base}/readyz")
             many = [issue_token(SECRET, f"user-{n}") for n in range(64)]
             grants = f"{base}/v1/uploads"
+            spy = profile and Profile(gateway, profile / "grants.txt", duration)
             wide = await generate(load, Target(grants, "POST", GRANT, many))
             one = await generate(load, Target(grants, "POST", GRANT, many[:1]))
             await seed_ready_photos(database_url, "lister", PAGE)
@@ -98,6 +103,12 @@ async def _run(duration: float, connections: int) -> None:
         f"listing: {listing.rate:.1f} pages/s of {PAGE} ready photos, "
         f"{listing.rate / hello.rate:.4f} of aiohttp hello, p99 {listing.p99_ms:.0f} ms"
     )
+    if spy:
+        print("gateway top 10 by own time, 64-user grants (py-spy):")
+        for name, share in spy.top():
+            print(f"  {share:5.1f}%  {name}")
+        print("gateway time by package, inclusive (py-spy):")
+        print("  " + ", ".join(f"{name} {share:.0f}%" for name, share in spy.packages()))
     for name, run in (("grants 64", wide), ("grants 1", one), ("listing", listing)):
         if run.failed:
             print(f"warning: {name}: {run.failed} of {run.requests} answers were not 2xx")
@@ -144,7 +155,7 @@ class _database:
 
 
 @contextmanager
-def _server(cmd: list[str], env: dict[str, str]) -> Iterator[None]:
+def _server(cmd: list[str], env: dict[str, str]) -> Iterator[int]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DARKROOM_")}
     proc = subprocess.Popen(  # noqa: S603
         cmd,
@@ -153,7 +164,7 @@ def _server(cmd: list[str], env: dict[str, str]) -> Iterator[None]:
         preexec_fn=lambda: _pin({0}),
     )
     try:
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
