@@ -27,6 +27,9 @@ from shared.db import Database
 from shared.records import NewPhoto, PhotoStatus
 from shared.tables import photos
 
+# Transactions at once: while one is written, the next is filled and started. Measured
+# with bench.gateway, 64 users: 1 writer 1494-1502 grants/s, 2 writers 1659-1871.
+WRITERS = 2
 MAX_BATCH = 500  # intents per transaction; a batch request brings up to 50
 
 
@@ -56,7 +59,7 @@ class Reservations:
         self.db = db
         self._lock = asyncio.Lock()  # SQLite only
         self._waiting: list[_Request] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record `intents` if `check(usage)` lets them through; raises what it raised."""
@@ -67,8 +70,10 @@ class Reservations:
             return
         answer = asyncio.get_running_loop().create_future()
         self._waiting.append(_Request(owner_id, intents, check, answer))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_all())
+        if len(self._writers) < WRITERS:
+            writer = asyncio.create_task(self._write_all())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         await answer
 
     async def _write_all(self) -> None:
