@@ -89,6 +89,7 @@ async def _run(duration: float, connections: int, profile: Path | None) -> None:
             one = await generate(load, Target(grants, "POST", GRANT, many[:1]))
             await seed_ready_photos(database_url, "lister", PAGE)
             pages = f"{base}/v1/photos?limit={PAGE}&status=ready"
+            spy_listing = profile and Profile(gateway, profile / "listing.txt", duration)
             listing = await generate(
                 load, Target(pages, "GET", b"", [issue_token(SECRET, "lister")])
             )
@@ -103,12 +104,15 @@ async def _run(duration: float, connections: int, profile: Path | None) -> None:
         f"listing: {listing.rate:.1f} pages/s of {PAGE} ready photos, "
         f"{listing.rate / hello.rate:.4f} of aiohttp hello, p99 {listing.p99_ms:.0f} ms"
     )
-    if spy:
-        print("gateway top 10 by own time, 64-user grants (py-spy):")
-        for name, share in spy.top():
-            print(f"  {share:5.1f}%  {name}")
-        print("gateway time by package, inclusive (py-spy):")
-        print("  " + ", ".join(f"{name} {share:.0f}%" for name, share in spy.packages()))
+    for what, spied in (("64-user grants", spy), ("listing", spy_listing)):
+        if spied:
+            print(f"gateway top 10 by own time, {what} (py-spy):")
+            for name, share in spied.top():
+                print(f"  {share:5.1f}%  {name}")
+            print(
+                "  by package, inclusive: "
+                + ", ".join(f"{name} {share:.0f}%" for name, share in spied.packages())
+            )
     for name, run in (("grants 64", wide), ("grants 1", one), ("listing", listing)):
         if run.failed:
             print(f"warning: {name}: {run.failed} of {run.requests} answers were not 2xx")

@@ -12,8 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from services.gateway.downloads import content_disposition, open_downloads
+from services.gateway.downloads import Downloads, content_disposition
 from shared.settings import Settings
+from shared.storage import open_storage
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
 
 
@@ -30,7 +31,8 @@ def query(url: str) -> dict[str, str]:
 async def test_urls_repeat_within_a_window_and_change_after_it(settings: Settings) -> None:
     window_start = 1_700_000_100  # a multiple of 900
     now = [window_start + 100.0]
-    async with open_downloads(settings, clock=lambda: now[0]) as downloads:
+    async with open_storage(settings) as storage:
+        downloads = Downloads.from_settings(settings, storage.presigner, clock=lambda: now[0])
         first, fresh_for = await downloads.url("k", "image/webp", "a.webp")
         now[0] += 700
         again, _ = await downloads.url("k", "image/webp", "a.webp")

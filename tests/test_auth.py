@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from services.gateway.auth import JwksCache, Unauthorized
+from services.gateway.auth import JwksCache, JwtVerifier, Unauthorized
 from shared.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.gateway_harness import Gateway, gateway, problem_of
@@ -255,3 +256,14 @@ async def test_an_empty_key_set_is_a_503(gw: Gateway, idp: Idp, rs1: Signer) -> 
     token = rs1.token(**claims(int(time.time())))
     resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
     assert "key set" in (await problem_of(resp, 503))["detail"]
+
+
+async def test_a_token_accepted_once_is_refused_once_it_expires() -> None:
+    verifier = JwtVerifier(JWT_SECRET, None, "", "", leeway=0)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "ann", "exp": expires}, JWT_SECRET, "HS256")
+    assert await verifier.user(token) == "ann"
+    assert await verifier.user(token) == "ann"
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.01)  # until the token lapses
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.user(token)

@@ -21,7 +21,7 @@ from services.gateway.context import (
     VERIFIER,
 )
 from services.gateway.cors import cors_middleware, parse_origins
-from services.gateway.downloads import check_window, open_downloads
+from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
 from services.gateway.openapi import build_document
 from services.gateway.problems import Handler, problem_middleware
@@ -89,7 +89,7 @@ def create_app(
             else:
                 app[RESOURCES] = resources
             app[LIMITER] = await stack.enter_async_context(open_limiter(settings))
-            app[DOWNLOADS] = await stack.enter_async_context(open_downloads(settings))
+            app[DOWNLOADS] = Downloads.from_settings(settings, app[RESOURCES].storage.presigner)
             app[VERIFIER] = JwtVerifier.from_settings(
                 settings, await _jwks(settings, stack) if settings.auth_jwks_url else None
             )
