@@ -34,7 +34,7 @@ import pytest
 from pydantic import SecretStr
 
 from chaos import servers
-from shared import rabbitmq
+from shared import rabbitmq, secrets
 from shared.embedded import moto_server
 from shared.settings import Settings
 from shared.topology import Topology
@@ -45,7 +45,7 @@ POSTGRES_URL = os.environ.get(
     "DARKROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = secrets.jwt_secret()
 
 
 _DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432, "redis": 6379}

@@ -8,6 +8,7 @@ from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
 from services.gateway.context import OPENAPI
+from services.gateway.pages import DOCS_CSP, page_headers
 
 routes = web.RouteTableDef()
 
@@ -32,7 +33,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 @routes.get("/docs")
 async def docs(request: web.Request) -> web.Response:
-    return web.Response(text=_SWAGGER_PAGE, content_type="text/html")
+    return web.Response(
+        text=_SWAGGER_PAGE, content_type="text/html", headers=page_headers(DOCS_CSP)
+    )
 
 
 @routes.get("/docs/assets/swagger-init.js")

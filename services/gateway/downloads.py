@@ -5,8 +5,11 @@ view fetches the image again. Here every URL is signed as of the start of the cu
 window of DARKROOM_DOWNLOAD_URL_WINDOW seconds and valid for DARKROOM_DOWNLOAD_URL_TTL
 from then: the same photo gets the same URL for the whole window, and each URL handed
 out stays valid for at least TTL - WINDOW seconds. The signed URL also asks storage to
-answer with the photo's Content-Type, a Content-Disposition naming the file, and a
-Cache-Control of max-age=TTL.
+answer with the photo's Content-Type, a Content-Disposition naming the file (`attachment`
+for originals unless asked otherwise, so a browser saves rather than renders them), and
+`Cache-Control: private, max-age=TTL - WINDOW`: no shared cache keeps a copy, and a
+browser keeps one no longer than the validity every URL handed out still has (the value
+must not change within a window, or the URL would not repeat).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from aiobotocore.session import get_session
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 from shared.storage import client_kwargs
+from shared.text import visible_text
 
 WINDOWED = "darkroom-s3v4-window-query"
 _SIGNED_AT: ContextVar[datetime | None] = ContextVar("darkroom_signed_at", default=None)
@@ -44,12 +48,14 @@ def _choose_windowed(**_: Any) -> str | None:
     return WINDOWED if _SIGNED_AT.get() is not None else None
 
 
-def content_disposition(filename: str) -> str:
-    """RFC 6266: an ASCII fallback and the exact UTF-8 name."""
+def content_disposition(filename: str, *, attachment: bool = False) -> str:
+    """RFC 6266: an ASCII fallback and the exact UTF-8 name (nothing invisible in either)."""
+    name = visible_text(filename) or "photo"
     fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name
     )
-    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    kind = "attachment" if attachment else "inline"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class Downloads:
@@ -65,15 +71,17 @@ class Downloads:
         self._client, self._bucket, self._clock = client, bucket, clock
         self._ttl_s, self._window_s = ttl_s, window_s
 
-    async def url(self, key: str, content_type: str | None, filename: str) -> tuple[str, int]:
+    async def url(
+        self, key: str, content_type: str | None, filename: str, *, attachment: bool = False
+    ) -> tuple[str, int]:
         """The URL, and for how many more seconds this same URL will be handed out."""
         now = self._clock()
         start = int(now - now % self._window_s)
         params: dict[str, Any] = {
             "Bucket": self._bucket,
             "Key": key,
-            "ResponseContentDisposition": content_disposition(filename),
-            "ResponseCacheControl": f"max-age={self._ttl_s}",
+            "ResponseContentDisposition": content_disposition(filename, attachment=attachment),
+            "ResponseCacheControl": f"private, max-age={self._ttl_s - self._window_s}",
         }
         if content_type:
             params["ResponseContentType"] = content_type
