@@ -26,6 +26,8 @@ ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
 MiB = 1024 * 1024
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(gt=0)]
+MAX_PRESIGNED_TTL = 7 * 86_400
+PresignedTtl = Annotated[int, Field(gt=0, le=MAX_PRESIGNED_TTL)]
 
 
 class Settings(BaseSettings):
@@ -85,8 +87,9 @@ class Settings(BaseSettings):
     # The upload page at `/`; production gateways serving only the API turn it off.
     upload_page: bool = True
     max_upload_bytes: PositiveInt = 50 * MiB
-    upload_url_ttl: PositiveInt = 900
-    download_url_ttl: PositiveInt = 3600
+    # SigV4 presigned URLs live at most a week: S3 refuses a longer X-Amz-Expires.
+    upload_url_ttl: PresignedTtl = 900
+    download_url_ttl: PresignedTtl = 3600
 
     # Verification limits (pict-rs-like defaults).
     max_image_pixels: PositiveInt = 40_000_000

@@ -16,12 +16,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from services.dev import run_dev
+from services.gateway.auth import issue_token
 from services.gateway.downloads import content_disposition
-from shared.settings import Settings
+from shared.settings import MAX_PRESIGNED_TTL, Settings
 from tests import images
+from tests.conftest import JWT_SECRET, make_settings
 from tests.gateway_harness import Gateway, gateway, grant_body, ready_photo
+from tests.harness import (
+    WEBHOOK_SECRET,
+    Client,
+    WebhookReceiver,
+    free_port,
+    running,
+)
 from tests.seaweedfs import ACCESS_KEY, SECRET_KEY
 
 JPEG = images.jpeg(64, 48)
@@ -232,6 +242,24 @@ async def test_storage_refuses_uploads_through_expired_grants(
         assert await put_upload(http, put["url"], JPEG, put["headers"]) == (403, "AccessDenied")
 
 
+async def test_the_longest_url_lifetimes_the_settings_allow_are_accepted_by_storage(
+    strict: Settings, http: aiohttp.ClientSession
+) -> None:
+    week = MAX_PRESIGNED_TTL
+    longest = strict.model_copy(update={"upload_url_ttl": week, "download_url_ttl": week})
+    async with gateway(longest) as gw:
+        post, put = await grant(gw), await grant(gw, "PUT")
+        assert await post_upload(http, post, JPEG) == (204, "")
+        assert await put_upload(http, put["url"], JPEG, put["headers"]) == (200, "")
+        photo_id, _ = await ready_photo(gw)
+        view = await (await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())).json()
+        assert (await fetch(http, view["original"]["url"]))[0] == 200
+    with pytest.raises(ValidationError, match="less than or equal to 604800"):
+        make_settings(download_url_ttl=week + 1)
+    with pytest.raises(ValidationError, match="less than or equal to 604800"):
+        make_settings(upload_url_ttl=week + 1)
+
+
 async def test_download_links_serve_the_photo_as_they_sign_it(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:
@@ -296,3 +324,47 @@ async def test_download_links_repeat_within_a_window_and_work_until_they_expire(
             assert (resp.status, await resp.read()) == (200, data)
         await sleep_past(signed_until(first))
         assert (await fetch(http, first))[:2] == (403, "AccessDenied")
+
+
+async def test_the_pipeline_runs_on_strict_storage_and_deletion_ends_old_links(
+    strict: Settings, hooks: WebhookReceiver, unique: str
+) -> None:
+    """Every service in one process (`darkroom dev` on SeaweedFS rather than moto; with
+    no storage notifications there, the completion hint starts verification); after
+    DELETE and the purge, a link handed out before it finds nothing."""
+    configured = strict.model_copy(
+        update={
+            "gateway_port": free_port(),
+            "webhook_url": hooks.url,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+        }
+    )
+    data = images.jpeg(640, 480)
+    owner = f"zoë-{unique}"
+    async with running(configured, [run_dev]) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, owner))
+        for method in ("POST", "PUT"):
+            grant = await client.grant(data, "image/jpeg", method=method)
+            await client.upload(grant, data, "image/jpeg")
+            photo_id = grant["photo_id"]
+            async with http.post(
+                f"{base}/v1/uploads/{photo_id}/complete", headers=client.headers
+            ) as resp:
+                assert resp.status == 202
+            await hooks.wait_for(photo_id, "photo.ready")
+            view = await client.photo(photo_id)
+            assert await client.download(view["original"]["url"]) == (data, "image/jpeg")
+            thumb, kind = await client.download(view["renditions"]["thumb"]["url"])
+            assert kind == "image/webp" and thumb[:4] == b"RIFF"
+
+        async with http.delete(f"{base}/v1/photos/{photo_id}", headers=client.headers) as resp:
+            assert resp.status == 204
+        old_link = view["original"]["url"]
+
+        async def purged() -> bool:
+            return (await fetch(http, old_link))[0] == 404
+
+        async with asyncio.timeout(30):
+            while not await purged():  # noqa: ASYNC110 - the purge announces nothing outside
+                await asyncio.sleep(0.05)
+        assert (await fetch(http, old_link))[:2] == (404, "NoSuchKey")
