@@ -21,8 +21,11 @@ _SWAGGER_PAGE = """<!doctype html>
 <script src="/docs/assets/swagger-init.js"></script>
 </body></html>"""
 
+# No validator badge: it would load an image from validator.swagger.io naming this
+# document's URL (and the page's CSP refuses it anyway).
 _SWAGGER_INIT = (
-    "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#ui', deepLinking: true});"
+    "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#ui', deepLinking: true, "
+    "validatorUrl: null});"
 )
 
 
