@@ -73,7 +73,10 @@ async def test_dev_gives_a_browser_on_this_machine_a_token_within_the_policy(
     assert resp.status == 200
 
 
-@pytest.mark.parametrize("host", ["photos.example", "attacker.example:8080", "10.0.0.5:8080"])
+@pytest.mark.parametrize(
+    "host",
+    ["photos.example", "attacker.example:8080", "10.0.0.5:8080", "me@localhost", "[::1"],
+)
 async def test_dev_gives_no_token_to_a_page_asked_for_by_another_host_name(
     dev: Gateway, host: str
 ) -> None:

@@ -42,13 +42,9 @@ _FAILURES: list[tuple[type[jwt.InvalidTokenError], str]] = [
 class Unauthorized(Exception):
     """The request carries no usable credentials; the message says why."""
 
-    code = "unauthorized"
-
 
 class TokenTooLong(Unauthorized):
     """A valid signature on a token meant to live longer than the gateway allows."""
-
-    code = "token_lifetime_too_long"
 
 
 class KeySetUnavailable(TransientError):
@@ -185,8 +181,9 @@ class JwtVerifier:
             raise Unauthorized(_explain(exc)) from exc
         self._check_lifetime(claims)
         sub = claims.get("sub")
-        problem = user_id_problem(sub) if isinstance(sub, str) else "it is not a string"
-        if problem or not isinstance(sub, str):
+        if not isinstance(sub, str):
+            raise Unauthorized("token has no usable 'sub' claim: it is not a string")
+        if problem := user_id_problem(sub):
             raise Unauthorized(f"token has no usable 'sub' claim: {problem}")
         return normal_user_id(sub)
 

@@ -58,11 +58,12 @@ def upload_page_csp(settings: Settings) -> str:
 
 
 def loopback_host(host: str) -> bool:
-    name = urlsplit(f"//{host}").hostname or ""
-    if name == "localhost":
-        return True
+    """Whether a Host header names this machine: `localhost` or a loopback address."""
+    if "@" in host:
+        return False
     try:
-        return ipaddress.ip_address(name).is_loopback
+        name = urlsplit(f"//{host}").hostname or ""
+        return name == "localhost" or ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 
