@@ -21,7 +21,10 @@ from jwt.types import Options
 
 from shared.errors import ConfigurationError, TransientError
 from shared.logging import get_logger
+from shared.secrets import JWT_HOWTO as HOWTO
+from shared.secrets import jwt_secret_problem
 from shared.settings import Settings
+from shared.text import normal_user_id, user_id_problem
 
 log = get_logger(__name__)
 
@@ -40,24 +43,34 @@ class Unauthorized(Exception):
     """The request carries no usable credentials; the message says why."""
 
 
+class TokenTooLong(Unauthorized):
+    """A valid signature on a token meant to live longer than the gateway allows."""
+
+
 class KeySetUnavailable(TransientError):
     what = "the identity provider's key set"
 
 
 def require_secret(secret: str) -> str:
-    if len(secret) < 32:
+    if not secret:
         raise ConfigurationError(
-            "DARKROOM_AUTH_JWT_SECRET must be set to at least 32 characters "
-            "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            f"DARKROOM_AUTH_JWT_SECRET must be set; generate one with: {HOWTO}"
         )
+    if problem := jwt_secret_problem(secret):
+        raise ConfigurationError(f"DARKROOM_AUTH_JWT_SECRET: {problem}")
     return secret
 
 
 def check_auth_settings(settings: Settings) -> None:
-    """A secret of full length if one is set, and at least one way to verify tokens."""
+    """A strong secret if one is set, and at least one way to verify tokens. Settings from
+    the environment were checked already; copies made in code (dev, tests) were not."""
     secret = settings.auth_jwt_secret.get_secret_value()
     if secret or not settings.auth_jwks_url:
         require_secret(secret)
+    if settings.auth_jwks_url and not (settings.auth_issuer and settings.auth_audience):
+        raise ConfigurationError(
+            "DARKROOM_AUTH_JWKS_URL needs DARKROOM_AUTH_ISSUER and DARKROOM_AUTH_AUDIENCE"
+        )
 
 
 def issue_token(secret: str, user_id: str, *, ttl_s: int = 86_400) -> str:
@@ -148,6 +161,7 @@ class JwtVerifier:
     issuer: str
     audience: str
     leeway: float
+    max_lifetime: int
     _verified: dict[str, tuple[str, float, int]] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -158,6 +172,7 @@ class JwtVerifier:
             settings.auth_issuer,
             settings.auth_audience,
             settings.auth_leeway,
+            settings.auth_max_token_lifetime,
         )
 
     async def user(self, token: str) -> str:
@@ -187,10 +202,27 @@ class JwtVerifier:
             )
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(_explain(exc)) from exc
+        self._check_lifetime(claims)
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 255 or not sub.isprintable():
-            raise Unauthorized("token has no usable 'sub' claim")
-        return sub, float(claims["exp"])
+        if not isinstance(sub, str):
+            raise Unauthorized("token has no usable 'sub' claim: it is not a string")
+        if problem := user_id_problem(sub):
+            raise Unauthorized(f"token has no usable 'sub' claim: {problem}")
+        return normal_user_id(sub), float(claims["exp"])
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """exp - iat, or without iat what is left of it now (clock skew allowed for)."""
+        exp, iat = claims["exp"], claims.get("iat")
+        allowed: float = self.max_lifetime
+        if isinstance(iat, int | float) and not isinstance(iat, bool):
+            lifetime = exp - iat
+        else:
+            lifetime, allowed = exp - time.time(), allowed + self.leeway
+        if lifetime > allowed:
+            raise TokenTooLong(
+                f"token lives {int(lifetime)} s, longer than the {self.max_lifetime} s this "
+                "gateway accepts (DARKROOM_AUTH_MAX_TOKEN_LIFETIME); issue shorter-lived tokens"
+            )
 
     def _options(self) -> Options:
         required = ["exp", "sub"] + ["iss"] * bool(self.issuer) + ["aud"] * bool(self.audience)

@@ -5,8 +5,11 @@ view fetches the image again. Here every URL is signed as of the start of the cu
 window of DARKROOM_DOWNLOAD_URL_WINDOW seconds and valid for DARKROOM_DOWNLOAD_URL_TTL
 from then: the same photo gets the same URL for the whole window, and each URL handed
 out stays valid for at least TTL - WINDOW seconds. The signed URL also asks storage to
-answer with the photo's Content-Type, a Content-Disposition naming the file, and a
-Cache-Control of max-age=TTL.
+answer with the photo's Content-Type, a Content-Disposition naming the file (`attachment`
+for originals unless asked otherwise, so a browser saves rather than renders them), and
+`Cache-Control: private, max-age=TTL - WINDOW`: no shared cache keeps a copy, and a
+browser keeps one no longer than the validity every URL handed out still has (the value
+must not change within a window, or the URL would not repeat).
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ from urllib.parse import quote
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 from shared.storage import Presigner
+from shared.text import visible_text
 
 
-def content_disposition(filename: str) -> str:
-    """RFC 6266: an ASCII fallback and the exact UTF-8 name."""
+def content_disposition(filename: str, *, attachment: bool = False) -> str:
+    """RFC 6266: an ASCII fallback and the exact UTF-8 name (nothing invisible in either)."""
+    name = visible_text(filename) or "photo"
     fallback = "".join(
-        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name
     )
-    return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    kind = "attachment" if attachment else "inline"
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 class Downloads:
@@ -47,7 +53,7 @@ class Downloads:
         self._presigner, self._clock = presigner, clock
         self._ttl_s, self._window_s = ttl_s, window_s
         self._window = -1
-        self._signed: dict[tuple[str, str | None, str], str] = {}
+        self._signed: dict[tuple[str, str | None, str, bool], str] = {}
 
     @classmethod
     def from_settings(
@@ -56,22 +62,26 @@ class Downloads:
         ttl, window = settings.download_url_ttl, settings.download_url_window
         return cls(presigner, ttl_s=ttl, window_s=window, clock=clock)
 
-    async def url(self, key: str, content_type: str | None, filename: str) -> tuple[str, int]:
+    async def url(
+        self, key: str, content_type: str | None, filename: str, *, attachment: bool = False
+    ) -> tuple[str, int]:
         """The URL, and for how many more seconds this same URL will be handed out."""
         now = self._clock()
         start = int(now - now % self._window_s)
         if start != self._window or len(self._signed) >= self.CACHED:
             self._window, self._signed = start, {}
-        which = (key, content_type, filename)
+        which = (key, content_type, filename, attachment)
         url = self._signed.get(which)
         if url is None:
             url = self._signed[which] = await self._sign(start, *which)
         return url, max(1, int(start + self._window_s - now))
 
-    async def _sign(self, start: int, key: str, content_type: str | None, filename: str) -> str:
+    async def _sign(
+        self, start: int, key: str, content_type: str | None, filename: str, attachment: bool
+    ) -> str:
         query = {
-            "response-content-disposition": content_disposition(filename),
-            "response-cache-control": f"max-age={self._ttl_s}",
+            "response-content-disposition": content_disposition(filename, attachment=attachment),
+            "response-cache-control": f"private, max-age={self._ttl_s - self._window_s}",
         }
         if content_type:
             query["response-content-type"] = content_type
