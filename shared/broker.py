@@ -4,7 +4,7 @@ in-process stand-in with the same semantics for `darkroom dev`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -71,9 +71,21 @@ class Subscription(Protocol):
         """Stop receiving new deliveries; those already handed out stay ours to settle."""
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Messages a consumer queue has not handed out yet, and those set aside from it."""
+
+    ready: int
+    dead_letters: int
+    retrying: int
+
+
 class Broker(Protocol):
     @property
     def is_ready(self) -> bool: ...
+
+    async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
+        """Depths for the metrics; raises BrokerUnavailable while the broker is away."""
 
     async def declare(self, topology: Topology) -> None:
         """Create every exchange, queue and binding; idempotent."""

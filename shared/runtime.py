@@ -141,6 +141,8 @@ class Worker:
             task = asyncio.current_task()
             assert task is not None
             self._in_flight.add(task)
+            held = self._metrics.in_flight.labels(route.queue.name)
+            held.inc()
             try:
                 await self._process(route, delivery)
             except BrokerUnavailable as exc:
@@ -158,6 +160,7 @@ class Worker:
                 await asyncio.sleep(pause / 1000)
                 await delivery.requeue()
             finally:
+                held.dec()
                 self._in_flight.discard(task)
 
         return receive

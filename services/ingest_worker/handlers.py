@@ -218,6 +218,7 @@ class Ingest:
             return False
         log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
         res.metrics.photos.labels("rejected").inc()
+        res.metrics.rejections.labels(rejection.reason.value).inc()
         await self._purge(photo)
         await res.outbox.publish(envelope)
         return True

@@ -142,6 +142,8 @@ class Thumbnails:
             envelope=envelope,
         ):
             log.info("photo cannot be decoded; rejected", detail=detail)
+            self.res.metrics.photos.labels("rejected").inc()
+            self.res.metrics.rejections.labels("undecodable").inc()
             await self.res.storage.delete(event.object_key)
             await self.res.outbox.publish(envelope)
         elif await self._is(event.photo_id, PhotoStatus.REJECTED):
