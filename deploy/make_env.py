@@ -60,7 +60,9 @@ def kubernetes_files(env: dict[str, str]) -> dict[str, str]:
 
     broker = {
         "admin": amqp(ADMIN),
-        **{user.removeprefix("darkroom-"): amqp(user) for user in BROKER_PASSWORDS if user != ADMIN},
+        **{
+            user.removeprefix("darkroom-"): amqp(user) for user in BROKER_PASSWORDS if user != ADMIN
+        },
         "management": f"http://darkroom-monitoring:{env['RABBITMQ_MONITORING_PASSWORD']}"
         "@rabbitmq:15672/%2F",
     }

@@ -150,7 +150,8 @@ async def open_broker(settings: Settings, *, wait: bool = True) -> AsyncIterator
 
         broker = await RabbitBroker.connect(settings)
     try:
-        await broker.declare(Topology.from_settings(settings))
+        if settings.broker_declare or not settings.broker_url:
+            await broker.declare(Topology.from_settings(settings))
         yield broker
     finally:
         await broker.close()

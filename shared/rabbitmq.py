@@ -101,8 +101,11 @@ class RabbitBroker:
             await queue.bind(spec.exchange, key)
         dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=_QUORUM)
         await dlq.bind(spec.dead_letter_exchange, spec.name)
+        retry = await channel.declare_exchange(
+            spec.retry_exchange, ExchangeType.DIRECT, durable=True
+        )
         for delay in topology.retry.delays_ms():
-            await channel.declare_queue(
+            retry_queue = await channel.declare_queue(
                 spec.retry_queue(delay),
                 durable=True,
                 arguments={
@@ -111,6 +114,7 @@ class RabbitBroker:
                     "x-dead-letter-routing-key": spec.name,
                 },
             )
+            await retry_queue.bind(retry, retry_queue.name)
 
     async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
         """Ready counts by passive declares, on a channel of their own: a failed passive
@@ -237,7 +241,7 @@ class _RabbitDelivery:
         # Publish the copy before acking the original: a crash in between duplicates the
         # message (handlers are idempotent) instead of losing it.
         await self._broker.publish(
-            "",
+            self._queue.retry_exchange,
             self._queue.retry_queue(delay_ms),
             msg.body,
             message_id=msg.message_id,
@@ -306,7 +310,8 @@ class BackgroundBroker:
                 await asyncio.sleep(self._retry_s)
                 continue
             try:
-                await broker.declare(topology)
+                if self._settings.broker_declare:
+                    await broker.declare(topology)
             except CONNECTION_EXCEPTIONS as exc:
                 await broker.close()
                 log.warning("broker lost while declaring; will retry", error=repr(exc))

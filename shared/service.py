@@ -48,9 +48,10 @@ async def run_worker(
     *,
     resources: Resources | None = None,
     health: bool = True,
+    relay: bool = True,
 ) -> None:
-    """Consume `make(resources)`'s routes and run its jobs (and the outbox relay) until
-    `stop` is set, then drain and close.
+    """Consume `make(resources)`'s routes and run its jobs (and, unless `relay` is off,
+    the outbox relay) until `stop` is set, then drain and close.
 
     Pass `resources` to share them (dev mode, tests); otherwise they are opened here.
     """
@@ -76,13 +77,14 @@ async def run_worker(
             },
             max_hold=settings.outage_hold,
         )
-        relay = resources.outbox.relay(
-            stop,
-            interval_s=settings.outbox_relay_interval,
-            older_than_s=settings.outbox_relay_after,
-        )
         tasks = [asyncio.create_task(job(stop)) for job in consumer.jobs()]
-        tasks.append(asyncio.create_task(relay))
+        if relay:
+            relaying = resources.outbox.relay(
+                stop,
+                interval_s=settings.outbox_relay_interval,
+                older_than_s=settings.outbox_relay_after,
+            )
+            tasks.append(asyncio.create_task(relaying))
         for task in tasks:
             task.add_done_callback(partial(_stop_if_failed, stop))
         try:
