@@ -9,9 +9,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from shared.events import Envelope, Event
 from shared.settings import Settings
 from shared.topology import QueueSpec, Topology
+from shared.tracing import inject, tracer
 
 # Headers Darkroom sets on a message it retries or parks.
 ATTEMPT_HEADER = "x-darkroom-attempt"
@@ -110,9 +113,20 @@ class Broker(Protocol):
 
 
 async def publish_envelope(broker: Broker, topology: Topology, envelope: Envelope) -> None:
-    await broker.publish(
-        topology.events_exchange, envelope.type, envelope.to_bytes(), message_id=envelope.id
-    )
+    with tracer.start_as_current_span(
+        f"{envelope.type} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.destination.name": topology.events_exchange},
+    ):
+        headers: dict[str, Any] = {}
+        inject(headers)  # traceparent: the consumer's span continues this one
+        await broker.publish(
+            topology.events_exchange,
+            envelope.type,
+            envelope.to_bytes(),
+            message_id=envelope.id,
+            headers=headers,
+        )
 
 
 async def publish(

@@ -18,6 +18,7 @@ from shared.logging import configure_logging, get_logger
 from shared.resources import Resources, open_resources
 from shared.runtime import Route, Worker
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 log = get_logger(__name__)
 
@@ -115,10 +116,19 @@ def load_settings() -> Settings:
         raise SystemExit(2) from exc
 
 
+def service_name(service: Service) -> str:
+    """`ingest-worker` for services.ingest_worker.service, `dev` for services.dev."""
+    parts = service.__module__.split(".")
+    return (parts[1] if len(parts) > 1 else parts[0]).replace("_", "-")
+
+
 def run_process(service: Service, settings: Settings | None = None) -> None:
-    """Entry point of a service process: SIGTERM/SIGINT start a graceful drain."""
+    """Entry point of a service process: SIGTERM/SIGINT start a graceful drain. Traces
+    go out when OTEL_EXPORTER_OTLP_ENDPOINT is set (shared/tracing.py)."""
     settings = settings or load_settings()
-    configure_logging(settings)
+    name = service_name(service)
+    configure_logging(settings, name)
+    setup_tracing(name)
 
     async def main() -> None:
         stop = asyncio.Event()

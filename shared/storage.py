@@ -18,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import PermanentError, StorageUnavailable
 from shared.settings import Settings
+from shared.tracing import traced_client
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
@@ -246,4 +247,4 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
             presigner = await stack.enter_async_context(
                 session.create_client("s3", **client_kwargs(settings, public))
             )
-        yield Storage(client, presigner, settings.s3_bucket)
+        yield Storage(traced_client(client, "S3"), presigner, settings.s3_bucket)

@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.gateway.problems import INVALID, MALFORMED_JSON, ApiError
+from shared.tracing import current_ids
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,6 +20,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def trace_id_of(request: web.Request) -> str:
+    """The request's OpenTelemetry trace id when tracing is on (so a photo's record names
+    its trace); else the caller's X-Request-ID, or a new id."""
+    ids = current_ids()
+    if ids is not None:
+        return ids[0]
     given = request.headers.get("X-Request-ID", "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
