@@ -4,7 +4,7 @@
 
 deploy/.env                      read by `docker compose -f deploy/compose.yaml`
 deploy/rabbitmq/definitions.json RabbitMQ's users (one per service) and their permissions
-deploy/k8s-dev/*.env             the Kubernetes Secrets of the dev overlay (docs/operations.md)
+deploy/k8s/overlays/dev/secrets/ the dev overlay's Secrets and definitions (its secretGenerator)
 
 Nothing here is committed (.gitignore); an existing deploy/.env is kept unless --force.
 """
@@ -55,40 +55,51 @@ def generate() -> dict[str, str]:
 
 
 def kubernetes_files(env: dict[str, str]) -> dict[str, str]:
+    """The dev overlay's Secrets (its secretGenerator): each service gets only what it
+    uses, and its own broker user."""
+
     def amqp(user: str) -> str:
         return f"amqp://{user}:{env[BROKER_PASSWORDS[user]]}@rabbitmq:5672/"
-
-    broker = {
-        "admin": amqp(ADMIN),
-        **{
-            user.removeprefix("darkroom-"): amqp(user) for user in BROKER_PASSWORDS if user != ADMIN
-        },
-        "management": f"http://darkroom-monitoring:{env['RABBITMQ_MONITORING_PASSWORD']}"
-        "@rabbitmq:15672/%2F",
-    }
-    darkroom = {
-        "DARKROOM_DATABASE_URL": f"postgresql://darkroom:{env['POSTGRES_PASSWORD']}@postgres:5432/darkroom",
-        "DARKROOM_REDIS_URL": f"redis://:{env['REDIS_PASSWORD']}@redis:6379/0",
-        "DARKROOM_S3_ACCESS_KEY_ID": "darkroom",
-        "DARKROOM_S3_SECRET_ACCESS_KEY": env["MINIO_DARKROOM_PASSWORD"],
-        "DARKROOM_AUTH_JWT_SECRET": env["DARKROOM_AUTH_JWT_SECRET"],
-        "DARKROOM_WEBHOOK_SECRET": env["DARKROOM_WEBHOOK_SECRET"],
-    }
-    infra = {
-        "POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"],
-        "REDIS_PASSWORD": env["REDIS_PASSWORD"],
-        "MINIO_ROOT_PASSWORD": env["MINIO_ROOT_PASSWORD"],
-        "MINIO_DARKROOM_PASSWORD": env["MINIO_DARKROOM_PASSWORD"],
-        "MINIO_NOTIFY_AMQP_URL_PRIMARY": amqp("darkroom-storage"),
-    }
 
     def lines(values: dict[str, str]) -> str:
         return "".join(f"{k}={v}\n" for k, v in values.items())
 
-    return {
-        "darkroom-secrets.env": lines(darkroom),
-        "darkroom-broker.env": lines(broker),
-        "darkroom-dev-infra.env": lines(infra),
+    common = {
+        "DARKROOM_DATABASE_URL": f"postgresql://darkroom:{env['POSTGRES_PASSWORD']}@postgres:5432/darkroom",
+        "DARKROOM_S3_ACCESS_KEY_ID": "darkroom",
+        "DARKROOM_S3_SECRET_ACCESS_KEY": env["MINIO_DARKROOM_PASSWORD"],
+    }
+    per_service = {
+        "gateway": {
+            "DARKROOM_BROKER_URL": amqp("darkroom-gateway"),
+            # No Redis in the dev cluster: rate limits are per replica there.
+            "DARKROOM_AUTH_JWT_SECRET": env["DARKROOM_AUTH_JWT_SECRET"],
+        },
+        "ingest-worker": {"DARKROOM_BROKER_URL": amqp("darkroom-ingest-worker")},
+        "thumbnail-worker": {"DARKROOM_BROKER_URL": amqp("darkroom-thumbnail-worker")},
+        "notifier": {
+            "DARKROOM_BROKER_URL": amqp("darkroom-notifier"),
+            "DARKROOM_WEBHOOK_URL": "",
+            "DARKROOM_WEBHOOK_SECRET": env["DARKROOM_WEBHOOK_SECRET"],
+        },
+        # `darkroom broker declare` in the migrate Job: the only holder of configure rights.
+        "broker-admin": {"DARKROOM_BROKER_URL": amqp(ADMIN)},
+        # KEDA reads queue depths over the management API (protocol: http).
+        "keda": {
+            "host": f"http://darkroom-monitoring:{env['RABBITMQ_MONITORING_PASSWORD']}"
+            "@rabbitmq:15672/"
+        },
+        "infra": {
+            "POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"],
+            "MINIO_ROOT_USER": "minio-admin",
+            "MINIO_ROOT_PASSWORD": env["MINIO_ROOT_PASSWORD"],
+            "MINIO_DARKROOM_PASSWORD": env["MINIO_DARKROOM_PASSWORD"],
+            # The storage's user: it may publish to the storage exchange and nothing else.
+            "MINIO_NOTIFY_AMQP_URL_PRIMARY": amqp("darkroom-storage"),
+        },
+    }
+    return {"common.env": lines(common)} | {
+        f"{name}.env": lines(values) for name, values in per_service.items()
     }
 
 
@@ -118,8 +129,10 @@ def main() -> None:
         # RabbitMQ reads it as its own user in the container; it holds salted hashes only.
         0o644,
     )
+    dev = DEPLOY / "k8s" / "overlays" / "dev" / "secrets"
+    write(dev / "definitions.json", json.dumps(definitions(topology, passwords), indent=2) + "\n")
     for name, text in kubernetes_files(env).items():
-        write(DEPLOY / "k8s-dev" / name, text)
+        write(dev / name, text)
 
 
 if __name__ == "__main__":
