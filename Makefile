@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m shared.migrations check
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
-	CI=true $(BIN)/pytest -q tests/test_manifests.py tests/test_deploy.py tests/test_observability.py
+	CI=true $(BIN)/pytest -q tests/test_manifests.py tests/test_deploy.py tests/test_kubernetes.py tests/test_observability.py
 
 ## Strong random credentials for compose (deploy/.env), RabbitMQ's users
 ## (deploy/rabbitmq/definitions.json) and the dev overlay's Secrets; keeps existing ones.

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.broker_access import ADMIN, accounts, definitions  # noqa: E402
-from shared.settings import Settings  # noqa: E402
-from shared.topology import Topology  # noqa: E402
+from shared.broker_access import ADMIN, accounts, definitions
+from shared.settings import Settings
+from shared.topology import Topology
 
 DEPLOY = Path(__file__).resolve().parent
 # compose variable holding each broker user's password

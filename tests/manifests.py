@@ -68,7 +68,7 @@ def _render(variant: str, kubectl: str) -> tuple[dict[str, Any], ...]:
         (secrets / "definitions.json").write_text(json.dumps({"users": []}))
         (tree / "overlays" / "aws-hpa").mkdir()
         (tree / "overlays" / "aws-hpa" / "kustomization.yaml").write_text(HPA_VARIANT)
-        built = subprocess.run(
+        built = subprocess.run(  # noqa: S603 (kubectl from PATH, our own arguments)
             [kubectl, "kustomize", str(tree / "overlays" / variant)],
             capture_output=True,
             text=True,
@@ -96,3 +96,28 @@ def darkroom_owned(doc: dict[str, Any]) -> bool:
 def containers(workload: dict[str, Any]) -> list[dict[str, Any]]:
     pod = workload["spec"]["template"]["spec"]
     return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+def setting_names() -> set[str]:
+    from shared.settings import Settings
+
+    return {f"DARKROOM_{name.upper()}" for name in Settings.model_fields}
+
+
+# Settings the deploy files already set for the render memory budget, which the thumbnail
+# worker reads once it exists; until then they are only checked to be numbers.
+ARRIVING_SETTINGS = {"DARKROOM_RENDER_MEMORY_MB"}
+
+
+def settings_from(env: dict[str, Any]) -> Any:
+    """Validate an environment block the way a service would at start-up."""
+    from shared.settings import Settings
+
+    env = dict(env)
+    names = setting_names()
+    unknown = {k for k in env if k.startswith("DARKROOM_")} - names - ARRIVING_SETTINGS
+    assert not unknown, f"not settings: {unknown}"
+    for name in (ARRIVING_SETTINGS - names) & set(env):
+        assert str(env.pop(name)).isdigit(), name
+    values = {k.removeprefix("DARKROOM_").lower(): v for k, v in env.items() if v != ""}
+    return Settings(**values)
