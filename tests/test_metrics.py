@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from shared.errors import PermanentError
 from shared.events import Envelope, UploadCompleted
 from shared.health import health_app
 from shared.metrics import Metrics, handler_buckets
+from shared.outbox import queued
 from shared.resources import Resources, open_resources
 from shared.runtime import Route, Worker
 from shared.settings import Settings
@@ -126,8 +128,14 @@ async def test_outbox_dead_letter_and_retry_gauges_follow_the_broker_and_databas
         assert value(empty, "darkroom_outbox_pending_events") == 0
         assert value(empty, "darkroom_dead_letter_messages", queue=spec.name) == 0
 
+        # An event the relay has not sent for five minutes (the broker was away, say).
         envelope = Envelope.wrap(UploadCompleted(photo_id="p", owner_id="o"), trace_id="t")
-        await res.outbox.queue(envelope)
+        stored_at = datetime.now(UTC) - timedelta(minutes=5)
+        async with res.database.transaction() as conn:
+            await conn.execute(queued(envelope).values(created_at=stored_at))
+        # A message nobody consumes yet waits in its queue.
+        waiting = res.topology.notifier
+        await res.broker.publish("", waiting.name, b"{}", message_id="waiting")
         handled: list[str] = []
         both = asyncio.Event()
 
@@ -147,9 +155,35 @@ async def test_outbox_dead_letter_and_retry_gauges_follow_the_broker_and_databas
         await worker.drain()  # waits for both to be settled: one parked, one retrying
         seen = await gauges()
     assert value(seen, "darkroom_outbox_pending_events") == 1
-    assert value(seen, "darkroom_outbox_oldest_age_seconds") >= 0
+    assert value(seen, "darkroom_outbox_oldest_age_seconds") >= 300
     assert value(seen, "darkroom_dead_letter_messages", queue=spec.name) == 1
     assert value(seen, "darkroom_retry_messages", queue=spec.name) == 1
+    assert value(seen, "darkroom_queue_ready_messages", queue=waiting.name) == 1
+    assert value(seen, "darkroom_messages_total", queue=spec.name, outcome="dead_lettered") == 1
+    assert value(seen, "darkroom_messages_total", queue=spec.name, outcome="retried") == 1
+
+
+async def test_messages_in_flight_counts_what_a_replica_holds(settings: Settings) -> None:
+    async with open_resources(settings) as res:
+        spec = res.topology.thumbnail
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def hold(message: Message) -> None:
+            started.set()
+            await release.wait()
+
+        def in_flight() -> float:
+            return value(parse(res.metrics.render().decode()), "darkroom_messages_in_flight",
+                         queue=spec.name)  # fmt: skip
+
+        worker = Worker(res.broker, res.topology, [Route(spec, hold)], metrics=res.metrics)
+        await worker.start()
+        await res.broker.publish("", spec.name, b"{}", message_id="held")
+        await started.wait()
+        assert in_flight() == 1
+        release.set()
+        await worker.drain()
+        assert in_flight() == 0
 
 
 def test_render_memory_gauges_follow_reservations() -> None:

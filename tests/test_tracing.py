@@ -40,9 +40,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         tracing.close()
-        # Back to the no-op provider, so other tests run untraced as by default.
+        # Back to the no-op provider, so other tests run untraced as by default, and
+        # unbind Darkroom's tracer from the provider just shut down (a process installs
+        # one provider for its life; tests install one each).
         trace._TRACER_PROVIDER_SET_ONCE._done = False
         trace._TRACER_PROVIDER = None
+        if isinstance(tracer, trace.ProxyTracer):
+            tracer._real_tracer = None
 
 
 def named(spans: list[ReadableSpan], name: str) -> list[ReadableSpan]:
@@ -62,6 +66,33 @@ def trace_of(span: ReadableSpan) -> str:
 async def test_one_upload_is_one_trace_from_grant_to_webhook(
     spans: InMemorySpanExporter, settings: Settings, hooks: WebhookReceiver
 ) -> None:
+    await upload_is_one_trace(spans, settings, hooks)
+
+
+async def test_one_upload_is_one_trace_across_real_rabbitmq(
+    spans: InMemorySpanExporter, rabbit_settings: Settings, hooks: WebhookReceiver
+) -> None:
+    """The same, with aio-pika's instrumentation and headers crossing a real broker."""
+    finished = await upload_is_one_trace(spans, rabbit_settings, hooks)
+    [grant] = named(finished, "upload granted")
+    [hint] = [s for s in finished if s.name.endswith("upload.completed send")]
+    pika = [
+        s
+        for s in finished
+        if s.instrumentation_scope and "aio_pika" in s.instrumentation_scope.name
+    ]
+    in_photo_trace = [s for s in pika if trace_of(s) == trace_of(grant)]
+    # photo.verified and photo.ready are sent and received within the photo's trace; only
+    # the completion hint belongs to the request that sent it.
+    sent = [s.name.split(",")[-1] for s in in_photo_trace if s.kind is trace.SpanKind.PRODUCER]
+    assert sorted(sent) == ["photo.ready send", "photo.verified send"]
+    assert len([s for s in in_photo_trace if s.kind is trace.SpanKind.CONSUMER]) == 2
+    assert {trace_of(s) for s in pika} == {trace_of(grant), trace_of(hint)}
+
+
+async def upload_is_one_trace(
+    spans: InMemorySpanExporter, settings: Settings, hooks: WebhookReceiver
+) -> list[ReadableSpan]:
     settings = settings.model_copy(
         update={
             "webhook_url": hooks.url,
@@ -122,6 +153,7 @@ async def test_one_upload_is_one_trace_from_grant_to_webhook(
         "POST",
     }
     assert {trace_of(s) for s in [anchor, verify, *the_rest]} == {upload_trace}
+    return finished
 
 
 def test_log_lines_carry_the_span_and_service_and_library_lines_are_json(
