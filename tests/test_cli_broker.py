@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import pytest
 
 from services.cli import main
 from tests.harness import free_port
+
+
+@pytest.fixture(autouse=True)
+def library_log_levels() -> Iterator[None]:
+    """The command quiets aiormq's own connect errors for the process; a test is not one."""
+    logger = logging.getLogger("aiormq.connection")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 def test_dlq_list_against_an_unreachable_broker_prints_one_clear_line(
