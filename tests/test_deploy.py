@@ -9,7 +9,6 @@ exactly what its service needs, by the topology's names.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -204,7 +203,3 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `(DARKROOM_[A-Z0-9_]+)`", readme, re.M))
     assert documented == setting_names()
-
-
-def test_operations_runbook_exists_for_the_deploy_files() -> None:
-    assert Path(ROOT / "docs" / "operations.md").is_file()

@@ -4,6 +4,7 @@ roll, autoscaling on all of each queue's work, a broker user per service."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,7 +100,7 @@ def test_each_deployment_runs_a_real_command_with_valid_settings_and_probes() ->
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_pod_meets_the_restricted_pod_security_standard(variant: str) -> None:
+def test_every_pod_meets_the_restricted_standard_and_runs_a_pinned_image(variant: str) -> None:
     docs = render(variant)
     for namespace in by_kind(docs, "Namespace"):
         labels = namespace["metadata"]["labels"]
@@ -113,6 +114,11 @@ def test_every_pod_meets_the_restricted_pod_security_standard(variant: str) -> N
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
         assert pod["automountServiceAccountToken"] is False, name
         for container in containers(workload):
+            # Pinned: a release tag or a digest, never a moving tag.
+            image = container["image"]
+            tag = image.partition("@")[0].rpartition(":")[2]
+            assert "@sha256:" in image or (":" in image and tag != "latest"), image
+            assert not re.fullmatch(r"\d+|[a-z]+", tag), f"{image} has a moving tag"
             context = container["securityContext"]
             assert context["allowPrivilegeEscalation"] is False, name
             assert context["capabilities"] == {"drop": ["ALL"]}, name
