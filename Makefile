@@ -8,7 +8,7 @@ RUNTIME_LOCK := requirements-runtime.lock
 # For every platform, from Python 3.11 up, with hashes: one file serves every machine.
 UV_COMPILE := --quiet --universal --python-version 3.11 --generate-hashes
 
-.PHONY: install lock run test test-fast lint fmt clean
+.PHONY: install lock run test test-fast lint fmt clean env
 
 install: $(STAMP)
 
@@ -51,11 +51,24 @@ test-fast: $(STAMP)
 
 ## `alembic check` runs against a throw-away SQLite database brought to the newest
 ## revision: it fails when shared/tables.py and the migrations disagree.
+## The deploy files are checked offline too: the compose file against the compose-spec
+## schema (vendored by check-jsonschema), and every kustomize build (dev, aws, the
+## HPA variant) with `kubectl kustomize`, core objects with `kubernetes-validate --strict`,
+## KEDA and Prometheus Operator objects against their CRD schemas; the alert rules and
+## the dashboard name only metrics Darkroom exports (tests/test_manifests.py,
+## tests/test_deploy.py, tests/test_observability.py).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m shared.migrations check
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	CI=true $(BIN)/pytest -q tests/test_manifests.py tests/test_deploy.py tests/test_kubernetes.py tests/test_observability.py
+
+## Strong random credentials for compose (deploy/.env), RabbitMQ's users
+## (deploy/rabbitmq/definitions.json) and the dev overlay's Secrets; keeps existing ones.
+env: $(STAMP)
+	$(BIN)/python deploy/make_env.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

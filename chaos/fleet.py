@@ -174,8 +174,10 @@ async def supervise(
 
 
 def service_env(common: dict[str, str], module: str, port: int) -> dict[str, str]:
-    own = {"DARKROOM_GATEWAY_PORT": str(port)} if module == "gateway" else {}
-    own["DARKROOM_HEALTH_PORT"] = str(port)
+    # The gateway answers the probes on its API port; its health port (metrics) is any.
+    gateway = module == "gateway"
+    own = {"DARKROOM_GATEWAY_PORT": str(port)} if gateway else {}
+    own["DARKROOM_HEALTH_PORT"] = "0" if gateway else str(port)
     return {**base_environment(), **common, **own}
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import sys
 from typing import Any
 
-from shared.errors import ConfigurationError
+from shared.errors import BrokerUnavailable, ConfigurationError
 from shared.service import load_settings
 
 
@@ -43,6 +45,9 @@ def _token(args: argparse.Namespace) -> None:
 
 
 async def _dlq(args: argparse.Namespace) -> None:
+    from aiormq.exceptions import AMQPError
+
+    from services.dev import redact_url
     from shared.dlq import DeadLetters, resolve
     from shared.topology import Topology
 
@@ -52,7 +57,15 @@ async def _dlq(args: argparse.Namespace) -> None:
     topology = Topology.from_settings(settings)
     if args.action != "list" and not args.queue:
         raise ConfigurationError(f"darkroom dlq {args.action} needs a QUEUE")
-    connection, dead = await DeadLetters.connect(settings.broker_url, topology)
+    # aiormq logs a failed connect itself; the error below says it once, in one line.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
+    try:
+        connection, dead = await DeadLetters.connect(settings.broker_url, topology)
+    except (OSError, AMQPError) as exc:
+        raise ConfigurationError(
+            f"cannot reach the broker at {redact_url(settings.broker_url)}: "
+            f"{str(exc) or type(exc).__name__}"
+        ) from exc
     async with connection:
         if args.action == "list":
             for name, depth in (await dead.depths()).items():
@@ -69,6 +82,30 @@ async def _dlq(args: argparse.Namespace) -> None:
             print(f"replayed {await dead.replay(spec, args.limit)} message(s) to {spec.name}")
         else:
             print(f"purged {await dead.purge(spec)} message(s) from {spec.dead_letter_queue}")
+
+
+async def _broker(args: argparse.Namespace) -> None:
+    """`declare`: the topology, with the administrator's DARKROOM_BROKER_URL, for services
+    whose users may not configure. `definitions`: users and permissions as RabbitMQ
+    definitions JSON, passwords read as JSON {user: password} from standard input."""
+    from shared.broker_access import definitions
+    from shared.topology import Topology
+
+    settings = load_settings()
+    if args.action == "definitions":
+        passwords = json.load(sys.stdin)
+        print(json.dumps(definitions(Topology.from_settings(settings), passwords), indent=2))
+        return
+    if not settings.broker_url:
+        raise ConfigurationError("darkroom broker declare needs DARKROOM_BROKER_URL")
+    from shared.broker import open_broker
+
+    try:
+        async with open_broker(settings.model_copy(update={"broker_declare": True})):
+            pass
+    except BrokerUnavailable as exc:
+        raise ConfigurationError(f"cannot reach the broker: {exc}") from exc
+    print("topology declared")
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -157,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
     dlq.add_argument("queue", nargs="?", help="consumer queue, e.g. thumbnail")
     dlq.add_argument("--limit", type=int, default=100, help="most messages to show or replay")
+    broker = sub.add_parser("broker", help="set up RabbitMQ: topology, users")
+    broker.add_argument("action", choices=["declare", "definitions"])
     _add_apikey_parser(sub)
     return parser
 
@@ -182,6 +221,8 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(_dlq(args))
         elif args.command == "apikey":
             asyncio.run(_apikey(args))
+        elif args.command == "broker":
+            asyncio.run(_broker(args))
         else:
             _serve(args.command)
     except ConfigurationError as exc:

@@ -21,6 +21,7 @@ from services.ingest_worker.service import serve as serve_ingest
 from services.notifier.service import serve as serve_notifier
 from services.thumbnail_worker.service import serve as serve_thumbnails
 from shared.embedded import moto_server, provision_bucket_with_sqs
+from shared.health import serve_health
 from shared.logging import get_logger
 from shared.resources import open_resources
 from shared.settings import Settings
@@ -75,12 +76,15 @@ async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
             ttl_s=res.settings.auth_max_token_lifetime,
         )
         _banner(settings, token)
-        await asyncio.gather(
-            serve_gateway(settings, stop, resources=res, dev_user=DEV_USER),
-            serve_ingest(settings, stop, resources=res, health=False),
-            serve_thumbnails(settings, stop, resources=res, health=False),
-            serve_notifier(settings, stop, resources=res, health=False),
-        )
+        # One health port for every service: they share these resources and metrics.
+        async with serve_health(settings.health_host, settings.health_port, res) as port:
+            log.info("health endpoints up", port=port)
+            await asyncio.gather(
+                serve_gateway(settings, stop, resources=res, dev_user=DEV_USER, health=False),
+                serve_ingest(settings, stop, resources=res, health=False),
+                serve_thumbnails(settings, stop, resources=res, health=False),
+                serve_notifier(settings, stop, resources=res, health=False),
+            )
 
 
 def redact_url(url: str) -> str:
@@ -97,6 +101,7 @@ def _banner(settings: Settings, token: str) -> None:
     print(
         "\n  Darkroom is running (embedded mode)\n"
         f"    upload page : {url}\n"
+        f"    metrics     : http://{settings.health_host}:{settings.health_port}/metrics\n"
         f"    storage     : {settings.s3_endpoint_url} (bucket {settings.s3_bucket})\n"
         f"    broker      : {redact_url(settings.broker_url) or 'in-process'}\n"
         f"    database    : {redact_url(settings.effective_database_url)}\n"

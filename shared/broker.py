@@ -4,14 +4,17 @@ in-process stand-in with the same semantics for `darkroom dev`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from shared.events import Envelope, Event
 from shared.settings import Settings
 from shared.topology import QueueSpec, Topology
+from shared.tracing import inject, tracer
 
 # Headers Darkroom sets on a message it retries or parks.
 ATTEMPT_HEADER = "x-darkroom-attempt"
@@ -71,9 +74,21 @@ class Subscription(Protocol):
         """Stop receiving new deliveries; those already handed out stay ours to settle."""
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Messages a consumer queue has not handed out yet, and those set aside from it."""
+
+    ready: int
+    dead_letters: int
+    retrying: int
+
+
 class Broker(Protocol):
     @property
     def is_ready(self) -> bool: ...
+
+    async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
+        """Depths for the metrics; raises BrokerUnavailable while the broker is away."""
 
     async def declare(self, topology: Topology) -> None:
         """Create every exchange, queue and binding; idempotent."""
@@ -98,9 +113,20 @@ class Broker(Protocol):
 
 
 async def publish_envelope(broker: Broker, topology: Topology, envelope: Envelope) -> None:
-    await broker.publish(
-        topology.events_exchange, envelope.type, envelope.to_bytes(), message_id=envelope.id
-    )
+    with tracer.start_as_current_span(
+        f"{envelope.type} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={"messaging.destination.name": topology.events_exchange},
+    ):
+        headers: dict[str, Any] = {}
+        inject(headers)  # traceparent: the consumer's span continues this one
+        await broker.publish(
+            topology.events_exchange,
+            envelope.type,
+            envelope.to_bytes(),
+            message_id=envelope.id,
+            headers=headers,
+        )
 
 
 async def publish(
@@ -138,7 +164,8 @@ async def open_broker(settings: Settings, *, wait: bool = True) -> AsyncIterator
 
         broker = await RabbitBroker.connect(settings)
     try:
-        await broker.declare(Topology.from_settings(settings))
+        if settings.broker_declare or not settings.broker_url:
+            await broker.declare(Topology.from_settings(settings))
         yield broker
     finally:
         await broker.close()

@@ -1,5 +1,7 @@
 """structlog set-up: JSON off a terminal, readable on one; context (photo id, trace id) via
-contextvars so it follows a message or a request through every log line."""
+contextvars so it follows a message or a request through every log line. Every line names
+its `service`, and, inside a span, carries the span's `trace_id` and `span_id`. Libraries'
+stdlib log records go through the same processors and renderer."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import structlog
 
 from shared.settings import Settings
+from shared.tracing import current_ids
 
 # Keys never written to a log line, whatever a caller binds.
 _REDACTED = frozenset({"authorization", "token", "secret", "password", "signature"})
@@ -23,7 +26,14 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-def configure_logging(settings: Settings) -> None:
+def _span_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ids = current_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
+    return event
+
+
+def configure_logging(settings: Settings, service: str = "darkroom") -> None:
     as_json = settings.log_json if settings.log_json is not None else not sys.stderr.isatty()
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: Any = (
@@ -32,21 +42,41 @@ def configure_logging(settings: Settings) -> None:
         # Tracebacks without local variables: a local may hold a token or a key.
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
+
+    def add_service(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_service,
+        _span_ids,
+        _redact,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries log through the stdlib; keep their warnings, drop their chatter.
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
+    # Libraries log through the stdlib: the same processors and renderer, so their lines
+    # are JSON too; keep their warnings, drop their chatter.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from shared.broker import (
     QUEUE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
+    Backlog,
     Message,
     OnDelivery,
 )
@@ -45,6 +46,7 @@ class _Queue:
     dead_letter_exchange: str | None = None
     items: asyncio.Queue[tuple[Message, int]] = field(default_factory=asyncio.Queue)
     unsettled: int = 0
+    delayed: int = 0  # waiting out a retry delay
 
 
 class MemoryBroker:
@@ -123,6 +125,12 @@ class MemoryBroker:
         q = self._queues[queue.name]
         return q.items.qsize() + q.unsettled
 
+    async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
+        self._check_open()
+        q = self._queues[queue.name]
+        parked = self._queues[queue.dead_letter_queue].items.qsize()
+        return Backlog(ready=q.items.qsize(), dead_letters=parked, retrying=q.delayed)
+
     def dead_letters(self, queue: QueueSpec) -> list[Message]:
         """What a dead-letter queue holds now, for tools and tests (not consumed)."""
         items = self._queues[queue.dead_letter_queue].items
@@ -135,7 +143,13 @@ class MemoryBroker:
     def requeue_later(self, queue: _Queue, message: Message, delay_ms: int) -> None:
         self._check_open()
         loop = asyncio.get_running_loop()
-        loop.call_later(delay_ms / 1000, queue.items.put_nowait, (message, 0))
+        queue.delayed += 1
+
+        def due() -> None:
+            queue.delayed -= 1
+            queue.items.put_nowait((message, 0))
+
+        loop.call_later(delay_ms / 1000, due)
 
     def redeliver(self, queue: _Queue, message: Message, deliveries: int) -> None:
         if queue.delivery_limit is not None and deliveries >= queue.delivery_limit:

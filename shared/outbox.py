@@ -75,6 +75,17 @@ class Outbox:
             rows = (await conn.execute(stmt)).all()
         return [Envelope.from_bytes(row.body.encode()) for row in rows]
 
+    async def backlog(self) -> tuple[int, float]:
+        """Events not yet published, and the age in seconds of the oldest (0 if none)."""
+        stmt = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at))
+        async with self._db.transaction() as conn:
+            count, oldest = (await conn.execute(stmt)).one()
+        if oldest is None:
+            return 0, 0.0
+        if oldest.tzinfo is None:  # SQLite hands back naive UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(count), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
     async def forget_published(self, *event_ids: str) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(event_ids)))

@@ -4,7 +4,7 @@ queues with delivery limits, retry-by-TTL queues and explicit dead-lettering."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -22,6 +22,7 @@ from shared.broker import (
     QUEUE_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
+    Backlog,
     Message,
     OnDelivery,
 )
@@ -45,6 +46,7 @@ class RabbitBroker:
         self._settings = settings
         self._publish_channel: AbstractChannel | None = None
         self._consume_channel: AbstractChannel | None = None
+        self._inspect_channel: AbstractChannel | None = None
 
     @classmethod
     async def connect(cls, settings: Settings) -> RabbitBroker:
@@ -99,8 +101,11 @@ class RabbitBroker:
             await queue.bind(spec.exchange, key)
         dlq = await channel.declare_queue(spec.dead_letter_queue, durable=True, arguments=_QUORUM)
         await dlq.bind(spec.dead_letter_exchange, spec.name)
+        retry = await channel.declare_exchange(
+            spec.retry_exchange, ExchangeType.DIRECT, durable=True
+        )
         for delay in topology.retry.delays_ms():
-            await channel.declare_queue(
+            retry_queue = await channel.declare_queue(
                 spec.retry_queue(delay),
                 durable=True,
                 arguments={
@@ -109,6 +114,28 @@ class RabbitBroker:
                     "x-dead-letter-routing-key": spec.name,
                 },
             )
+            await retry_queue.bind(retry, retry_queue.name)
+
+    async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
+        """Ready counts by passive declares, on a channel of their own: a failed passive
+        declare closes its channel, and must not take publishing or consuming with it."""
+        try:
+            if self._inspect_channel is None or self._inspect_channel.is_closed:
+                self._inspect_channel = await self._connection.channel(publisher_confirms=False)
+            channel = self._inspect_channel
+
+            async def ready(name: str) -> int:
+                declared = await channel.declare_queue(name, passive=True)
+                return int(declared.declaration_result.message_count or 0)
+
+            retrying = [await ready(queue.retry_queue(d)) for d in retry_delays_ms]
+            return Backlog(
+                ready=await ready(queue.name),
+                dead_letters=await ready(queue.dead_letter_queue),
+                retrying=sum(retrying),
+            )
+        except Exception as exc:
+            raise BrokerUnavailable(f"cannot read queue depths: {exc!r}") from exc
 
     async def publish(
         self,
@@ -214,7 +241,7 @@ class _RabbitDelivery:
         # Publish the copy before acking the original: a crash in between duplicates the
         # message (handlers are idempotent) instead of losing it.
         await self._broker.publish(
-            "",
+            self._queue.retry_exchange,
             self._queue.retry_queue(delay_ms),
             msg.body,
             message_id=msg.message_id,
@@ -283,7 +310,8 @@ class BackgroundBroker:
                 await asyncio.sleep(self._retry_s)
                 continue
             try:
-                await broker.declare(topology)
+                if self._settings.broker_declare:
+                    await broker.declare(topology)
             except CONNECTION_EXCEPTIONS as exc:
                 await broker.close()
                 log.warning("broker lost while declaring; will retry", error=repr(exc))
@@ -320,6 +348,9 @@ class BackgroundBroker:
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
         return await self._connected().consume(queue, on_delivery)
+
+    async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
+        return await self._connected().backlog(queue, retry_delays_ms)
 
     async def close(self) -> None:
         if self._connecting is not None:

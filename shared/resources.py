@@ -50,4 +50,12 @@ async def open_resources(
         if broker is None:
             broker = await stack.enter_async_context(open_broker(settings, wait=wait_for_broker))
         topology = Topology.from_settings(settings)
-        yield Resources(settings, topology, broker, storage, database, Store(database), Metrics())
+        yield Resources(
+            settings,
+            topology,
+            broker,
+            storage,
+            database,
+            Store(database),
+            Metrics(handler_timeout=settings.handler_timeout),
+        )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from shared.events import Envelope, Event
 from shared.logging import get_logger, log_context
 from shared.metrics import Metrics
 from shared.topology import QueueSpec, Topology
+from shared.tracing import consume_span, photo_span
 
 log = get_logger(__name__)
 
@@ -67,11 +69,17 @@ def on_events(queue: QueueSpec, handlers: Mapping[type[Any], EventHandler[Any]])
         if envelope.type not in by_type:
             raise PermanentError(f"{queue.name} has no handler for {envelope.type} events")
         model, handler = by_type[envelope.type]
-        with log_context(
-            trace_id=envelope.trace_id,
-            event_id=envelope.id,
-            event_type=envelope.type,
-            photo_id=envelope.data.get("photo_id"),
+        photo_id = envelope.data.get("photo_id")
+        with (
+            log_context(
+                trace_id=envelope.trace_id,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                photo_id=photo_id,
+            ),
+            photo_span(envelope.type, envelope.trace_id, photo_id)
+            if isinstance(photo_id, str)
+            else nullcontext(),
         ):
             event: Event = envelope.open(model)
             await handler(event, Meta(envelope.id, envelope.trace_id, message.attempt))
@@ -141,6 +149,8 @@ class Worker:
             task = asyncio.current_task()
             assert task is not None
             self._in_flight.add(task)
+            held = self._metrics.in_flight.labels(route.queue.name)
+            held.inc()
             try:
                 await self._process(route, delivery)
             except BrokerUnavailable as exc:
@@ -158,6 +168,7 @@ class Worker:
                 await asyncio.sleep(pause / 1000)
                 await delivery.requeue()
             finally:
+                held.dec()
                 self._in_flight.discard(task)
 
         return receive
@@ -165,7 +176,8 @@ class Worker:
     async def _process(self, route: Route, delivery: Delivery) -> None:
         started = time.perf_counter()
         try:
-            await self._handle(route, delivery.message)
+            with consume_span(route.queue.name, delivery.message.headers):
+                await self._handle(route, delivery.message)
         except asyncio.CancelledError:
             await delivery.requeue()
             self._count(route, "requeued")

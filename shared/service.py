@@ -19,6 +19,7 @@ from shared.logging import configure_logging, get_logger
 from shared.resources import Resources, open_resources
 from shared.runtime import Route, Worker
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 log = get_logger(__name__)
 
@@ -49,9 +50,10 @@ async def run_worker(
     *,
     resources: Resources | None = None,
     health: bool = True,
+    relay: bool = True,
 ) -> None:
-    """Consume `make(resources)`'s routes and run its jobs (and the outbox relay) until
-    `stop` is set, then drain and close.
+    """Consume `make(resources)`'s routes and run its jobs (and, unless `relay` is off,
+    the outbox relay) until `stop` is set, then drain and close.
 
     Pass `resources` to share them (dev mode, tests); otherwise they are opened here.
     """
@@ -77,13 +79,14 @@ async def run_worker(
             },
             max_hold=settings.outage_hold,
         )
-        relay = resources.outbox.relay(
-            stop,
-            interval_s=settings.outbox_relay_interval,
-            older_than_s=settings.outbox_relay_after,
-        )
         tasks = [asyncio.create_task(job(stop)) for job in consumer.jobs()]
-        tasks.append(asyncio.create_task(relay))
+        if relay:
+            relaying = resources.outbox.relay(
+                stop,
+                interval_s=settings.outbox_relay_interval,
+                older_than_s=settings.outbox_relay_after,
+            )
+            tasks.append(asyncio.create_task(relaying))
         for task in tasks:
             task.add_done_callback(partial(_stop_if_failed, stop))
         try:
@@ -114,10 +117,19 @@ def load_settings() -> Settings:
         raise SystemExit(2) from exc
 
 
+def service_name(service: Service) -> str:
+    """`ingest-worker` for services.ingest_worker.service, `dev` for services.dev."""
+    parts = service.__module__.split(".")
+    return (parts[1] if len(parts) > 1 else parts[0]).replace("_", "-")
+
+
 def run_process(service: Service, settings: Settings | None = None) -> None:
-    """Entry point of a service process: SIGTERM/SIGINT start a graceful drain."""
+    """Entry point of a service process: SIGTERM/SIGINT start a graceful drain. Traces
+    go out when OTEL_EXPORTER_OTLP_ENDPOINT is set (shared/tracing.py)."""
     settings = settings or load_settings()
-    configure_logging(settings)
+    name = service_name(service)
+    configure_logging(settings, name)
+    setup_tracing(name)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Broker. Empty means the in-process broker (single-process `darkroom dev` only).
     broker_url: str = ""
     topology_prefix: str = Field("darkroom", pattern=r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+    # Declare exchanges and queues at start-up. Off when a set-up step with broader rights
+    # (`darkroom broker declare`) did it and each service's broker user may not configure.
+    broker_declare: bool = True
     prefetch: PositiveInt = 16
     publish_timeout: Seconds = 10.0
     delivery_limit: PositiveInt = 20

@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.errors import ConfigurationError, PermanentError, StorageUnavailable
 from shared.settings import Settings
 from shared.sigv4 import Credentials, PresignedPost, Signer
+from shared.tracing import traced_client
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
@@ -251,4 +252,4 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         )
         endpoint = settings.s3_public_endpoint_url or client.meta.endpoint_url
         presigner = await open_presigner(settings, session, endpoint)
-        yield Storage(client, presigner, settings.s3_bucket)
+        yield Storage(traced_client(client, "S3"), presigner, settings.s3_bucket)

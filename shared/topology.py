@@ -3,10 +3,12 @@
     <p>.events   topic  Darkroom's own events; routing key = event type
     <p>.storage  topic  S3 notifications from MinIO / Ceph (and the SQS bridge)
     <p>.dlx      direct dead letters; routing key = the queue they came from
+    <queue>.retry direct, one per consumer queue: its retry queues, by name
 
 Each consumer owns one durable quorum queue with a delivery limit, dead-lettering to
-`<queue>.dlq`. Retries go through `<queue>.retry.<ms>`: classic durable queues with a
-fixed message TTL that dead-letter back into the consumer's queue. One queue per delay
+`<queue>.dlq`. Retries go through `<queue>.retry.<ms>` (published via `<queue>.retry`):
+classic durable queues with a fixed message TTL that dead-letter back into the
+consumer's queue. One queue per delay
 keeps expiry exact (a per-message TTL only expires at a queue's head).
 
 `p` is `DARKROOM_TOPOLOGY_PREFIX` (default `darkroom`); tests use their own prefix so
@@ -30,6 +32,13 @@ class QueueSpec:
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.name}.dlq"
+
+    @property
+    def retry_exchange(self) -> str:
+        """Direct exchange of this queue's retry queues (routing key: the retry queue).
+        One per consumer queue, so permission to retry one queue's messages is not
+        permission to publish into another (the default exchange reaches every queue)."""
+        return f"{self.name}.retry"
 
     def retry_queue(self, delay_ms: int) -> str:
         return f"{self.name}.retry.{delay_ms}"
@@ -109,7 +118,8 @@ class Topology:
         return self._queue("notifier", self.events_exchange, "photo.ready", "photo.rejected")
 
     def exchange_names(self) -> tuple[str, ...]:
-        return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange)
+        retries = tuple(spec.retry_exchange for spec in self.all_queues())
+        return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange, *retries)
 
     def queue_names(self) -> list[str]:
         """Every queue declared: each consumer's, its dead-letter and its retry queues."""

@@ -25,10 +25,9 @@ from tests.conftest import JWT_SECRET
 from tests.gateway_harness import Gateway, gateway
 from tests.harness import WEBHOOK_SECRET, Client, WebhookReceiver, free_port, running, with_sqs
 
-# The upload page, metrics, and the documentation itself (Swagger UI and its assets).
+# The upload page and the documentation itself (Swagger UI and its assets).
 UNDOCUMENTED = {
     "/",
-    "/metrics",
     "/openapi.json",
     "/docs",
     "/docs/assets/swagger-init.js",

@@ -1,34 +1,34 @@
-"""The compose file, Kubernetes manifests, Dockerfile and README agree with the code.
+"""The compose file, the Dockerfile, the broker users and the README agree with the code.
 
 No container engine runs here, so these check what can be checked without one: every
-document parses, every DARKROOM_ variable is a real setting and the values validate,
-commands are real CLI commands, queue and exchange names are the topology's.
+DARKROOM_ variable is a real setting and the values validate, commands are real CLI
+commands, ports stay on the loopback, images are pinned, and each broker user may do
+exactly what its service needs, by the topology's names.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import ValidationError
 
 from services.cli import commands as cli_commands
-from shared import secrets
+from shared.broker_access import ADMIN, accounts, definitions
 from shared.settings import Settings
 from shared.topology import Topology
+from tests.manifests import DEPLOY, ROOT, make_env, setting_names, settings_from
 
-ROOT = Path(__file__).resolve().parent.parent
-DEPLOY = ROOT / "deploy"
-SETTING_NAMES = {f"DARKROOM_{name.upper()}" for name in Settings.model_fields}
+SERVICES = ("gateway", "ingest-worker", "thumbnail-worker", "notifier")
+WORKERS = SERVICES[1:]
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the files under test configure the settings built here."""
-    for name in SETTING_NAMES:
+    for name in setting_names():
         monkeypatch.delenv(name, raising=False)
 
 
@@ -37,30 +37,15 @@ def topology() -> Topology:
     return Topology.from_settings(Settings())
 
 
-def settings_from(env: dict[str, Any]) -> Settings:
-    """Validate an environment block the way a service would at start-up."""
-    unknown = {k for k in env if k.startswith("DARKROOM_")} - SETTING_NAMES
-    assert not unknown, f"not settings: {unknown}"
-    values = {k.removeprefix("DARKROOM_").lower(): v for k, v in env.items() if v != ""}
-    return Settings(**values)
-
-
-def substitute(value: Any) -> Any:
-    """Compose-style ${VAR:?msg} / ${VAR:-default} with a plausible value."""
+def substitute(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ${VAR:?msg} / ${VAR:-default}, from what `make env` generates."""
     if not isinstance(value, str):
         return value
     return re.sub(
-        r"\$\{([A-Z_]+)(?::[?-]([^}]*))?\}",
-        lambda m: secrets.jwt_secret() if "SECRET" in m[1] else "",
+        r"\$\{([A-Z_]+)(?::([?-])([^}]*))?\}",
+        lambda m: env.get(m[1], m[3] if m[2] == "-" else ""),
         value,
     )
-
-
-# The example Secret's placeholders, and what an operator puts there instead.
-GENERATED = {
-    "DARKROOM_AUTH_JWT_SECRET": secrets.jwt_secret,
-    "DARKROOM_WEBHOOK_SECRET": secrets.webhook_secret,
-}
 
 
 @pytest.fixture(scope="module")
@@ -69,87 +54,152 @@ def compose() -> dict[str, Any]:
     return doc
 
 
-def test_compose_services_run_real_commands_with_valid_settings(compose: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def generated() -> dict[str, str]:
+    env: dict[str, str] = make_env().generate()
+    return env
+
+
+def darkroom_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in compose["services"].items() if s.get("image") == "darkroom:dev"}
+
+
+def test_compose_runs_every_service_and_the_one_shots_with_valid_settings(
+    compose: dict[str, Any], generated: dict[str, str]
+) -> None:
     commands = cli_commands()
-    darkroom = {n: s for n, s in compose["services"].items() if s.get("image") == "darkroom:dev"}
-    assert set(darkroom) == {"gateway", "ingest-worker", "thumbnail-worker", "notifier"}
-    for name, service in darkroom.items():
+    darkroom = darkroom_services(compose)
+    assert set(darkroom) == {*SERVICES, "migrate", "broker-setup"}
+    assert darkroom["migrate"]["command"] == ["migrate"]
+    assert darkroom["broker-setup"]["command"] == ["broker", "declare"]
+    for name in SERVICES:
+        service = darkroom[name]
         assert service["command"][0] in commands, name
-        env = {k: substitute(v) for k, v in service["environment"].items()}
+        env = {k: substitute(v, generated) for k, v in service["environment"].items()}
         settings = settings_from(env)
         assert settings.broker_url.startswith("amqp://"), "compose must use real RabbitMQ"
         assert settings.database_url.startswith("postgresql://")
         assert settings.s3_endpoint_url == "http://minio:9000"
-        # The gateway must be reachable from outside its container.
         assert settings.gateway_host == "0.0.0.0"
+        # Set-up is done once by the one-shots, which every service waits for.
+        assert settings.broker_declare is False
+        assert settings.migrate_on_start is False
+        for one_shot in ("broker-setup", "migrate"):
+            assert service["depends_on"][one_shot] == {
+                "condition": "service_completed_successfully"
+            }
 
 
-def test_compose_minio_publishes_to_the_storage_exchange(
-    compose: dict[str, Any], topology: Topology
+def test_compose_publishes_ports_on_the_loopback_only(compose: dict[str, Any]) -> None:
+    published = {n: s["ports"] for n, s in compose["services"].items() if "ports" in s}
+    assert published, "the gateway at least is published"
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_compose_pins_every_image(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if "build" in service:
+            continue
+        image = service["image"]
+        repository, _, tag = image.partition("@")[0].rpartition(":")
+        assert "@sha256:" in image or (repository and tag and tag != "latest"), name
+        assert not re.fullmatch(r"\d+|[a-z]+", tag), f"{name}: {tag} is a moving tag"
+
+
+def test_compose_runs_replicas_of_every_worker(compose: dict[str, Any]) -> None:
+    for name in WORKERS:
+        assert compose["services"][name]["deploy"]["replicas"] >= 1, name
+
+
+def test_make_env_provides_every_credential_compose_demands(
+    compose: dict[str, Any], generated: dict[str, str]
 ) -> None:
-    env = compose["services"]["minio"]["environment"]
-    assert env["MINIO_NOTIFY_AMQP_EXCHANGE_PRIMARY"] == topology.storage_exchange
-    assert env["MINIO_NOTIFY_AMQP_EXCHANGE_TYPE_PRIMARY"] == "topic"
-    assert env["MINIO_NOTIFY_AMQP_DURABLE_PRIMARY"] == "on"
-    assert env["MINIO_NOTIFY_AMQP_QUEUE_DIR_PRIMARY"], "events must survive a broker outage"
-    setup = " ".join(compose["services"]["minio-setup"]["command"])
-    assert "--prefix originals/" in setup and "arn:minio:sqs::PRIMARY:amqp" in setup
-    names = {s for s in compose["services"]}
-    assert {"rabbitmq", "postgres", "minio", "mailpit", "redis"} <= names
+    text = (DEPLOY / "compose.yaml").read_text()
+    demanded = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert demanded <= set(generated), demanded - set(generated)
+    for value in generated.values():
+        assert len(value) >= 32
 
 
-def k8s_documents() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+def broker_user(url: str, env: dict[str, str]) -> str:
+    parts = urlsplit(substitute(url, env))
+    assert parts.password, url
+    return parts.username or ""
 
 
-def test_kubernetes_manifests_fit_the_code(topology: Topology) -> None:
-    docs = k8s_documents()
-    by_kind: dict[str, list[dict[str, Any]]] = {}
-    for doc in docs:
-        assert {"apiVersion", "kind"} <= set(doc), doc
-        by_kind.setdefault(doc["kind"], []).append(doc)
-    config = by_kind["ConfigMap"][0]["data"]
-    secret = by_kind["Secret"][0]["stringData"]
-    settings = settings_from({**config, **secret, **{k: g() for k, g in GENERATED.items()}})
-    commands = cli_commands()
-    for deployment in by_kind["Deployment"]:
-        pod = deployment["spec"]["template"]["spec"]
-        [container] = pod["containers"]
-        assert container["args"][0] in commands
-        assert pod["terminationGracePeriodSeconds"] > settings.shutdown_grace
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    queues = {q.name for q in topology.all_queues()}
-    deployments = {d["metadata"]["name"] for d in by_kind["Deployment"]}
-    scaled = by_kind["ScaledObject"]
-    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == deployments - {"gateway"}
-    for obj in scaled:
-        for trigger in obj["spec"]["triggers"]:
-            assert trigger["metadata"]["queueName"] in queues
+def test_compose_gives_each_service_its_own_broker_user(
+    compose: dict[str, Any], generated: dict[str, str], topology: Topology
+) -> None:
+    users = {
+        name: broker_user(s["environment"]["DARKROOM_BROKER_URL"], generated)
+        for name, s in darkroom_services(compose).items()
+        if "DARKROOM_BROKER_URL" in s["environment"]
+    }
+    assert users == {**{s: f"darkroom-{s}" for s in SERVICES}, "broker-setup": ADMIN}
+    minio = compose["services"]["minio"]["environment"]
+    assert broker_user(minio["MINIO_NOTIFY_AMQP_URL_PRIMARY"], generated) == "darkroom-storage"
+    assert set(users.values()) - {ADMIN} <= set(accounts(topology))
+    # The definitions RabbitMQ loads hold exactly these users, with make env's passwords.
+    passwords = {user: generated[var] for user, var in make_env().BROKER_PASSWORDS.items()}
+    doc = definitions(topology, passwords)
+    assert {u["name"] for u in doc["users"]} == {ADMIN, *accounts(topology)}
+    assert "guest" not in {u["name"] for u in doc["users"]}
 
 
-def test_the_example_secrets_are_refused_until_replaced() -> None:
-    [secret] = [d["stringData"] for d in k8s_documents() if d["kind"] == "Secret"]
-    for name in GENERATED:
-        with pytest.raises(ValidationError, match="generate one with"):
-            settings_from({name: secret[name]})
+def allowed(pattern: str, names: list[str]) -> set[str]:
+    """The names a RabbitMQ permission pattern grants (unanchored regex search)."""
+    return {n for n in names if re.search(pattern, n)}
 
 
-def test_kustomization_lists_existing_files() -> None:
-    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    for resource in kustomization["resources"]:
-        assert (DEPLOY / "k8s" / resource).exists(), resource
+def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topology) -> None:
+    t = topology
+    names = [*t.exchange_names(), *t.queue_names(), "amq.default", "amq.topic"]
+    retry = {q.name: q.retry_exchange for q in t.all_queues()}
+    events, storage, dlx = t.events_exchange, t.storage_exchange, t.dead_letter_exchange
+    intents, uploads = t.ingest_intents.name, t.ingest_storage.name
+    expected = {
+        "darkroom-gateway": (set(), {events}, set()),
+        "darkroom-ingest-worker": (
+            set(),
+            {events, storage, dlx, retry[intents], retry[uploads]},
+            {intents, uploads},
+        ),
+        "darkroom-thumbnail-worker": (
+            set(),
+            {events, dlx, retry[t.thumbnail.name]},
+            {t.thumbnail.name},
+        ),
+        # No events: it runs no outbox relay, so it cannot announce a photo.
+        "darkroom-notifier": (set(), {dlx, retry[t.notifier.name]}, {t.notifier.name}),
+        # The storage's notification user publishes to the storage exchange and nowhere else.
+        "darkroom-storage": ({storage}, {storage}, set()),
+        "darkroom-monitoring": (set(), set(), set()),
+    }
+    granted = {
+        user: (
+            allowed(a.configure, names),
+            allowed(a.write, names),
+            allowed(a.read, names),
+        )
+        for user, a in accounts(t).items()
+    }
+    assert granted == expected
+    assert accounts(t)["darkroom-monitoring"].tags == ("monitoring",)
 
 
-def test_dockerfile_runs_the_cli_as_non_root() -> None:
+def test_dockerfile_installs_from_the_lock_on_a_pinned_base_and_runs_as_non_root() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["darkroom"]' in dockerfile
     assert re.search(r"^USER \d+", dockerfile, re.M)
+    assert re.search(r"^ARG BASE=[\w./:-]+@sha256:[0-9a-f]{64}$", dockerfile, re.M)
+    assert "-r requirements-runtime.lock" in dockerfile
+    assert "--no-deps ." in dockerfile
+    assert re.search(r"^HEALTHCHECK .*\n?.*healthz", dockerfile, re.M)
 
 
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `(DARKROOM_[A-Z0-9_]+)`", readme, re.M))
-    assert documented == SETTING_NAMES
+    assert documented == setting_names()

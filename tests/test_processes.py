@@ -63,7 +63,9 @@ async def test_service_process_becomes_ready_and_drains_on_sigterm(
 ) -> None:
     settings = settings.model_copy(update={"broker_url": amqp_url, "database_url": postgres_url})
     port = free_port()
-    env = service_env(settings, DARKROOM_GATEWAY_PORT=str(port), DARKROOM_HEALTH_PORT=str(port))
+    # The gateway answers the probes on its API port too; its health port is another.
+    health = "0" if module == "gateway" else str(port)
+    env = service_env(settings, DARKROOM_GATEWAY_PORT=str(port), DARKROOM_HEALTH_PORT=health)
     process = await start(module, env)
     try:
         await wait_ready(f"http://127.0.0.1:{port}/readyz", process)

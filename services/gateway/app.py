@@ -28,7 +28,7 @@ from services.gateway.pages import plain_server_header
 from services.gateway.problems import Handler, problem_middleware
 from services.gateway.routes import all_routes, operations
 from services.gateway.security import ip_rate_limit
-from shared.health import add_health_routes
+from shared.health import GATEWAY_NEEDS, add_health_routes
 from shared.logging import get_logger, log_context
 from shared.ratelimit import open_limiter
 from shared.resources import Resources, open_resources
@@ -37,6 +37,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 MAX_JSON_BODY = 64 * 1024
+PROBES = frozenset({"/healthz", "/readyz"})
 
 
 @web.middleware
@@ -50,14 +51,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["X-Request-ID"] = trace_id
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        request.app[RESOURCES].metrics.http_requests.labels(name, str(response.status)).inc()
-        log.info(
+        elapsed = time.perf_counter() - started
+        request.app[RESOURCES].metrics.http_seconds.labels(
+            request.method, name, str(response.status)
+        ).observe(elapsed)
+        # Probes come every few seconds from every kubelet: not worth an info line each.
+        level = log.debug if name in PROBES else log.info
+        level(
             "request",
             method=request.method,
             path=request.path,
             route=name,
             status=response.status,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(elapsed * 1000, 1),
         )
         return response
 
@@ -99,9 +105,8 @@ def create_app(
 
     app.cleanup_ctx.append(resources_ctx)
     app.add_routes(all_routes(settings))
-    # The API needs the database only: events go out through the outbox, so a broker
-    # outage must not take every replica out of its load balancer.
-    add_health_routes(app, lambda: app[RESOURCES], needs=("database",))
+    # Probes only: `/metrics` is on the health port (shared/health.py).
+    add_health_routes(app, lambda: app[RESOURCES], needs=GATEWAY_NEEDS)
     return app
 
 

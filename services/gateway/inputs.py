@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.gateway.problems import INVALID, MALFORMED_JSON, ApiError
 from shared.text import visible_text
+from shared.tracing import current_ids
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -19,6 +20,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
 
 
 def trace_id_of(request: web.Request) -> str:
+    """The request's OpenTelemetry trace id when tracing is on (so a photo's record names
+    its trace); else the caller's X-Request-ID, or a new id."""
+    ids = current_ids()
+    if ids is not None:
+        return ids[0]
     given = request.headers.get("X-Request-ID", "")
     return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 

@@ -51,6 +51,7 @@ from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.store import Check, NewPhoto, PhotoStatus, Usage
+from shared.tracing import anchor
 
 log = get_logger(__name__)
 api = Routes("uploads")
@@ -214,6 +215,8 @@ async def grant_all(
     pairs = zip(intents, [item.method for item in items], strict=True)
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
     await res.store.reserve(owner, intents, quota_check(res, items))
+    for granted in intents:
+        anchor(granted.id)  # where the ingest worker picks the photo's trace up
     log.info("uploads granted", count=len(intents))
     return [
         Grant(photo_id=i.id, upload=u, expires_at=i.upload_expires_at)

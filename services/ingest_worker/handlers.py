@@ -36,6 +36,7 @@ from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectInfo
 from shared.store import PhotoRecord, PhotoStatus, Verified
+from shared.tracing import photo_span
 
 log = get_logger(__name__)
 
@@ -127,6 +128,10 @@ class Ingest:
     async def advance(self, photo: PhotoRecord, info: ObjectInfo | None = None) -> None:
         """Move the photo on from whatever state it is in; safe to repeat. `info` is the
         object's HEAD when the caller has just read it (one HEAD per verification)."""
+        with photo_span("verify", photo.trace_id, photo.id):
+            await self._advance(photo, info)
+
+    async def _advance(self, photo: PhotoRecord, info: ObjectInfo | None) -> None:
         async with self.slots:
             match photo.status:
                 case PhotoStatus.PENDING:
@@ -218,6 +223,7 @@ class Ingest:
             return False
         log.info("photo rejected", reason=rejection.reason.value, detail=rejection.detail)
         res.metrics.photos.labels("rejected").inc()
+        res.metrics.rejections.labels(rejection.reason.value).inc()
         await self._purge(photo)
         await res.outbox.publish(envelope)
         return True

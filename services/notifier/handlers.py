@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from services.notifier.webhooks import deliver, payload, secret_key
+from services.notifier.webhooks import DeliveryFailed, deliver, payload, secret_key
 from shared.errors import ConfigurationError
 from shared.events import PhotoReady, PhotoRejected
 from shared.logging import get_logger
@@ -46,12 +46,18 @@ class Notifier:
             log.info("no webhook configured", event_type=event.TYPE)
             return
         body = payload(event.TYPE, datetime.now(UTC).isoformat(), event.model_dump(mode="json"))
-        await deliver(
-            self.session,
-            self.url,
-            self.key,
-            meta.event_id,
-            body,
-            timeout=self.res.settings.webhook_timeout,
-        )
+        attempts = self.res.metrics.webhooks
+        try:
+            await deliver(
+                self.session,
+                self.url,
+                self.key,
+                meta.event_id,
+                body,
+                timeout=self.res.settings.webhook_timeout,
+            )
+        except DeliveryFailed as exc:
+            attempts.labels(exc.outcome).inc()
+            raise
+        attempts.labels("delivered").inc()
         log.info("webhook delivered", event_type=event.TYPE, attempt=meta.attempt)

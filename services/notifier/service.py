@@ -26,6 +26,8 @@ async def serve(
             lambda res: Notifier(res, session),
             resources=resources,
             health=health,
+            # It publishes no event, and its broker user may not (shared/broker_access.py).
+            relay=False,
         )
 
 

@@ -24,7 +24,9 @@ from shared.errors import ConfigurationError, TransientError
 
 
 class DeliveryFailed(TransientError):
-    pass
+    def __init__(self, message: str, *, outcome: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome  # refused (answered, not 2xx) or unreachable
 
 
 def secret_key(secret: str) -> bytes:
@@ -71,6 +73,8 @@ async def deliver(
             allow_redirects=False,
         ) as resp:
             if not 200 <= resp.status < 300:
-                raise DeliveryFailed(f"webhook endpoint answered {resp.status}")
+                raise DeliveryFailed(f"webhook endpoint answered {resp.status}", outcome="refused")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DeliveryFailed(f"webhook endpoint unreachable: {exc!r}") from exc
+        raise DeliveryFailed(
+            f"webhook endpoint unreachable: {exc!r}", outcome="unreachable"
+        ) from exc

@@ -26,6 +26,7 @@ from shared.runtime import Meta, Route, on_events
 from shared.service import Job
 from shared.storage import ObjectChanged
 from shared.store import PhotoStatus, RenditionRecord
+from shared.tracing import tracer
 
 log = get_logger(__name__)
 
@@ -77,7 +78,11 @@ class Thumbnails:
                 self.specs,
                 max_pixels=self.res.settings.max_image_pixels,
             )
-            return await loop.run_in_executor(self.pool, job)
+            with tracer.start_as_current_span(
+                "render",
+                attributes={"darkroom.bytes": len(data), "darkroom.type": event.content_type},
+            ):
+                return await loop.run_in_executor(self.pool, job)
 
     async def _finish(self, event: PhotoVerified, meta: Meta, result: RenderResult) -> None:
         made = await self._store_renditions(event, result)
@@ -142,6 +147,8 @@ class Thumbnails:
             envelope=envelope,
         ):
             log.info("photo cannot be decoded; rejected", detail=detail)
+            self.res.metrics.photos.labels("rejected").inc()
+            self.res.metrics.rejections.labels("undecodable").inc()
             await self.res.storage.delete(event.object_key)
             await self.res.outbox.publish(envelope)
         elif await self._is(event.photo_id, PhotoStatus.REJECTED):

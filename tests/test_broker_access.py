@@ -1,0 +1,145 @@
+"""Each service's broker user, on the real RabbitMQ: it starts with the rights
+shared/broker_access.py gives it, and is refused what it should not do.
+
+The users are created from the same definitions document `make env` writes, for a
+topology of this module's own, which the administrator declares first.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import aio_pika
+import pytest
+from aiormq.exceptions import ChannelAccessRefused
+
+from shared.broker import open_broker
+from shared.broker_access import ADMIN, accounts, definitions
+from shared.settings import Settings
+from shared.topology import Topology
+from tests.conftest import AMQP_URL, _in_thread, delete_topology, make_settings, require_server
+
+Users = dict[str, str]
+Broker = tuple[Settings, Topology, Users]
+pytestmark = pytest.mark.rabbitmq
+
+
+def rabbitmqctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        message = "rabbitmqctl is not installed: broker users cannot be created"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(message)
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+
+async def declare(settings: Settings) -> None:
+    async with open_broker(settings.model_copy(update={"broker_declare": True})):
+        pass
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[Broker]:
+    """The module's topology, declared as `darkroom broker declare` does, and its service
+    accounts (the administrator stays the broker's own)."""
+    require_server("RabbitMQ", AMQP_URL)
+    settings = make_settings(broker_url=AMQP_URL, topology_prefix=f"acl-{uuid.uuid4().hex[:8]}")
+    topology = Topology.from_settings(settings)
+    passwords = {name: secrets.token_urlsafe(16) for name in [ADMIN, *accounts(topology)]}
+    doc = definitions(topology, passwords)
+    users = [u["name"] for u in doc["users"] if u["name"] != ADMIN]
+    created: list[str] = []
+    try:
+        for user in doc["users"]:
+            if user["name"] == ADMIN:
+                continue
+            rabbitmqctl("add_user", user["name"], passwords[user["name"]])
+            created.append(user["name"])
+            if user["tags"]:
+                rabbitmqctl("set_user_tags", user["name"], *user["tags"])
+        for grant in doc["permissions"]:
+            if grant["user"] != ADMIN:
+                rabbitmqctl("set_permissions", "-p", grant["vhost"], grant["user"],
+                            grant["configure"], grant["write"], grant["read"])  # fmt: skip
+        _in_thread(declare(settings))
+        yield settings, topology, {name: passwords[name] for name in users}
+    finally:
+        _in_thread(delete_topology(AMQP_URL, topology))
+        for name in created:
+            rabbitmqctl("delete_user", name)
+
+
+def url_for(settings: Settings, user: str, password: str) -> str:
+    parts = urlsplit(settings.broker_url)
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def login(broker: Broker, service: str) -> str:
+    settings, topology, users = broker
+    [name] = [n for n in accounts(topology) if n.endswith(f"-{service}")]
+    return url_for(settings, name, users[name])
+
+
+async def publish(url: str, exchange: str, routing_key: str) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(aio_pika.Message(b"{}"), routing_key=routing_key)
+    finally:
+        await connection.close()
+
+
+async def test_every_service_starts_with_its_own_user_and_declares_nothing(
+    broker: Broker,
+) -> None:
+    settings = broker[0]
+    for service in ("gateway", "ingest-worker", "thumbnail-worker", "notifier"):
+        own = settings.model_copy(
+            update={"broker_url": login(broker, service), "broker_declare": False}
+        )
+        async with open_broker(own) as connected:
+            assert connected.is_ready, service
+
+
+async def test_the_storage_user_may_publish_to_the_storage_exchange_only(broker: Broker) -> None:
+    topology = broker[1]
+    url = login(broker, "storage")
+    await publish(url, topology.storage_exchange, "minio.object-created")
+    for forbidden in (topology.events_exchange, topology.dead_letter_exchange, ""):
+        with pytest.raises(ChannelAccessRefused):
+            await publish(url, forbidden, topology.thumbnail.name)
+
+
+async def test_the_notifier_cannot_announce_photos_and_nobody_writes_the_default_exchange(
+    broker: Broker,
+) -> None:
+    settings, topology, users = broker
+    url = login(broker, "notifier")
+    spec = topology.notifier
+    await publish(url, spec.retry_exchange, spec.retry_queue(topology.retry.delays_ms()[0]))
+    with pytest.raises(ChannelAccessRefused):
+        await publish(url, topology.events_exchange, "photo.ready")
+    for name, password in users.items():
+        with pytest.raises(ChannelAccessRefused):
+            await publish(url_for(settings, name, password), "", topology.thumbnail.name)
+
+
+async def test_a_service_cannot_consume_another_services_queue(broker: Broker) -> None:
+    topology = broker[1]
+    connection = await aio_pika.connect(login(broker, "gateway"))
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.thumbnail.name, ensure=False)
+        with pytest.raises(ChannelAccessRefused):
+            await queue.get(fail=False)
+    finally:
+        await connection.close()
