@@ -106,7 +106,15 @@ class Topology:
 
     @property
     def notifier(self) -> QueueSpec:
-        return self._queue("notifier", self.events_exchange, "photo.ready", "photo.rejected")
+        return self._queue(
+            "notifier",
+            self.events_exchange,
+            "photo.ready",
+            "photo.rejected",
+            "album.revealed",
+            "album.member_added",
+            "album.deleted",
+        )
 
     def exchange_names(self) -> tuple[str, ...]:
         return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange)

@@ -91,6 +91,8 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
         "deletePhoto",
         "completeUpload",
         "followDownload",
+        "createPhotoLink",
+        "listPhotoLinks",
     }
     assert {p["photo_id"] for p in (link["parameters"] for link in links.values())} == {
         "$response.body#/photo_id"
@@ -101,7 +103,47 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
     payload = doc["components"]["schemas"][ready["schema"]["$ref"].rsplit("/", 1)[-1]]
     assert payload["properties"]["type"]["const"] == "photo.ready"
     assert set(payload["required"]) == {"type", "timestamp", "data"}
-    assert "photo.rejected" in doc["webhooks"]
+    assert set(doc["webhooks"]) == {
+        "photo.ready",
+        "photo.rejected",
+        "album.revealed",
+        "album.member_added",
+        "album.deleted",
+    }
+
+
+async def test_the_document_covers_albums_members_and_links(gw: Gateway) -> None:
+    doc = await document(gw)
+    ops = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
+    album_links = ops["createAlbum"]["responses"]["201"]["links"]
+    assert set(album_links) == {
+        "getAlbum",
+        "changeAlbum",
+        "deleteAlbum",
+        "listAlbumPhotos",
+        "listAlbumMembers",
+        "createAlbumLink",
+        "listAlbumLinks",
+    }
+    for operation, codes in {
+        "createUpload": {"insufficient_role"},
+        "changeAlbum": {"insufficient_role"},
+        "followDownload": {"sealed", "not_ready"},
+        "openSharedLink": {"password_required", "wrong_password", "link_expired"},
+    }.items():
+        found = {
+            code
+            for answer in ops[operation]["responses"].values()
+            for media in answer.get("content", {}).values()
+            for code in media["schema"].get("properties", {}).get("code", {}).get("enum", [])
+        }
+        assert codes <= found, (operation, found)
+    shared = ops["openSharedLink"]
+    assert shared["security"] == []
+    assert {(p["name"], p["in"]) for p in shared["parameters"]} >= {
+        ("token", "path"),
+        ("X-Darkroom-Link-Password", "header"),
+    }
 
 
 @pytest.mark.slow  # seconds of generated requests

@@ -18,13 +18,26 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from services.gateway.models import Problem, UploadRequest
 from services.gateway.problems import PROBLEM_JSON, Fault
 from services.gateway.registry import Answer, Operation
-from shared.events import Event, PhotoReady, PhotoRejected
+from shared.events import (
+    AlbumDeleted,
+    AlbumMemberAdded,
+    AlbumRevealed,
+    Event,
+    PhotoReady,
+    PhotoRejected,
+)
 from shared.settings import Settings
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 # Events a webhook receiver gets, in the payload the notifier sends.
-WEBHOOK_EVENTS: tuple[type[Event], ...] = (PhotoReady, PhotoRejected)
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (
+    PhotoReady,
+    PhotoRejected,
+    AlbumRevealed,
+    AlbumMemberAdded,
+    AlbumDeleted,
+)
 WEBHOOK_HEADERS = {
     "webhook-id": "the event id: the same on every retry and re-publish, so dedupe on it",
     "webhook-timestamp": "unix seconds of this attempt",
@@ -44,7 +57,7 @@ def webhook_payload(event: type[Event]) -> type[BaseModel]:
     payload: type[BaseModel] = create_model(
         f"{event.__name__}Webhook",
         __config__=ConfigDict(json_schema_serialization_defaults_required=True),
-        __doc__=f"Sent when a photo's `{event.TYPE}` event is published.",
+        __doc__=f"Sent when a `{event.TYPE}` event is published.",
         type=(Literal[event.TYPE], event.TYPE),  # type: ignore[arg-type]
         timestamp=(datetime, Field(description="when this delivery was made")),
         data=(event, ...),
@@ -60,7 +73,7 @@ class _Components:
             (Problem, "serialization"): None
         }
         for op in operations:
-            for model in (op.params, op.query, op.body):
+            for model in (op.params, op.query, op.body, op.headers):
                 if model is not None:
                     wanted[(model, "validation")] = None
             for answer in op.answers.values():
@@ -116,6 +129,7 @@ def _operation(op: Operation, every: Sequence[Operation], parts: _Components) ->
     parameters = [
         *_parameters(op.params, "path", parts),
         *_parameters(op.query, "query", parts),
+        *_parameters(op.headers, "header", parts),
     ]
     if parameters:
         doc["parameters"] = parameters
@@ -153,17 +167,27 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
             name: {"description": text, "schema": {"type": "string"}}
             for name, text in answer.headers.items()
         }
-    if answer.photo_id is not None:
-        # Every operation on that photo can follow it.
-        doc["links"] = {
-            op.operation_id: {
-                "operationId": op.operation_id,
-                "parameters": {"photo_id": answer.photo_id},
+    for name, expression in (("photo_id", answer.photo_id), ("album_id", answer.album_id)):
+        if expression is None:
+            continue
+        # Every operation on that photo (album) needing nothing else can follow it.
+        doc.setdefault("links", {}).update(
+            {
+                op.operation_id: {
+                    "operationId": op.operation_id,
+                    "parameters": {name: expression},
+                }
+                for op in every
+                if op.params is not None and _only_needs(op.params, name)
             }
-            for op in every
-            if op.params is not None and "photo_id" in op.params.model_fields
-        }
+        )
     return doc
+
+
+def _only_needs(params: type[BaseModel], name: str) -> bool:
+    # The download route also names a rendition: a free string, so a link may lead on.
+    other = set(params.model_fields) - {name, "rendition"}
+    return name in params.model_fields and not other
 
 
 def _problems(faults: Iterable[Fault], parts: _Components) -> Schemas:

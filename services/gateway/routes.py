@@ -7,7 +7,7 @@ from importlib.resources import files
 
 from aiohttp import web
 
-from services.gateway import docs, photos, uploads
+from services.gateway import albums, docs, links, members, photos, uploads
 from services.gateway.context import DEV_TOKEN
 from services.gateway.registry import Answer, Operation, route_defs
 from shared.health import Liveness, Readiness
@@ -36,7 +36,14 @@ async def index(request: web.Request) -> web.Response:
 
 
 def operations() -> list[Operation]:
-    return [*uploads.api.operations, *photos.api.operations, *HEALTH]
+    return [
+        *uploads.api.operations,
+        *photos.api.operations,
+        *albums.api.operations,
+        *members.api.operations,
+        *links.api.operations,
+        *HEALTH,
+    ]
 
 
 def all_routes() -> list[web.AbstractRouteDef]:
