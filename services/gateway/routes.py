@@ -36,12 +36,13 @@ async def index(request: web.Request) -> web.Response:
 
 
 def operations() -> list[Operation]:
+    # Links before photos: /v1/photos/{photo_id}/links must not be taken for a rendition.
     return [
         *uploads.api.operations,
+        *links.api.operations,
         *photos.api.operations,
         *albums.api.operations,
         *members.api.operations,
-        *links.api.operations,
         *HEALTH,
     ]
 
