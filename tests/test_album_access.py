@@ -193,7 +193,7 @@ async def test_every_route_answers_each_role_as_the_table_says(gw: Gateway, reve
             if resp.status != want:
                 wrong.append(f"{where}: {resp.status}, expected {want}: {text[:200]}")
                 continue
-            answer = json.loads(text) if text else None
+            answer: Any = json.loads(text) if text else {}
             if want >= 400 and want in CODES and answer["code"] not in CODES[want]:
                 wrong.append(f"{where}: code {answer['code']}")
             # 201s are grants and links, with URLs of their own; 200s may show the photo.
