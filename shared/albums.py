@@ -140,9 +140,10 @@ class Albums:
 
     async def update(
         self, album_id: str, *, title: str | None, reveal_at: datetime | None, set_reveal: bool
-    ) -> AlbumRecord | None:
+    ) -> tuple[AlbumRecord, list[Envelope]] | None:
         """Change the title or the reveal time; a reveal time now or past develops the
-        album at once (and queues album.revealed). None if the album is gone."""
+        album at once and queues album.revealed, returned for the caller to publish.
+        None if the album is gone."""
         now = datetime.now(UTC)
         values: dict[str, Any] = {"updated_at": now}
         if title is not None:
@@ -153,9 +154,9 @@ class Albums:
             stmt = sa.update(albums).where(albums.c.id == album_id).values(**values)
             if not (await conn.execute(stmt)).rowcount:
                 return None
-            await self._claim(conn, [album_id], now)
+            claimed = await self._claim(conn, [album_id], now)
             row = (await conn.execute(sa.select(albums).where(albums.c.id == album_id))).one()
-        return _album(row)
+        return _album(row), claimed
 
     async def delete(self, album_id: str, envelope: Envelope) -> bool:
         """The album, its members and links go; its photos stay with their uploaders."""
@@ -207,23 +208,24 @@ class Albums:
 
     async def put_member(
         self, album_id: str, user_id: str, role: Role, envelope: Envelope
-    ) -> MemberRecord:
-        """Add the member (queueing `envelope`) or change their role."""
+    ) -> tuple[MemberRecord, bool]:
+        """Add the member (queueing `envelope`; True) or change their role (False)."""
         m = album_members.c
         which = sa.and_(m.album_id == album_id, m.user_id == user_id)
         async with self.db.transaction() as conn:
             changed = await conn.execute(
                 sa.update(album_members).where(which).values(role=role.value)
             )
+            added = False
             if not changed.rowcount:
                 insert = self.db.insert(album_members).values(
                     album_id=album_id, user_id=user_id, role=role.value, added_at=datetime.now(UTC)
                 )
-                added = await conn.execute(insert.on_conflict_do_nothing())
-                if added.rowcount:
+                added = bool((await conn.execute(insert.on_conflict_do_nothing())).rowcount)
+                if added:
                     await conn.execute(queued(envelope))
             row = (await conn.execute(sa.select(album_members).where(which))).one()
-        return MemberRecord.model_validate(dict(row._mapping))
+        return MemberRecord.model_validate(dict(row._mapping)), added
 
     async def remove_member(self, album_id: str, user_id: str) -> bool:
         m = album_members.c

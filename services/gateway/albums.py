@@ -166,11 +166,14 @@ async def change_album(request: web.Request) -> web.Response:
             "a sealed album needs a reveal time; to develop it now, send a time now or past",
             errors=[{"field": "reveal_at", "message": "must not be null while sealed"}],
         )
-    album = await request.app[RESOURCES].albums.update(
+    res = request.app[RESOURCES]
+    changed = await res.albums.update(
         access.album.id, title=change.title, reveal_at=change.reveal_at, set_reveal=set_reveal
     )
-    if album is None:
+    if changed is None:
         raise NOT_FOUND("no such album")
+    album, revealed = changed
+    await res.outbox.publish_or_defer(*revealed)
     log.info("album changed", album_id=album.id, sealed=album.sealed())
     return respond(await _view(request, AlbumAccess(album, access.role)))
 

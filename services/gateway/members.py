@@ -64,8 +64,9 @@ async def put_member(request: web.Request) -> web.Response:
     )
     envelope = Envelope.wrap(event, trace_id=request[TRACE_ID])
     res = request.app[RESOURCES]
-    member = await res.albums.put_member(access.album.id, target, role, envelope)
-    await res.outbox.publish_or_defer(envelope)
+    member, added = await res.albums.put_member(access.album.id, target, role, envelope)
+    if added:
+        await res.outbox.publish_or_defer(envelope)
     log.info("album member put", album_id=access.album.id, role=role.value)
     return respond(
         MemberView(user_id=member.user_id, role=member.role.value, added_at=member.added_at)
