@@ -3,10 +3,11 @@ answer, like `models.py` (the OpenAPI document is generated from them)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from services.gateway.models import (
     CURSOR_PATTERN,
@@ -18,6 +19,25 @@ from services.gateway.models import (
 )
 
 Cursor = Annotated[str, Field(pattern=CURSOR_PATTERN)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Stored as UTC (SQLite keeps no offset); an offset at the edge of the calendar
+    # would overflow it.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range") from exc
+
+
+def _text(value: object) -> object:
+    # JSON carries a date-time as a string; pydantic alone also takes unix times (0).
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+Moment = Annotated[DateTime, AfterValidator(_in_utc), BeforeValidator(_text)]
 # Whoever the token's `sub` names; what the API keys' X-Darkroom-User accepts.
 UserId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/]+$")]
 MemberRole = Literal["contributor", "viewer"]
@@ -28,18 +48,25 @@ Title = Annotated[str, Field(min_length=1, max_length=200)]
 
 class AlbumRequest(_Shape):
     title: Title
-    reveal_at: DateTime | None = Field(
+    reveal_at: Moment | None = Field(
         None, description="photos stay sealed until then; null: never sealed"
     )
 
 
 class AlbumChange(_Shape):
-    # Only the members sent change; `reveal_at: null` removes the reveal time.
-    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True)
-    title: Title | None = None
-    reveal_at: DateTime | None = Field(
+    """Only the members sent change; neither may be null."""
+
+    title: Title | SkipJsonSchema[None] = None
+    reveal_at: Moment | SkipJsonSchema[None] = Field(
         None, description="a time now or past develops the album at once"
     )
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> AlbumChange:
+        for name in self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} may be left out but not null")
+        return self
 
 
 class MemberRequest(_Shape):
@@ -47,7 +74,7 @@ class MemberRequest(_Shape):
 
 
 class LinkRequest(_Shape):
-    expires_at: DateTime | None = None
+    expires_at: Moment | None = None
     password: str | None = Field(None, min_length=1, max_length=1024)
     allow_download: StrictBool = Field(False, description="the original too, not only renditions")
 
@@ -97,7 +124,7 @@ class SharedHeaders(_Shape):
 # --- answers ---
 
 
-class AlbumView(_Shape):
+class Album(_Shape):
     id: AlbumId
     title: str
     owner_id: str
@@ -109,7 +136,7 @@ class AlbumView(_Shape):
 
 
 class AlbumPage(_Shape):
-    items: list[AlbumView] = Field(description="newest first")
+    items: list[Album] = Field(description="newest first")
     next_cursor: Cursor | None = Field(description="null on the last page")
 
 

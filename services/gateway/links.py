@@ -107,7 +107,17 @@ async def _create(
     "/v1/albums/{album_id}/links",
     "createAlbumLink",
     "Share the album by link (owner)",
-    {201: Answer("the link; its token is shown this once", NewLink)},
+    {
+        201: Answer(
+            "the link; its token is shown this once",
+            NewLink,
+            ids={
+                "album_id": "$request.path.album_id",
+                "link_id": "$response.body#/id",
+                "token": "$response.body#/token",
+            },
+        )
+    },
     scope="photos:write",
     params=AlbumPath,
     body=LinkRequest,
@@ -162,7 +172,17 @@ async def revoke_album_link(request: web.Request) -> web.Response:
     "/v1/photos/{photo_id}/links",
     "createPhotoLink",
     "Share one photo by link (its uploader)",
-    {201: Answer("the link; its token is shown this once", NewLink)},
+    {
+        201: Answer(
+            "the link; its token is shown this once",
+            NewLink,
+            ids={
+                "photo_id": "$request.path.photo_id",
+                "link_id": "$response.body#/id",
+                "token": "$response.body#/token",
+            },
+        )
+    },
     scope="photos:write",
     params=PhotoPath,
     body=LinkRequest,

@@ -20,6 +20,7 @@ from services.gateway.models import respond
 from services.gateway.problems import (
     INSUFFICIENT_ROLE,
     INVALID,
+    IS_OWNER,
     MALFORMED_JSON,
     NOT_FOUND,
 )
@@ -42,7 +43,7 @@ api = Routes("albums")
     scope="photos:write",
     params=MemberPath,
     body=MemberRequest,
-    faults=(MALFORMED_JSON, INVALID, NOT_FOUND, INSUFFICIENT_ROLE),
+    faults=(MALFORMED_JSON, INVALID, NOT_FOUND, INSUFFICIENT_ROLE, IS_OWNER),
 )
 async def put_member(request: web.Request) -> web.Response:
     """Contributors may upload into the album, viewers only look. A new member is
@@ -55,10 +56,7 @@ async def put_member(request: web.Request) -> web.Response:
         raise validation_problem(exc, what="path") from exc
     role = Role((await parsed_body(request, MemberRequest)).role)
     if target == access.album.owner_id:
-        raise INVALID(
-            "the owner's role cannot change",
-            errors=[{"field": "user_id", "message": "is the album's owner"}],
-        )
+        raise IS_OWNER("the owner's role cannot change")
     event = AlbumMemberAdded(
         album_id=access.album.id, owner_id=access.album.owner_id, user_id=target, role=role.value
     )
@@ -103,7 +101,7 @@ async def list_members(request: web.Request) -> web.Response:
     {204: Answer("removed; their access ended")},
     scope="photos:write",
     params=MemberPath,
-    faults=(NOT_FOUND, INSUFFICIENT_ROLE),
+    faults=(NOT_FOUND, INSUFFICIENT_ROLE, IS_OWNER),
 )
 async def remove_member(request: web.Request) -> web.Response:
     """Photos they uploaded stay in the album and stay theirs."""
@@ -113,10 +111,7 @@ async def remove_member(request: web.Request) -> web.Response:
     act = Act.READ if target == user else Act.MANAGE
     access = await album_access(request, user, request.match_info["album_id"], act)
     if target == access.album.owner_id:
-        raise INVALID(
-            "the owner cannot leave; delete the album instead",
-            errors=[{"field": "user_id", "message": "is the album's owner"}],
-        )
+        raise IS_OWNER("the owner cannot leave; delete the album instead")
     if not await request.app[RESOURCES].albums.remove_member(access.album.id, target):
         raise NOT_FOUND("no such member")
     log.info("album member removed", album_id=access.album.id, left=target == user)

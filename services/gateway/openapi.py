@@ -8,7 +8,7 @@ operations, and the webhooks Darkroom sends.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -167,27 +167,26 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
             name: {"description": text, "schema": {"type": "string"}}
             for name, text in answer.headers.items()
         }
-    for name, expression in (("photo_id", answer.photo_id), ("album_id", answer.album_id)):
-        if expression is None:
-            continue
-        # Every operation on that photo (album) needing nothing else can follow it.
-        doc.setdefault("links", {}).update(
-            {
-                op.operation_id: {
-                    "operationId": op.operation_id,
-                    "parameters": {name: expression},
-                }
-                for op in every
-                if op.params is not None and _only_needs(op.params, name)
-            }
-        )
+    ids = {"photo_id": answer.photo_id, "album_id": answer.album_id} | dict(answer.ids)
+    supplied = {name: expression for name, expression in ids.items() if expression}
+    # Every operation whose parameters the answer supplies can follow it.
+    links = {
+        op.operation_id: {
+            "operationId": op.operation_id,
+            "parameters": {n: supplied[n] for n in op.params.model_fields if n in supplied},
+        }
+        for op in every
+        if op.params is not None and _supplied(op.params, supplied)
+    }
+    if links:
+        doc["links"] = links
     return doc
 
 
-def _only_needs(params: type[BaseModel], name: str) -> bool:
+def _supplied(params: type[BaseModel], supplied: Mapping[str, str]) -> bool:
     # The download route also names a rendition: a free string, so a link may lead on.
-    other = set(params.model_fields) - {name, "rendition"}
-    return name in params.model_fields and not other
+    needed = set(params.model_fields) - {"rendition"}
+    return bool(needed) and needed <= set(supplied)
 
 
 def _problems(faults: Iterable[Fault], parts: _Components) -> Schemas:

@@ -65,6 +65,7 @@ INSUFFICIENT_ROLE = Fault(
 NOT_FOUND = Fault(404, "not_found", "no such photo, album or link (or not yours to see)")
 LINK_EXPIRED = Fault(410, "link_expired", "the share link has expired")
 SEALED = Fault(409, "sealed", "the photo's album is not revealed yet")
+IS_OWNER = Fault(409, "is_owner", "the album's owner has no member role to change or leave")
 ALREADY_REVEALED = Fault(409, "already_revealed", "a revealed album cannot be sealed again")
 METHOD_NOT_ALLOWED = Fault(405, "method_not_allowed", "see Allow")
 NOT_READY = Fault(409, "not_ready", "the photo is not ready yet")

@@ -27,6 +27,9 @@ class Answer:
     # the operations on that photo, so clients (and stateful testing) can follow it.
     photo_id: str | None = None
     album_id: str | None = None  # the same, for an album id
+    # More parameters by name -> runtime expression (e.g. a new link's id with the path's
+    # album id): linked to every operation whose parameters they all supply.
+    ids: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
 
 
