@@ -9,12 +9,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from services.notifier.reveal import reveal_once
+from services.notifier.service import serve
 from shared.broker import Delivery
 from shared.events import Envelope
 from shared.settings import Settings
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
+from tests.harness import WEBHOOK_SECRET, WebhookReceiver
 
 SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -242,3 +245,32 @@ async def test_deleting_an_account_removes_its_albums_and_memberships(gw: Gatewa
     assert (await ok(gw, "cora", "GET", f"/v1/photos/{photo_id}"))["album_id"] is None
     members = await ok(gw, "cora", "GET", f"/v1/albums/{theirs['id']}/members")
     assert [m["user_id"] for m in members["items"]] == ["cora"]
+
+
+async def test_the_notifier_sends_album_events_to_the_webhook_and_reveals_on_time(
+    settings: Settings, hooks: WebhookReceiver
+) -> None:
+    hooked = settings.model_copy(
+        update={
+            "webhook_url": hooks.url,
+            "webhook_secret": SecretStr(WEBHOOK_SECRET),
+            "reveal_interval": 0.05,
+            "rate_limit_user": 0,
+        }
+    )
+    async with gateway(hooked) as gw:
+        stop = asyncio.Event()
+        notifier = asyncio.create_task(serve(hooked, stop, resources=gw.res, health=False))
+        try:
+            soon = (datetime.now(UTC) + timedelta(milliseconds=300)).isoformat()
+            album_id = await album(gw, reveal_at=soon, cora="contributor")
+            added = await hooks.wait_for(album_id, "album.member_added", key="album_id")
+            assert (added["data"]["user_id"], added["data"]["role"]) == ("cora", "contributor")
+            revealed = await hooks.wait_for(album_id, "album.revealed", key="album_id")
+            assert revealed["data"]["title"] == "Party"
+            await ok(gw, "olive", "DELETE", f"/v1/albums/{album_id}")
+            await hooks.wait_for(album_id, "album.deleted", key="album_id")
+        finally:
+            stop.set()
+            await notifier
+    assert [p["type"] for p in hooks.received].count("album.revealed") == 1
