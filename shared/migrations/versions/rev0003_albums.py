@@ -64,7 +64,15 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("photos_album_created", "photos")
-    with op.batch_alter_table("photos") as batch:
+    # SQLite rebuilds the table to drop a column; see revision 0002 for why the timestamp
+    # columns are declared rather than reflected.
+    timestamps = (
+        sa.Column("upload_expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("taken_at", sa.DateTime(timezone=True)),
+    )
+    with op.batch_alter_table("photos", reflect_args=timestamps) as batch:
         batch.drop_column("album_id")
     op.drop_table("share_links")
     op.drop_table("album_members")
