@@ -96,6 +96,33 @@ class PhotoReady(Event):
     facts: PhotoFacts
 
 
+class AlbumRevealed(Event):
+    """An album's reveal time came: its photos are visible to its members and links."""
+
+    TYPE = "album.revealed"
+    album_id: str
+    owner_id: str
+    title: str
+    reveal_at: datetime
+    photo_count: int = Field(description="ready photos in the album when it was revealed")
+
+
+class AlbumMemberAdded(Event):
+    TYPE = "album.member_added"
+    album_id: str
+    owner_id: str
+    user_id: str
+    role: str = Field(description="contributor or viewer")
+
+
+class AlbumDeleted(Event):
+    """The album is gone; its photos stay with their uploaders."""
+
+    TYPE = "album.deleted"
+    album_id: str
+    owner_id: str
+
+
 E = TypeVar("E", bound=Event)
 
 
@@ -147,6 +174,11 @@ class Envelope(BaseModel):
 def outcome_event_id(event_type: str, photo_id: str) -> str:
     """Stable id for the one event of this type a photo ever has (dedupe key downstream)."""
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}:{photo_id}"))
+
+
+def album_event_id(event_type: str, album_id: str) -> str:
+    """Stable id for the one event of this type an album ever has (album.revealed)."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"album:{event_type}:{album_id}"))
 
 
 def outcome_envelope(event: Event, *, photo_id: str, trace_id: str) -> Envelope:

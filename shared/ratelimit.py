@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -39,6 +39,11 @@ class Decision:
 
 class RateLimiter(Protocol):
     async def hit(self, key: str, per_minute: int) -> Decision: ...
+
+    async def peek(self, key: str, per_minute: int) -> Decision:
+        """What `hit` would decide now, without spending anything: for limits on
+        failures only (wrong passwords), checked before the attempt."""
+        ...
 
 
 def gcra(tat: float, now: float, per_minute: int) -> tuple[Decision, float]:
@@ -71,6 +76,10 @@ class LocalLimiter:
             self._tat = {k: t for k, t in self._tat.items() if t > now}
         return decision
 
+    async def peek(self, key: str, per_minute: int) -> Decision:
+        now = self._clock()
+        return gcra(self._tat.get(key, now), now, per_minute)[0]
+
 
 # KEYS[1]: the key; ARGV: interval, period. The same test as gcra(). Numbers go back as
 # strings (Lua -> Redis conversion would truncate them to integers).
@@ -90,6 +99,12 @@ return {1, '0'}
 """
 
 
+# The same test without the SET.
+_PEEK_LUA = _GCRA_LUA.replace(
+    "redis.call('SET', KEYS[1], tostring(later), 'PX', math.ceil((later - now) * 1000))\n", ""
+)
+
+
 class RedisLimiter:
     def __init__(
         self,
@@ -102,6 +117,7 @@ class RedisLimiter:
         self._redis = redis
         self._prefix = prefix
         self._script = redis.register_script(_GCRA_LUA)
+        self._peek = redis.register_script(_PEEK_LUA)
         self._fallback = LocalLimiter(clock=clock)
         self._cooldown_s = cooldown_s
         self._clock = clock
@@ -110,11 +126,23 @@ class RedisLimiter:
         self._probing = False  # one request is finding out whether Redis is back
 
     async def hit(self, key: str, per_minute: int) -> Decision:
+        return await self._run(self._script, self._fallback.hit, key, per_minute)
+
+    async def peek(self, key: str, per_minute: int) -> Decision:
+        return await self._run(self._peek, self._fallback.peek, key, per_minute)
+
+    async def _run(
+        self,
+        script: Any,
+        fallback: Callable[[str, int], Awaitable[Decision]],
+        key: str,
+        per_minute: int,
+    ) -> Decision:
         if self._failed and (self._probing or self._clock() < self._local_until):
-            return await self._fallback.hit(key, per_minute)
+            return await fallback(key, per_minute)
         probe, self._probing = self._failed, self._failed
         try:
-            allowed, retry_after = await self._script(
+            allowed, retry_after = await script(
                 keys=[self._redis_key(key)], args=[PERIOD_S / per_minute, PERIOD_S]
             )
         except (RedisError, OSError) as exc:
@@ -124,7 +152,7 @@ class RedisLimiter:
                 error=str(exc),
                 retry_redis_in_s=self._cooldown_s,
             )
-            return await self._fallback.hit(key, per_minute)
+            return await fallback(key, per_minute)
         finally:
             if probe:
                 self._probing = False

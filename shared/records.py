@@ -76,6 +76,7 @@ class NewPhoto(_Record):
     upload_expires_at: UtcDatetime
     trace_id: str
     keep_location: bool = False  # the owner's opt-in to recording GPS
+    album_id: str | None = None  # uploaded into this album
 
 
 class Verified(_Record):
@@ -118,3 +119,4 @@ class PhotoRecord(_Record):
     updated_at: UtcDatetime
     keep_location: bool = False
     facts: PhotoFacts | None = None  # once rendered
+    album_id: str | None = None

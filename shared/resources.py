@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from shared.albums import Albums
 from shared.broker import Broker, open_broker
 from shared.db import Database, open_database
+from shared.links import Links
 from shared.metrics import Metrics
 from shared.outbox import Outbox
 from shared.settings import Settings
@@ -29,6 +31,14 @@ class Resources:
     @property
     def outbox(self) -> Outbox:
         return Outbox(self.database, self.broker, self.topology)
+
+    @property
+    def albums(self) -> Albums:
+        return Albums(self.database)
+
+    @property
+    def links(self) -> Links:
+        return Links(self.database)
 
     async def readiness(self) -> dict[str, bool]:
         return {"broker": self.broker.is_ready, "database": await self.database.ping()}

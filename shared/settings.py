@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_secret: SecretStr = SecretStr("")
     webhook_timeout: Seconds = 10.0
+    # Seconds between the notifier's looks for albums whose reveal time came.
+    reveal_interval: Seconds = 5.0
 
     # Health, readiness and metrics for the workers (the gateway serves them itself).
     health_host: str = "127.0.0.1"
@@ -142,6 +144,8 @@ class Settings(BaseSettings):
     # Download URLs are signed per window of this many seconds, so they repeat (cacheable).
     download_url_window: PositiveInt = 900
     cors_origins: str = ""  # comma-separated origins, or *
+    # Wrong share-link passwords a minute per link (0 = off), across replicas with Redis.
+    link_password_attempts: int = Field(10, ge=0)
 
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal

@@ -34,7 +34,7 @@ from shared.records import (
 )
 from shared.reservations import Check, Reservations, Usage
 from shared.settings import Settings
-from shared.tables import photos, renditions
+from shared.tables import albums, photos, renditions
 
 # The record shapes are part of the store's interface; callers import them from here.
 __all__ = [
@@ -229,6 +229,7 @@ class Store:
         statuses: Sequence[PhotoStatus] = (),
         taken_from: datetime | None = None,
         taken_to: datetime | None = None,
+        album_id: str | None = None,
     ) -> list[PhotoRecord]:
         """An owner's photos, newest first, keyset-paged on (created_at, id): rows inserted
         meanwhile sort before the cursor, so later pages neither skip nor repeat."""
@@ -236,6 +237,11 @@ class Store:
         query = sa.select(photos).where(
             c.owner_id == owner_id, c.status != PhotoStatus.DELETED.value
         )
+        if album_id is not None:
+            query = query.where(c.album_id == album_id)
+        if taken_from is not None or taken_to is not None:
+            # Matching a range would tell when a sealed photo was taken.
+            query = query.where(c.album_id.is_(None) | c.album_id.not_in(_sealed_albums()))
         if statuses:
             query = query.where(c.status.in_([s.value for s in statuses]))
         if before is not None:
@@ -256,14 +262,18 @@ class Store:
         owner across replicas (see shared.reservations)."""
         await self._reservations.reserve(owner_id, intents, check)
 
-    async def ready_with_sha256(self, owner_id: str, sha256: str) -> PhotoRecord | None:
-        """The owner's newest ready photo with these bytes, if any (upload dedupe)."""
+    async def ready_with_sha256(
+        self, owner_id: str, sha256: str, album_id: str | None = None
+    ) -> PhotoRecord | None:
+        """The owner's newest ready photo with these bytes in the same album (or outside
+        any), if any (upload dedupe)."""
         query = (
             sa.select(photos)
             .where(
                 photos.c.owner_id == owner_id,
                 photos.c.sha256 == sha256,
                 photos.c.status == PhotoStatus.READY.value,
+                photos.c.album_id.is_not_distinct_from(album_id),
             )
             .order_by(photos.c.created_at.desc())
             .limit(1)
@@ -271,6 +281,10 @@ class Store:
         async with self.db.transaction() as conn:
             row = (await conn.execute(query)).first()
         return _record(row) if row else None
+
+
+def _sealed_albums() -> sa.Select[tuple[str]]:
+    return sa.select(albums.c.id).where(albums.c.reveal_at > datetime.now(UTC))
 
 
 def _into(to: PhotoStatus) -> list[PhotoStatus]:

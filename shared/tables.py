@@ -34,12 +34,17 @@ photos = sa.Table(
     # shared.facts.PhotoFacts as JSON, once rendered; sha256 and taken_at are also columns
     # of their own because queries filter on them. SQL NULL (not JSON null) until then.
     sa.Column("facts", sa.JSON(none_as_null=True)),
+    # The album it was uploaded into, if any (shared/albums.py); the photo stays its
+    # uploader's when the album goes.
+    sa.Column("album_id", sa.Text),
     # An owner's listing pages on (created_at, id); the sweep finds lapsed pending uploads.
     sa.Index("photos_owner_created", "owner_id", "created_at", "id"),
     sa.Index("photos_status_expiry", "status", "upload_expires_at"),
     # Upload dedupe looks up an owner's bytes; the listing filters on when taken.
     sa.Index("photos_owner_sha256", "owner_id", "sha256"),
     sa.Index("photos_owner_taken", "owner_id", "taken_at"),
+    # An album's photos page on (created_at, id) like an owner's listing.
+    sa.Index("photos_album_created", "album_id", "created_at", "id"),
 )
 
 renditions = sa.Table(
@@ -77,4 +82,51 @@ api_keys = sa.Table(
     sa.Column("scopes", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
+)
+
+# Albums: photos a group shares, sealed until `reveal_at`. `revealed_at` records that
+# album.revealed was queued (set once, by compare-and-set, with the event).
+albums = sa.Table(
+    "albums",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner_id", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("reveal_at", sa.DateTime(timezone=True)),
+    sa.Column("revealed_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("albums_owner", "owner_id"),
+    # The reveal loop looks for albums due and not yet announced.
+    sa.Index("albums_due", "revealed_at", "reveal_at"),
+)
+
+# Everyone in an album but its owner, with their role (contributor or viewer).
+album_members = sa.Table(
+    "album_members",
+    metadata,
+    sa.Column("album_id", sa.Text, sa.ForeignKey("albums.id"), primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column("added_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("album_members_user", "user_id"),
+)
+
+# Share links to an album or one photo. Only the SHA-256 of the token is stored, and
+# the password's argon2 hash.
+share_links = sa.Table(
+    "share_links",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("album_id", sa.Text, sa.ForeignKey("albums.id")),
+    sa.Column("photo_id", sa.Text),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("password_hash", sa.Text),
+    sa.Column("allow_download", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Index("share_links_album", "album_id"),
+    sa.Index("share_links_photo", "photo_id"),
 )

@@ -115,7 +115,15 @@ class Topology:
 
     @property
     def notifier(self) -> QueueSpec:
-        return self._queue("notifier", self.events_exchange, "photo.ready", "photo.rejected")
+        return self._queue(
+            "notifier",
+            self.events_exchange,
+            "photo.ready",
+            "photo.rejected",
+            "album.revealed",
+            "album.member_added",
+            "album.deleted",
+        )
 
     def exchange_names(self) -> tuple[str, ...]:
         retries = tuple(spec.retry_exchange for spec in self.all_queues())

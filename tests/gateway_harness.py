@@ -69,14 +69,20 @@ async def problem_of(resp: Any, status: int) -> dict[str, Any]:
 
 
 async def ready_photo(
-    gw: Gateway, owner: str = "alice", *, store_objects: bool = True
+    gw: Gateway,
+    owner: str = "alice",
+    *,
+    store_objects: bool = True,
+    album_id: str | None = None,
 ) -> tuple[str, bytes]:
     """A photo recorded ready, with its original and one rendition in storage (or only
-    recorded, for tests that never fetch the bytes)."""
+    recorded, for tests that never fetch the bytes), in `album_id` if given."""
     res, data = gw.res, images.jpeg(64, 48)
     photo_id = uuid.uuid4().hex
     key, thumb = original_key(owner, photo_id), rendition_key(owner, photo_id, "thumb", "webp")
-    await res.store.create_pending(intent(photo_id, owner, len(data), filename="Zoë.jpg"))
+    await res.store.create_pending(
+        intent(photo_id, owner, len(data), filename="Zoë.jpg", album_id=album_id)
+    )
     verified = Verified(content_type="image/jpeg", size=len(data), width=64, height=48, etag=None)
     await res.store.mark_verified(
         photo_id, verified, observed=PhotoStatus.PENDING, envelope=_envelope(photo_id, owner)

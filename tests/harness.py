@@ -94,10 +94,15 @@ class WebhookReceiver:
             if p["type"] == event_type and p["data"]["photo_id"] == photo_id
         )
 
-    async def wait_for(self, photo_id: str, event_type: str, timeout: float = 60) -> dict[str, Any]:
+    async def wait_for(
+        self, photo_id: str, event_type: str, timeout: float = 60, *, key: str = "photo_id"
+    ) -> dict[str, Any]:
+        """The first delivery of `event_type` whose data's `key` is `photo_id` (or another
+        id named by `key`, such as `album_id`)."""
+
         def match() -> dict[str, Any] | None:
             for p in self.received:
-                if p["type"] == event_type and p["data"]["photo_id"] == photo_id:
+                if p["type"] == event_type and p["data"].get(key) == photo_id:
                     return p
             return None
 

@@ -130,6 +130,26 @@ async def test_one_a_minute_admits_a_new_key_whatever_the_clock_reads() -> None:
         assert not (await limiter.hit("k", 1)).allowed
 
 
+async def test_peeking_spends_nothing_locally() -> None:
+    limiter = LocalLimiter(clock=lambda: 0.0)
+    assert [(await limiter.peek("k", 2)).allowed for _ in range(5)] == [True] * 5
+    await limiter.hit("k", 2)
+    await limiter.hit("k", 2)
+    assert not (await limiter.peek("k", 2)).allowed
+
+
+async def test_peeking_spends_nothing_in_redis(redis_url: str, unique: str) -> None:
+    redis = connect_redis(redis_url)
+    try:
+        limiter = RedisLimiter(redis, f"test-{unique}")
+        assert [(await limiter.peek("k", 2)).allowed for _ in range(5)] == [True] * 5
+        assert [(await limiter.hit("k", 2)).allowed for _ in range(2)] == [True, True]
+        refused = await limiter.peek("k", 2)
+        assert not refused.allowed and refused.retry_after > 0
+    finally:
+        await redis.aclose()
+
+
 async def test_redis_shares_the_allowance_between_instances(
     settings: Settings, redis_url: str, unique: str
 ) -> None:

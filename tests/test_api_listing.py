@@ -115,7 +115,7 @@ async def set_taken_at(gw: Gateway, photo_id: str, when: datetime) -> None:
         ({"status": "deleted"}, 422, "invalid_request"),
         ({"status": ""}, 422, "invalid_request"),
         ({"status": "ready,"}, 422, "invalid_request"),
-        ({"album_id": "reserved"}, 422, "invalid_request"),  # albums do not exist yet
+        ({"album_id": "not-an-album-id"}, 422, "invalid_request"),
         ({"limit": "0"}, 422, "invalid_request"),
         ({"limit": "101"}, 422, "invalid_request"),
         ({"taken_after": "2020-01-01T00:00:00"}, 422, "invalid_request"),  # no offset

@@ -91,6 +91,8 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
         "deletePhoto",
         "completeUpload",
         "followDownload",
+        "createPhotoLink",
+        "listPhotoLinks",
     }
     assert {p["photo_id"] for p in (link["parameters"] for link in links.values())} == {
         "$response.body#/photo_id"
@@ -101,7 +103,47 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
     payload = doc["components"]["schemas"][ready["schema"]["$ref"].rsplit("/", 1)[-1]]
     assert payload["properties"]["type"]["const"] == "photo.ready"
     assert set(payload["required"]) == {"type", "timestamp", "data"}
-    assert "photo.rejected" in doc["webhooks"]
+    assert set(doc["webhooks"]) == {
+        "photo.ready",
+        "photo.rejected",
+        "album.revealed",
+        "album.member_added",
+        "album.deleted",
+    }
+
+
+async def test_the_document_covers_albums_members_and_links(gw: Gateway) -> None:
+    doc = await document(gw)
+    ops = {op["operationId"]: op for item in doc["paths"].values() for op in item.values()}
+    album_links = ops["createAlbum"]["responses"]["201"]["links"]
+    assert set(album_links) == {
+        "getAlbum",
+        "changeAlbum",
+        "deleteAlbum",
+        "listAlbumPhotos",
+        "listAlbumMembers",
+        "createAlbumLink",
+        "listAlbumLinks",
+    }
+    for operation, codes in {
+        "createUpload": {"insufficient_role"},
+        "changeAlbum": {"insufficient_role"},
+        "followDownload": {"sealed", "not_ready"},
+        "openSharedLink": {"password_required", "wrong_password", "link_expired"},
+    }.items():
+        found = {
+            code
+            for answer in ops[operation]["responses"].values()
+            for media in answer.get("content", {}).values()
+            for code in media["schema"].get("properties", {}).get("code", {}).get("enum", [])
+        }
+        assert codes <= found, (operation, found)
+    shared = ops["openSharedLink"]
+    assert shared["security"] == []
+    assert {(p["name"], p["in"]) for p in shared["parameters"]} >= {
+        ("token", "path"),
+        ("X-Darkroom-Link-Password", "header"),
+    }
 
 
 @pytest.mark.slow  # seconds of generated requests
@@ -121,6 +163,9 @@ async def test_schemathesis_with_every_check_finds_nothing_on_a_stack_with_worke
                 "webhook_secret": SecretStr(WEBHOOK_SECRET),
                 "rate_limit_user": 0,
                 "rate_limit_ip": 0,
+                # The earlier phases grant hundreds of uploads: pending ones must not
+                # block the grants stateful testing follows to their photos.
+                "max_pending_uploads": 0,
             }
         ),
         unique,
@@ -132,7 +177,7 @@ async def test_schemathesis_with_every_check_finds_nothing_on_a_stack_with_worke
         grant = await client.grant(data, "image/jpeg")
         await client.upload(grant, data, "image/jpeg")
         await hooks.wait_for(grant["photo_id"], "photo.ready")
-        output, exchanges = await schemathesis(runner, base, token, tmp_path)
+        output, exchanges = await schemathesis(runner, base, token, tmp_path, grant["photo_id"])
     assert "Stateful" in output, output[-6000:]
 
     def answered(method: str, path: str, status: int) -> list[dict[str, Any]]:
@@ -161,22 +206,38 @@ async def test_schemathesis_with_every_check_finds_nothing_on_a_stack_with_worke
     ]
     [ready] = {json.dumps(v, sort_keys=True) for v in views if v["id"] == ready_id} or [""]
     assert ready and json.loads(ready)["facts"]["sha256"], "the ready photo was checked"
+    # Albums: made, then followed through the document's links to their operations.
+    assert answered("POST", "/v1/albums", 201), "albums were created"
+    album_routes = {
+        re.sub(r"[0-9a-f]{32}", "{id}", urlsplit(e["request"]["url"]).path)
+        for e in exchanges
+        if e["response"]["status"] in (200, 201, 204)
+    }
+    assert {"/v1/albums/{id}", "/v1/albums/{id}/photos", "/v1/albums/{id}/members"} <= album_routes
 
 
 async def schemathesis(
-    runner: str, base: str, token: str, cwd: Path
+    runner: str, base: str, token: str, cwd: Path, ready_id: str
 ) -> tuple[str, list[dict[str, Any]]]:
     """Run every check, seeded and bounded; the output and every exchange it made."""
     # A declared size over the limit is refused with 413 `too_large` (clients rely on
     # the code), which schemathesis does not count among refusals unless told.
+    accepted = ["200", "201", "202", "204", "302", "401", "403", "404", "409", "410", "429"]
     refusals = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
     # Account deletion acts for a user of its own: alice keeps her ready photo all run.
     bob = issue_token(JWT_SECRET, "bob")
     (cwd / "schemathesis.toml").write_text(
         f'headers = {{ Authorization = "Bearer {token}" }}\n'
         + f"[checks.negative_data_rejection]\nexpected-statuses = {json.dumps(refusals)}\n\n"
+        # A share link made already expired answers 410 `link_expired`, as documented.
+        + f"[checks.positive_data_acceptance]\nexpected-statuses = {json.dumps(accepted)}\n\n"
+        # Albums and links add operations for stateful testing to walk: more scenarios.
+        + "[phases.stateful.generation]\nmax-examples = 60\n\n"
         f'[[operations]]\ninclude-operation-id = "deleteAccount"\n'
-        f'headers = {{ Authorization = "Bearer {bob}" }}\n'
+        f'headers = {{ Authorization = "Bearer {bob}" }}\n\n'
+        # Hundreds of grants bury the ready photo in listings: read it by its id.
+        f'[[operations]]\ninclude-operation-id = "getPhoto"\n'
+        f'parameters = {{ photo_id = "{ready_id}" }}\n'
     )
     process = await asyncio.create_subprocess_exec(
         runner,

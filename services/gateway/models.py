@@ -11,7 +11,15 @@ from datetime import datetime
 from typing import Annotated, Literal, get_args
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictBool,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from shared.facts import PhotoFacts
@@ -28,6 +36,8 @@ _ONE_STATUS = "|".join(LISTABLE)
 STATUS_LIST_PATTERN = rf"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"
 
 PhotoId = Annotated[str, Field(pattern=PHOTO_ID_PATTERN, examples=["0" * 32])]
+# Albums and share links are named the same way as photos.
+AlbumId = Annotated[str, Field(pattern=PHOTO_ID_PATTERN, examples=["0" * 32])]
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
@@ -79,6 +89,9 @@ class UploadRequest(_Shape):
         None, pattern=r"^[0-9a-f]{64}$", description="enables the duplicate answer"
     )
     keep_location: StrictBool = Field(False, description="keep GPS in the recorded facts")
+    album_id: AlbumId | None = Field(
+        None, description="upload into this album (its owner and contributors may)"
+    )
 
 
 class BatchRequest(_Shape):
@@ -95,6 +108,7 @@ class ListQuery(_Shape):
     )
     taken_after: DateTime | None = Field(None, description="inclusive")
     taken_before: DateTime | None = Field(None, description="exclusive")
+    album_id: AlbumId | None = Field(None, description="only the caller's photos in this album")
 
 
 class PhotoPath(_Shape):
@@ -131,6 +145,9 @@ class RenditionLink(Link):
 
 class PhotoView(_Shape):
     id: PhotoId
+    owner_id: str = Field(description="who uploaded it")
+    album_id: AlbumId | None = Field(description="the album it was uploaded into")
+    sealed: Literal[False] = False
     status: Listable
     reason: str | None = Field(description="why it was rejected")
     reason_detail: str | None
@@ -143,6 +160,26 @@ class PhotoView(_Shape):
     created_at: datetime
     renditions: dict[str, RenditionLink] = Field(description="by name, once ready")
     original: Link | None = Field(description="once ready")
+
+
+class SealedPhotoView(_Shape):
+    """A photo in an album not revealed yet: this is all anyone, its uploader included,
+    is shown until `reveal_at`."""
+
+    id: PhotoId
+    album_id: AlbumId
+    owner_id: str
+    status: Listable
+    sealed: Literal[True] = True
+    reveal_at: datetime
+    created_at: datetime
+
+
+AnyPhotoView = PhotoView | SealedPhotoView
+
+
+class AnyPhoto(RootModel[AnyPhotoView]):
+    """A photo's view: sealed while its album is, else the full view."""
 
 
 class PostUpload(_Shape):
@@ -172,7 +209,7 @@ class Duplicate(_Shape):
 
     photo_id: PhotoId
     duplicate: Literal[True] = True
-    photo: PhotoView
+    photo: AnyPhotoView
 
 
 class BatchResult(_Shape):
@@ -180,7 +217,7 @@ class BatchResult(_Shape):
 
 
 class PhotoPage(_Shape):
-    items: list[PhotoView] = Field(description="newest first")
+    items: list[AnyPhotoView] = Field(description="newest first")
     next_cursor: Annotated[str, Field(pattern=CURSOR_PATTERN)] | None = Field(
         description="null on the last page"
     )

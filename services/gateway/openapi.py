@@ -8,7 +8,7 @@ operations, and the webhooks Darkroom sends.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -18,13 +18,26 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from services.gateway.models import Problem, UploadRequest
 from services.gateway.problems import PROBLEM_JSON, Fault
 from services.gateway.registry import Answer, Operation
-from shared.events import Event, PhotoReady, PhotoRejected
+from shared.events import (
+    AlbumDeleted,
+    AlbumMemberAdded,
+    AlbumRevealed,
+    Event,
+    PhotoReady,
+    PhotoRejected,
+)
 from shared.settings import Settings
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 # Events a webhook receiver gets, in the payload the notifier sends.
-WEBHOOK_EVENTS: tuple[type[Event], ...] = (PhotoReady, PhotoRejected)
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (
+    PhotoReady,
+    PhotoRejected,
+    AlbumRevealed,
+    AlbumMemberAdded,
+    AlbumDeleted,
+)
 WEBHOOK_HEADERS = {
     "webhook-id": "the event id: the same on every retry and re-publish, so dedupe on it",
     "webhook-timestamp": "unix seconds of this attempt",
@@ -44,7 +57,7 @@ def webhook_payload(event: type[Event]) -> type[BaseModel]:
     payload: type[BaseModel] = create_model(
         f"{event.__name__}Webhook",
         __config__=ConfigDict(json_schema_serialization_defaults_required=True),
-        __doc__=f"Sent when a photo's `{event.TYPE}` event is published.",
+        __doc__=f"Sent when a `{event.TYPE}` event is published.",
         type=(Literal[event.TYPE], event.TYPE),  # type: ignore[arg-type]
         timestamp=(datetime, Field(description="when this delivery was made")),
         data=(event, ...),
@@ -60,7 +73,7 @@ class _Components:
             (Problem, "serialization"): None
         }
         for op in operations:
-            for model in (op.params, op.query, op.body):
+            for model in (op.params, op.query, op.body, op.headers):
                 if model is not None:
                     wanted[(model, "validation")] = None
             for answer in op.answers.values():
@@ -116,6 +129,7 @@ def _operation(op: Operation, every: Sequence[Operation], parts: _Components) ->
     parameters = [
         *_parameters(op.params, "path", parts),
         *_parameters(op.query, "query", parts),
+        *_parameters(op.headers, "header", parts),
     ]
     if parameters:
         doc["parameters"] = parameters
@@ -153,17 +167,26 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
             name: {"description": text, "schema": {"type": "string"}}
             for name, text in answer.headers.items()
         }
-    if answer.photo_id is not None:
-        # Every operation on that photo can follow it.
-        doc["links"] = {
-            op.operation_id: {
-                "operationId": op.operation_id,
-                "parameters": {"photo_id": answer.photo_id},
-            }
-            for op in every
-            if op.params is not None and "photo_id" in op.params.model_fields
+    ids = {"photo_id": answer.photo_id, "album_id": answer.album_id} | dict(answer.ids)
+    supplied = {name: expression for name, expression in ids.items() if expression}
+    # Every operation whose parameters the answer supplies can follow it.
+    links = {
+        op.operation_id: {
+            "operationId": op.operation_id,
+            "parameters": {n: supplied[n] for n in op.params.model_fields if n in supplied},
         }
+        for op in every
+        if op.params is not None and _supplied(op.params, supplied)
+    }
+    if links:
+        doc["links"] = links
     return doc
+
+
+def _supplied(params: type[BaseModel], supplied: Mapping[str, str]) -> bool:
+    # The download route also names a rendition: a free string, so a link may lead on.
+    needed = set(params.model_fields) - {"rendition"}
+    return bool(needed) and needed <= set(supplied)
 
 
 def _problems(faults: Iterable[Fault], parts: _Components) -> Schemas:

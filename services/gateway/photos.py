@@ -4,30 +4,38 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.gateway.access import photo_access
 from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.models import (
     AccountDeletion,
+    AnyPhoto,
     DownloadPath,
     DownloadQuery,
     ListQuery,
     PhotoPage,
     PhotoPath,
-    PhotoView,
     respond,
 )
-from services.gateway.problems import INVALID, INVALID_CURSOR, NOT_FOUND, NOT_READY
+from services.gateway.problems import (
+    INSUFFICIENT_ROLE,
+    INVALID,
+    INVALID_CURSOR,
+    NOT_FOUND,
+    NOT_READY,
+    SEALED,
+)
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
 from services.gateway.views import download_name, view_of, views_of
-from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
+from shared.events import AccountDeleted, AlbumDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
-from shared.resources import Resources
-from shared.store import PhotoRecord, PhotoStatus
+from shared.store import PhotoStatus
 
 log = get_logger(__name__)
 api = Routes("photos")
@@ -42,8 +50,18 @@ def _micros(when: datetime) -> int:
     return (when - _EPOCH) // timedelta(microseconds=1)
 
 
-def encode_cursor(photo: PhotoRecord) -> str:
-    raw = _micros(photo.created_at).to_bytes(8, "big", signed=True) + bytes.fromhex(photo.id)
+class Keyed(Protocol):
+    """A row paged on (created_at, id), the id 32 hex digits: photos and albums."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+def encode_cursor(row: Keyed) -> str:
+    raw = _micros(row.created_at).to_bytes(8, "big", signed=True) + bytes.fromhex(row.id)
     return base64.urlsafe_b64encode(raw).decode()
 
 
@@ -88,6 +106,7 @@ async def list_photos(request: web.Request) -> web.Response:
         statuses=[PhotoStatus(s) for s in query.status.split(",")] if query.status else (),
         taken_from=query.taken_after,
         taken_to=query.taken_before,
+        album_id=query.album_id,
     )
     more = len(page) > query.limit
     page = page[: query.limit]
@@ -100,15 +119,16 @@ async def list_photos(request: web.Request) -> web.Response:
     "/v1/photos/{photo_id}",
     "getPhoto",
     "One photo, with download URLs once ready",
-    {200: Answer("the photo", PhotoView)},
+    {200: Answer("the photo; sealed while its album is", AnyPhoto)},
     scope="photos:read",
     params=PhotoPath,
     faults=(NOT_FOUND,),
 )
 async def get_photo(request: web.Request) -> web.Response:
-    owner = (await authenticate(request, "photos:read")).user_id
-    photo = await owned_photo(request.app[RESOURCES], owner, request.match_info["photo_id"])
-    return respond(await view_of(request, photo))
+    """For its uploader and the members of its album."""
+    user = (await authenticate(request, "photos:read")).user_id
+    access = await photo_access(request, user, request.match_info["photo_id"])
+    return respond(await view_of(request, access.photo))
 
 
 @api.route(
@@ -120,14 +140,15 @@ async def get_photo(request: web.Request) -> web.Response:
     scope="photos:read",
     params=DownloadPath,
     query=DownloadQuery,
-    faults=(NOT_FOUND, NOT_READY, INVALID),
+    faults=(NOT_FOUND, NOT_READY, SEALED, INVALID),
 )
 async def follow_download(request: web.Request) -> web.Response:
-    """For `<img src>`: cacheable until the signing window turns."""
-    owner = (await authenticate(request, "photos:read")).user_id
+    """For `<img src>`: cacheable until the signing window turns. 409 `sealed` while the
+    photo's album is."""
+    user = (await authenticate(request, "photos:read")).user_id
     inline = parsed_query(request.query, DownloadQuery).inline
     res = request.app[RESOURCES]
-    photo = await owned_photo(res, owner, request.match_info["photo_id"])
+    photo = (await photo_access(request, user, request.match_info["photo_id"], download=True)).photo
     name = request.match_info["rendition"]
     if photo.status is not PhotoStatus.READY:
         raise NOT_READY(f"the photo is {photo.status.value}, not ready")
@@ -159,11 +180,13 @@ async def follow_download(request: web.Request) -> web.Response:
     {204: Answer("deleted")},
     scope="photos:delete",
     params=PhotoPath,
-    faults=(NOT_FOUND,),
+    faults=(NOT_FOUND, INSUFFICIENT_ROLE),
 )
 async def delete_photo(request: web.Request) -> web.Response:
+    """By its uploader only."""
     owner = (await authenticate(request, "photos:delete")).user_id
     res, photo_id = request.app[RESOURCES], request.match_info["photo_id"]
+    await photo_access(request, owner, photo_id, own=True)
     event = PhotoDeleted(photo_id=photo_id, owner_id=owner)
     envelope = outcome_envelope(event, photo_id=photo_id, trace_id=request[TRACE_ID])
     with log_context(photo_id=photo_id, owner_id=owner):
@@ -183,24 +206,21 @@ async def delete_photo(request: web.Request) -> web.Response:
     scope="account:delete",
 )
 async def delete_account(request: web.Request) -> web.Response:
-    """Every photo leaves the API at once; objects and records are purged later."""
+    """Every photo leaves the API at once; objects and records are purged later. The
+    caller's albums, memberships and photo links go at once (photos others put in those
+    albums stay theirs)."""
     owner = (await authenticate(request, "account:delete")).user_id
-    res = request.app[RESOURCES]
-    envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=request[TRACE_ID])
+    res, trace_id = request.app[RESOURCES], request[TRACE_ID]
+    envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=trace_id)
     with log_context(owner_id=owner):
+        gone = {
+            album_id: Envelope.wrap(
+                AlbumDeleted(album_id=album_id, owner_id=owner), trace_id=trace_id
+            )
+            for album_id in await res.albums.owned_by(owner)
+        }
+        await res.albums.forget_user(owner, gone)
         photos = await res.store.mark_owner_deleted(owner, envelope)
-        await res.outbox.publish_or_defer(envelope)
+        await res.outbox.publish_or_defer(envelope, *gone.values())
         log.info("account deletion accepted", photos=photos)
     return respond(AccountDeletion(photos=photos), 202)
-
-
-async def owned_photo(res: Resources, owner: str, photo_id: str) -> PhotoRecord:
-    try:
-        PhotoPath(photo_id=photo_id)
-    except ValidationError as exc:
-        raise NOT_FOUND("no such photo") from exc
-    photo = await res.store.get(photo_id)
-    # Someone else's photo is indistinguishable from a missing one.
-    if photo is None or photo.owner_id != owner or photo.status is PhotoStatus.DELETED:
-        raise NOT_FOUND("no such photo")
-    return photo

@@ -60,7 +60,16 @@ TOKEN_TOO_LONG = Fault(
     401, "token_lifetime_too_long", "the token lives longer than the gateway accepts"
 )
 INSUFFICIENT_SCOPE = Fault(403, "insufficient_scope", "the API key lacks the scope")
-NOT_FOUND = Fault(404, "not_found", "no such photo (or not yours)")
+PASSWORD_REQUIRED = Fault(401, "password_required", "the share link has a password")
+WRONG_PASSWORD = Fault(401, "wrong_password", "not the share link's password")
+INSUFFICIENT_ROLE = Fault(
+    403, "insufficient_role", "the caller's role in the album does not allow it"
+)
+NOT_FOUND = Fault(404, "not_found", "no such photo, album or link (or not yours to see)")
+LINK_EXPIRED = Fault(410, "link_expired", "the share link has expired")
+SEALED = Fault(409, "sealed", "the photo's album is not revealed yet")
+IS_OWNER = Fault(409, "is_owner", "the album's owner has no member role to change or leave")
+ALREADY_REVEALED = Fault(409, "already_revealed", "a revealed album cannot be sealed again")
 METHOD_NOT_ALLOWED = Fault(405, "method_not_allowed", "see Allow")
 NOT_READY = Fault(409, "not_ready", "the photo is not ready yet")
 TOO_MANY_PENDING = Fault(409, "too_many_pending", "too many uploads still pending")

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from services.gateway.problems import EVERY_CALL, Fault, Handler
 
 PHOTO_ID_OF_GRANT = "$response.body#/photo_id"
+ALBUM_ID_OF_VIEW = "$response.body#/id"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class Answer:
     # A runtime expression for a photo id in this answer: the document links it to
     # the operations on that photo, so clients (and stateful testing) can follow it.
     photo_id: str | None = None
+    album_id: str | None = None  # the same, for an album id
+    # More parameters by name -> runtime expression (e.g. a new link's id with the path's
+    # album id): linked to every operation whose parameters they all supply.
+    ids: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
 
 
@@ -43,6 +48,7 @@ class Operation:
     params: type[BaseModel] | None = None  # the path's parameters
     faults: tuple[Fault, ...] = ()
     description: str = ""
+    headers: type[BaseModel] | None = None  # request headers it reads (by alias)
 
     @property
     def all_faults(self) -> tuple[Fault, ...]:
@@ -64,11 +70,12 @@ class Routes:
         summary: str,
         answers: Mapping[int, Answer],
         *,
-        scope: str,
+        scope: str | None,
         body: type[BaseModel] | None = None,
         query: type[BaseModel] | None = None,
         params: type[BaseModel] | None = None,
         faults: tuple[Fault, ...] = (),
+        headers: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -86,6 +93,7 @@ class Routes:
                     params,
                     faults,
                     inspect.cleandoc(handler.__doc__ or ""),
+                    headers,
                 )
             )
             return handler

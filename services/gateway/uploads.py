@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
+from services.gateway.access import Act, album_access, photo_access
 from services.gateway.context import RESOURCES, TRACE_ID
 from services.gateway.inputs import display_name, field_errors, json_body, parsed_body
 from services.gateway.models import (
@@ -29,10 +30,10 @@ from services.gateway.models import (
     UploadRequest,
     respond,
 )
-from services.gateway.photos import owned_photo
 from services.gateway.problems import (
     BODY_TOO_LARGE,
     BYTE_QUOTA,
+    INSUFFICIENT_ROLE,
     INVALID,
     MALFORMED_JSON,
     NOT_FOUND,
@@ -56,6 +57,7 @@ from shared.tracing import anchor
 log = get_logger(__name__)
 api = Routes("uploads")
 QUOTAS = (TOO_MANY_PENDING, PHOTO_QUOTA, BYTE_QUOTA)
+INTO_ALBUM = (NOT_FOUND, INSUFFICIENT_ROLE)  # an album the caller may not add photos to
 
 
 def item_problem(item: UploadRequest, max_bytes: int) -> ApiError | None:
@@ -110,7 +112,15 @@ def _check_quota(s: Settings, items: list[UploadRequest], usage: Usage) -> None:
     },
     scope="photos:write",
     body=UploadRequest,
-    faults=(MALFORMED_JSON, BODY_TOO_LARGE, INVALID, UNSUPPORTED_TYPE, TOO_LARGE, *QUOTAS),
+    faults=(
+        MALFORMED_JSON,
+        BODY_TOO_LARGE,
+        INVALID,
+        UNSUPPORTED_TYPE,
+        TOO_LARGE,
+        *QUOTAS,
+        *INTO_ALBUM,
+    ),
 )
 async def create_upload(request: web.Request) -> web.Response:
     """Upload the bytes to the URL granted, before `expires_at`; the declared type and
@@ -120,6 +130,7 @@ async def create_upload(request: web.Request) -> web.Response:
     res = request.app[RESOURCES]
     if problem := item_problem(item, res.settings.max_upload_bytes):
         raise problem
+    await _may_upload(request, owner, [item])
     with log_context(owner_id=owner):
         if duplicate := await _duplicate(request, res, owner, item):
             return respond(duplicate)
@@ -141,7 +152,7 @@ async def create_upload(request: web.Request) -> web.Response:
     },
     scope="photos:write",
     body=BatchRequest,
-    faults=(MALFORMED_JSON, BODY_TOO_LARGE, INVALID, *QUOTAS),
+    faults=(MALFORMED_JSON, BODY_TOO_LARGE, INVALID, *QUOTAS, *INTO_ALBUM),
 )
 async def create_batch(request: web.Request) -> web.Response:
     """Each item is answered as the single route would; any refused item refuses the
@@ -149,12 +160,19 @@ async def create_batch(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:write")).user_id
     batch = _valid_batch(await json_body(request), request.app[RESOURCES].settings.max_upload_bytes)
     res = request.app[RESOURCES]
+    await _may_upload(request, owner, batch)
     with log_context(owner_id=owner):
         answers = [await _duplicate(request, res, owner, i) for i in batch]
         new = [item for item, answer in zip(batch, answers, strict=True) if answer is None]
         grants = iter(await grant_all(res, owner, new, request[TRACE_ID]))
     items = [answer if answer is not None else next(grants) for answer in answers]
     return respond(BatchResult(items=items), 201)
+
+
+async def _may_upload(request: web.Request, owner: str, items: list[UploadRequest]) -> None:
+    """Uploads into an album need a role that may add photos to it."""
+    for album_id in dict.fromkeys(i.album_id for i in items if i.album_id is not None):
+        await album_access(request, owner, album_id, Act.UPLOAD)
 
 
 def _valid_batch(body: Any, max_bytes: int) -> list[UploadRequest]:
@@ -184,7 +202,7 @@ async def _duplicate(
     """The owner's ready photo with the same bytes, answered instead of a new grant."""
     if item.sha256 is None:
         return None
-    photo = await res.store.ready_with_sha256(owner, item.sha256)
+    photo = await res.store.ready_with_sha256(owner, item.sha256, item.album_id)
     if photo is None:
         return None
     return Duplicate(photo_id=photo.id, photo=await view_of(request, photo))
@@ -202,6 +220,7 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
         upload_expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ttl),
         trace_id=trace_id,
         keep_location=item.keep_location,
+        album_id=item.album_id,
     )
 
 
@@ -249,14 +268,14 @@ async def _presign(res: Resources, intent: NewPhoto, method: str) -> PostUpload 
     },
     scope="photos:write",
     params=PhotoPath,
-    faults=(NOT_FOUND,),
+    faults=(NOT_FOUND, INSUFFICIENT_ROLE),
 )
 async def complete_upload(request: web.Request) -> web.Response:
     """Only a hint to verify sooner: the ingest worker trusts nothing in it and checks
-    the stored object as always."""
+    the stored object as always. By the uploader only."""
     owner = (await authenticate(request, "photos:write")).user_id
     res = request.app[RESOURCES]
-    photo = await owned_photo(res, owner, request.match_info["photo_id"])
+    photo = (await photo_access(request, owner, request.match_info["photo_id"], own=True)).photo
     answer = Completion(id=photo.id, status=shown_status(photo))
     if photo.status is not PhotoStatus.PENDING:
         return respond(answer)

@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import cast
 
 from aiohttp import web
 
+from services.gateway.access import sealed
 from services.gateway.context import DOWNLOADS, RESOURCES
 from services.gateway.downloads import Downloads
-from services.gateway.models import Link, Listable, PhotoView, RenditionLink
+from services.gateway.models import (
+    AnyPhotoView,
+    Link,
+    Listable,
+    PhotoView,
+    RenditionLink,
+    SealedPhotoView,
+)
 from shared.store import PhotoRecord, PhotoStatus, RenditionRecord
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """What a view may link to: members see everything, share links less."""
+
+    renditions: frozenset[str] | None = None  # None: every rendition
+    original: bool = True
+
+
+EVERYTHING = Exposure()
+
+
+def link_exposure(allow_download: bool) -> Exposure:
+    return Exposure(renditions=frozenset({"thumb", "preview"}), original=allow_download)
 
 
 def shown_status(photo: PhotoRecord) -> Listable:
@@ -27,23 +52,45 @@ def download_name(photo: PhotoRecord, rendition: str, content_type: str | None) 
 
 
 async def photo_view(
-    downloads: Downloads, photo: PhotoRecord, renditions: Sequence[RenditionRecord]
-) -> PhotoView:
-    """The view of `photo`; `renditions` are its recorded renditions (shown once ready)."""
+    downloads: Downloads,
+    photo: PhotoRecord,
+    renditions: Sequence[RenditionRecord],
+    *,
+    reveal_at: datetime | None = None,
+    exposure: Exposure = EVERYTHING,
+) -> AnyPhotoView:
+    """The view of `photo`; `renditions` are its recorded renditions (shown once ready),
+    `reveal_at` its album's. Sealed, it is the sealed view and nothing is signed."""
+    if photo.album_id is not None and reveal_at is not None and sealed(reveal_at):
+        return SealedPhotoView(
+            id=photo.id,
+            album_id=photo.album_id,
+            owner_id=photo.owner_id,
+            status=shown_status(photo),
+            reveal_at=reveal_at,
+            created_at=photo.created_at,
+        )
     links: dict[str, RenditionLink] = {}
     original = None
     if photo.status is PhotoStatus.READY:
         for r in renditions:
+            if exposure.renditions is not None and r.name not in exposure.renditions:
+                continue
             name = download_name(photo, r.name, r.content_type)
             url, _ = await downloads.url(r.object_key, r.content_type, name)
             links[r.name] = RenditionLink(
                 url=url, width=r.width, height=r.height, content_type=r.content_type
             )
-        name = download_name(photo, "original", photo.content_type)
-        url, _ = await downloads.url(photo.object_key, photo.content_type, name, attachment=True)
-        original = Link(url=url)
+        if exposure.original:
+            name = download_name(photo, "original", photo.content_type)
+            url, _ = await downloads.url(
+                photo.object_key, photo.content_type, name, attachment=True
+            )
+            original = Link(url=url)
     return PhotoView(
         id=photo.id,
+        owner_id=photo.owner_id,
+        album_id=photo.album_id,
         status=shown_status(photo),
         reason=photo.reason,
         reason_detail=photo.reason_detail,
@@ -59,17 +106,32 @@ async def photo_view(
     )
 
 
-async def view_of(request: web.Request, photo: PhotoRecord) -> PhotoView:
+async def view_of(
+    request: web.Request, photo: PhotoRecord, exposure: Exposure = EVERYTHING
+) -> AnyPhotoView:
+    [view] = await views_of(request, [photo], exposure)
+    return view
+
+
+async def views_of(
+    request: web.Request, photos: Sequence[PhotoRecord], exposure: Exposure = EVERYTHING
+) -> list[AnyPhotoView]:
+    """Views of a page of photos: one query for their albums' reveal times and one for
+    the renditions of those not sealed, so a page costs the same number of queries
+    whatever its length."""
     res = request.app[RESOURCES]
-    ready = photo.status is PhotoStatus.READY
-    renditions = await res.store.renditions(photo.id) if ready else []
-    return await photo_view(request.app[DOWNLOADS], photo, renditions)
-
-
-async def views_of(request: web.Request, photos: Sequence[PhotoRecord]) -> list[PhotoView]:
-    """Views of a page of photos: one renditions query for all of them, so a page costs
-    the same number of queries whatever its length."""
-    ready = [p.id for p in photos if p.status is PhotoStatus.READY]
-    found = await request.app[RESOURCES].store.renditions_for(ready)
+    reveals = await res.albums.reveal_times({p.album_id for p in photos if p.album_id})
+    shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
+    ready = [p.id for p in shown if p.status is PhotoStatus.READY]
+    found = await res.store.renditions_for(ready)
     downloads = request.app[DOWNLOADS]
-    return [await photo_view(downloads, p, found.get(p.id, [])) for p in photos]
+    return [
+        await photo_view(
+            downloads,
+            p,
+            found.get(p.id, []),
+            reveal_at=reveals.get(p.album_id or ""),
+            exposure=exposure,
+        )
+        for p in photos
+    ]

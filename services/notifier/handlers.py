@@ -1,4 +1,5 @@
-"""Notifier handlers: tell the app about finished photos."""
+"""Notifier handlers: tell the app about finished photos and album events, and run the
+reveal loop."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from services.notifier.reveal import reveal_loop
 from services.notifier.webhooks import DeliveryFailed, deliver, payload, secret_key
 from shared.errors import ConfigurationError
-from shared.events import PhotoReady, PhotoRejected
+from shared.events import AlbumDeleted, AlbumMemberAdded, AlbumRevealed, PhotoReady, PhotoRejected
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
@@ -16,6 +18,7 @@ from shared.secrets import webhook_secret_problem
 from shared.service import Job
 
 log = get_logger(__name__)
+Outcome = PhotoReady | PhotoRejected | AlbumRevealed | AlbumMemberAdded | AlbumDeleted
 
 
 class Notifier:
@@ -31,17 +34,24 @@ class Notifier:
         self.key = secret_key(secret)
 
     def jobs(self) -> list[Job]:
-        return []
+        return [lambda stop: reveal_loop(self.res, stop)]
 
     def routes(self) -> list[Route]:
         return [
             on_events(
                 self.res.topology.notifier,
-                {PhotoReady: self.on_outcome, PhotoRejected: self.on_outcome},
+                {
+                    PhotoReady: self.on_outcome,
+                    PhotoRejected: self.on_outcome,
+                    # Until people are notified, the operator's webhook hears of them.
+                    AlbumRevealed: self.on_outcome,
+                    AlbumMemberAdded: self.on_outcome,
+                    AlbumDeleted: self.on_outcome,
+                },
             )
         ]
 
-    async def on_outcome(self, event: PhotoReady | PhotoRejected, meta: Meta) -> None:
+    async def on_outcome(self, event: Outcome, meta: Meta) -> None:
         if not self.url:
             log.info("no webhook configured", event_type=event.TYPE)
             return
