@@ -272,7 +272,9 @@ class Albums:
         due = (
             sa.select(a.id)
             .where(a.revealed_at.is_(None), a.reveal_at <= now)
-            .order_by(a.reveal_at)
+            # One total order for every replica: their claims lock rows in the same order,
+            # so two loops claiming together never deadlock on albums due at one instant.
+            .order_by(a.reveal_at, a.id)
             .limit(limit)
         )
         async with self.db.transaction() as conn:
