@@ -89,6 +89,7 @@ $(BENCH_STAMP): $(STAMP)
 .PHONY: bench
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway
+	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
 

@@ -75,7 +75,7 @@ async def _run(duration: float, connections: int, profile: Path | None) -> None:
     with _server([sys.executable, "-m", "bench.gateway", "--hello", str(port := _free())], {}):
         await _wait_up(f"http://127.0.0.1:{port}/", method="POST")
         hello = await generate(load, Target(f"http://127.0.0.1:{port}/", "POST", GRANT, ["x"]))
-    async with _database() as database_url:
+    async with own_database() as database_url:
         env = _gateway_env(
             database_url, gw_port := _free(), prefix := f"bench-{uuid.uuid4().hex[:8]}"
         )
@@ -93,7 +93,7 @@ async def _run(duration: float, connections: int, profile: Path | None) -> None:
             listing = await generate(
                 load, Target(pages, "GET", b"", [issue_token(SECRET, "lister")])
             )
-        await _delete_topology(prefix)
+        await delete_run_topology(prefix)
     print(f"generator: {hello.generator}, {connections} connections, {duration:g} s per run")
     print(f"aiohttp hello: {hello.rate:.0f} req/s, p99 {hello.p99_ms:.1f} ms")
     print(
@@ -137,7 +137,7 @@ def _gateway_env(database_url: str, port: int, prefix: str) -> dict[str, str]:
     }
 
 
-class _database:
+class own_database:
     """A PostgreSQL database of this run's own, dropped at the end."""
 
     def __init__(self) -> None:
@@ -191,7 +191,7 @@ async def _wait_up(url: str, method: str = "GET", timeout: float = 60.0) -> None
     raise RuntimeError(f"{url} did not come up within {timeout:g} s")
 
 
-async def _delete_topology(prefix: str) -> None:
+async def delete_run_topology(prefix: str) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     try:
         topology = Topology.from_settings(Settings(topology_prefix=prefix))
