@@ -102,6 +102,22 @@ class Store:
         async with self.db.transaction() as conn:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
+    async def closed_with_live_urls(self, grace_s: float, *, limit: int) -> list[PhotoRecord]:
+        """Deleted and rejected photos whose upload URL lapsed less than grace_s ago (or
+        not at all): bytes may still arrive under their keys. Soonest to lapse first."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
+        query = (
+            sa.select(photos)
+            .where(
+                photos.c.status.in_([PhotoStatus.DELETED.value, PhotoStatus.REJECTED.value]),
+                photos.c.upload_expires_at > cutoff,
+            )
+            .order_by(photos.c.upload_expires_at)
+            .limit(limit)
+        )
+        async with self.db.transaction() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
     async def forget_owner(self, owner_id: str) -> int:
         """Delete every record of an owner (account deletion); returns photos removed."""
         owned = sa.select(photos.c.id).where(photos.c.owner_id == owner_id)
@@ -252,8 +268,8 @@ class Store:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
     async def usage(self, owner_id: str) -> tuple[int, int, int]:
-        """(photos kept, bytes kept, uploads pending) of an owner, for quotas. A pending
-        upload counts until its URL lapses."""
+        """(photos kept, bytes kept, grants outstanding) of an owner, for quotas. A grant
+        counts until its URL lapses, even after its photo was deleted."""
         async with self.db.transaction() as conn:
             return await self._usage(conn, owner_id)
 
@@ -279,14 +295,21 @@ class Store:
 
     async def _usage(self, conn: AsyncConnection, owner_id: str) -> tuple[int, int, int]:
         c = photos.c
-        pending = sa.and_(
-            c.status == PhotoStatus.PENDING.value, c.upload_expires_at > datetime.now(UTC)
+        # A grant counts until its URL lapses, even once its photo is deleted: deleting
+        # it does not stop the URL from storing bytes, so grant-delete cycles must not
+        # mint URLs beyond the quota. (A rejected photo frees its place at once, so an
+        # owner can retry; it took an upload, and the worker empties its key.)
+        outstanding = sa.and_(
+            c.status.in_([PhotoStatus.PENDING.value, PhotoStatus.DELETED.value]),
+            c.upload_expires_at > datetime.now(UTC),
         )
-        kept = sa.or_(c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), pending)
+        kept = sa.or_(
+            c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), outstanding
+        )
         query = sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(sa.func.coalesce(c.size, c.declared_size)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((pending, 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((outstanding, 1), else_=0)), 0),
         ).where(c.owner_id == owner_id, kept)
         row = (await conn.execute(query)).one()
         return int(row[0]), int(row[1]), int(row[2])
