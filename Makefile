@@ -3,16 +3,33 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK         := requirements.lock
+RUNTIME_LOCK := requirements-runtime.lock
+# For every platform, from Python 3.11 up, with hashes: one file serves every machine.
+UV_COMPILE := --quiet --universal --python-version 3.11 --generate-hashes
 
-.PHONY: install run test test-fast lint fmt clean
+.PHONY: install lock run test test-fast lint fmt clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the version and hashes in the lock, then the project itself (no
+# dependency resolution of its own, so nothing unpinned slips in).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+## Pin every dependency again after changing pyproject.toml: $(LOCK) holds the runtime
+## and the dev and embedded extras (make install, CI), $(RUNTIME_LOCK) the runtime alone
+## at the same versions (images). Pins already in the lock are kept where they still fit;
+## LOCK_ARGS=--upgrade moves everything to the newest allowed.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet 'uv>=0.5,<1'
+	$(BIN)/uv pip compile $(UV_COMPILE) $(LOCK_ARGS) --extra dev --extra embedded -o $(LOCK) pyproject.toml
+	$(BIN)/uv pip compile $(UV_COMPILE) -c $(LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 
 ## The whole system in one process on embedded defaults: http://127.0.0.1:8080/
 run: $(STAMP)
@@ -47,7 +64,8 @@ fmt: $(STAMP)
 clean:
 	rm -rf $(VENV) .darkroom .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-## Thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
+## Gateway benchmark (grants and listings against an empty aiohttp handler, on RabbitMQ
+## and PostgreSQL; wrk when installed), then thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
 ## libvips (pyvips), on generated 12/24 MP photos. Takes about two minutes.
 BENCH_STAMP := $(VENV)/.bench-installed
 
@@ -57,6 +75,7 @@ $(BENCH_STAMP): $(STAMP)
 
 .PHONY: bench
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
 

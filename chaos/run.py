@@ -25,6 +25,7 @@ from chaos.s3_proxy import FaultyS3Proxy, Unreliability
 from chaos.tcp_proxy import TcpProxy
 from chaos.webhooks import Receiver, new_secret, serve
 from services.gateway.auth import issue_token
+from shared import secrets
 from shared.embedded import moto_server, provision_bucket_with_sqs
 from shared.settings import Settings
 from shared.topology import Topology
@@ -140,7 +141,7 @@ async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
     prefix, bucket = f"chaos-{run_id}", f"chaos-{run_id}"
     rng = random.Random(config.seed)
     tally: Counter[str] = Counter()
-    jwt_secret = "chaos-" + uuid.uuid4().hex + uuid.uuid4().hex
+    jwt_secret = secrets.jwt_secret()
     async with contextlib.AsyncExitStack() as stack:
         # A RabbitMQ node and a PostgreSQL cluster of the run's own, so they can be
         # restarted: never the shared servers at 127.0.0.1:5672 and :5432.

@@ -33,7 +33,13 @@ def _token(args: argparse.Namespace) -> None:
 
     settings = load_settings()
     secret = require_secret(dev_secret(settings))
-    print(issue_token(secret, args.user, ttl_s=args.ttl))
+    ttl = args.ttl or settings.auth_max_token_lifetime
+    if ttl > settings.auth_max_token_lifetime:
+        raise ConfigurationError(
+            f"--ttl {ttl} exceeds DARKROOM_AUTH_MAX_TOKEN_LIFETIME "
+            f"({settings.auth_max_token_lifetime} s): the gateway would refuse the token"
+        )
+    print(issue_token(secret, args.user, ttl_s=ttl))
 
 
 async def _dlq(args: argparse.Namespace) -> None:
@@ -135,7 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text)
     token = sub.add_parser("token", help="print a bearer token for a user")
     token.add_argument("--user", required=True, help="the user id (JWT sub)")
-    token.add_argument("--ttl", type=int, default=86_400, help="seconds until it expires")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=0,
+        help="seconds until it expires (default and most: DARKROOM_AUTH_MAX_TOKEN_LIFETIME)",
+    )
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument(
         "--status",

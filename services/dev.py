@@ -67,12 +67,16 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
 async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
     async with open_resources(settings) as res:
         await res.storage.ensure_bucket()
+        # Within the token policy like any other token; the upload page signs a fresh one
+        # per load, so a long-running dev server never hands out an expired one.
         token = issue_token(
-            res.settings.auth_jwt_secret.get_secret_value(), DEV_USER, ttl_s=30 * 86_400
+            res.settings.auth_jwt_secret.get_secret_value(),
+            DEV_USER,
+            ttl_s=res.settings.auth_max_token_lifetime,
         )
         _banner(settings, token)
         await asyncio.gather(
-            serve_gateway(settings, stop, resources=res, dev_token=token),
+            serve_gateway(settings, stop, resources=res, dev_user=DEV_USER),
             serve_ingest(settings, stop, resources=res, health=False),
             serve_thumbnails(settings, stop, resources=res, health=False),
             serve_notifier(settings, stop, resources=res, health=False),

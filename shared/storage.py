@@ -1,8 +1,9 @@
 """Object storage on aiobotocore. One client per process, opened by `open_storage`.
 
-Every URL is signed SigV4 (botocore falls back to SigV2 for us-east-1 otherwise). Presigned
-URLs are made with a second client bound to `DARKROOM_S3_PUBLIC_ENDPOINT_URL` when clients
-reach storage under another name than the services do (compose, Kubernetes ingress).
+Every request is signed SigV4 (botocore falls back to SigV2 for us-east-1 otherwise).
+Presigned URLs are signed by `shared.sigv4` rather than botocore (about 30 us instead of
+0.4-0.6 ms each), for `DARKROOM_S3_PUBLIC_ENDPOINT_URL` when clients reach storage under
+another name than the services do (compose, Kubernetes ingress).
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.credentials import AioCredentials
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import PermanentError, StorageUnavailable
+from shared.errors import ConfigurationError, PermanentError, StorageUnavailable
 from shared.settings import Settings
+from shared.sigv4 import Credentials, PresignedPost, Signer
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 
@@ -33,60 +37,65 @@ class ObjectInfo:
     etag: str | None
 
 
-@dataclass(frozen=True)
-class PresignedPost:
-    url: str
-    fields: dict[str, str]
+class Presigner:
+    """Signs URLs for one endpoint and bucket with the process's S3 credentials: the
+    configured keys, or botocore's chain (environment, instance or pod role), whose
+    temporary credentials are refreshed as they near expiry."""
+
+    def __init__(self, signer: Signer, credentials: Any) -> None:
+        self.signer = signer
+        self._credentials = credentials
+
+    async def credentials(self) -> Credentials:
+        frozen = await self._credentials.get_frozen_credentials()
+        return Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+
+async def open_presigner(settings: Settings, session: AioSession, endpoint_url: str) -> Presigner:
+    key = settings.s3_access_key_id
+    secret = settings.s3_secret_access_key.get_secret_value()
+    credentials = AioCredentials(key, secret) if key else await session.get_credentials()
+    if credentials is None:
+        raise ConfigurationError(
+            "no S3 credentials: set DARKROOM_S3_ACCESS_KEY_ID and DARKROOM_S3_SECRET_ACCESS_KEY,"
+            " or give the process a role botocore can find"
+        )
+    return Presigner(Signer(endpoint_url, settings.s3_bucket, settings.s3_region), credentials)
 
 
 class Storage:
-    def __init__(self, client: Any, presigner: Any, bucket: str) -> None:
+    def __init__(self, client: Any, presigner: Presigner, bucket: str) -> None:
         self._client = client
-        self._presigner = presigner
+        self.presigner = presigner
         self.bucket = bucket
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int
     ) -> PresignedPost:
         """A POST whose policy pins the key, the Content-Type and the exact size."""
-        result = await self._presigner.generate_presigned_post(
-            Bucket=self.bucket,
-            Key=key,
-            Fields={"Content-Type": content_type},
-            Conditions=[
-                {"Content-Type": content_type},
-                ["content-length-range", size, size],
-            ],
-            ExpiresIn=expires_in,
+        return self.presigner.signer.presign_post(
+            await self.presigner.credentials(),
+            key,
+            signed_at=datetime.now(UTC),
+            expires_in=expires_in,
+            fields={"Content-Type": content_type},
+            conditions=[{"Content-Type": content_type}, ["content-length-range", size, size]],
         )
-        return PresignedPost(result["url"], dict(result["fields"]))
 
     async def presign_put(
         self, key: str, *, content_type: str, size: int, expires_in: int
     ) -> tuple[str, dict[str, str]]:
         """A PUT with Content-Type and Content-Length signed; returns (url, headers to send)."""
-        url = await self._presigner.generate_presigned_url(
-            "put_object",
-            Params={
-                "Bucket": self.bucket,
-                "Key": key,
-                "ContentType": content_type,
-                "ContentLength": size,
-            },
-            ExpiresIn=expires_in,
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        url = self.presigner.signer.presign_url(
+            await self.presigner.credentials(),
+            "PUT",
+            key,
+            signed_at=datetime.now(UTC),
+            expires_in=expires_in,
+            headers=headers,
         )
-        return url, {"Content-Type": content_type, "Content-Length": str(size)}
-
-    async def presign_get(
-        self, key: str, *, expires_in: int, content_type: str | None = None
-    ) -> str:
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if content_type:
-            params["ResponseContentType"] = content_type
-        url: str = await self._presigner.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=expires_in
-        )
-        return url
+        return url, headers
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size and type, or None if it does not exist (yet)."""
@@ -240,10 +249,6 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         client = await stack.enter_async_context(
             session.create_client("s3", **client_kwargs(settings, settings.s3_endpoint_url))
         )
-        presigner = client
-        public = settings.s3_public_endpoint_url
-        if public and public != settings.s3_endpoint_url:
-            presigner = await stack.enter_async_context(
-                session.create_client("s3", **client_kwargs(settings, public))
-            )
+        endpoint = settings.s3_public_endpoint_url or client.meta.endpoint_url
+        presigner = await open_presigner(settings, session, endpoint)
         yield Storage(client, presigner, settings.s3_bucket)

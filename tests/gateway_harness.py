@@ -38,7 +38,7 @@ class Gateway:
 
 
 @asynccontextmanager
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+async def gateway(settings: Settings, *, dev_user: str = "") -> AsyncIterator[Gateway]:
     async with open_resources(settings) as res:
         await res.storage.ensure_bucket()
         intents: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -48,7 +48,7 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await delivery.ack()
 
         await res.broker.consume(res.topology.ingest_intents, capture)
-        client = TestClient(TestServer(create_app(settings, resources=res)))
+        client = TestClient(TestServer(create_app(settings, resources=res, dev_user=dev_user)))
         await client.start_server()
         try:
             yield Gateway(client, res, intents)

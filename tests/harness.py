@@ -20,6 +20,7 @@ from services.gateway.service import serve as gateway
 from services.ingest_worker.service import serve as ingest
 from services.notifier.service import serve as notifier
 from services.thumbnail_worker.service import serve as thumbnails
+from shared import secrets
 from shared.broker import Broker
 from shared.embedded import provision_bucket_with_sqs
 from shared.keys import original_key
@@ -30,7 +31,7 @@ from shared.store import NewPhoto
 from shared.topology import Topology
 from tests import s3events
 
-WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
+WEBHOOK_SECRET = secrets.webhook_secret()
 
 
 def intent(photo_id: str, owner: str, size: int, **fields: Any) -> NewPhoto:

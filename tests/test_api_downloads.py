@@ -12,8 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from services.gateway.downloads import content_disposition, open_downloads
+from services.gateway.downloads import Downloads, content_disposition
 from shared.settings import Settings
+from shared.storage import open_storage
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
 
 
@@ -30,7 +31,8 @@ def query(url: str) -> dict[str, str]:
 async def test_urls_repeat_within_a_window_and_change_after_it(settings: Settings) -> None:
     window_start = 1_700_000_100  # a multiple of 900
     now = [window_start + 100.0]
-    async with open_downloads(settings, clock=lambda: now[0]) as downloads:
+    async with open_storage(settings) as storage:
+        downloads = Downloads.from_settings(settings, storage.presigner, clock=lambda: now[0])
         first, fresh_for = await downloads.url("k", "image/webp", "a.webp")
         now[0] += 700
         again, _ = await downloads.url("k", "image/webp", "a.webp")
@@ -44,13 +46,21 @@ async def test_urls_repeat_within_a_window_and_change_after_it(settings: Setting
     assert signed["X-Amz-Expires"] == "3600"
     assert signed["response-content-type"] == "image/webp"
     assert signed["response-content-disposition"] == content_disposition("a.webp")
-    assert signed["response-cache-control"] == "max-age=3600"
+    assert signed["response-cache-control"] == "private, max-age=2700", "TTL - window"
 
 
 def test_content_disposition_keeps_unicode_and_escapes_quotes() -> None:
     header = content_disposition('Zoë "best".jpg')
     assert header == (
         "inline; filename=\"Zo_ _best_.jpg\"; filename*=UTF-8''Zo%C3%AB%20%22best%22.jpg"
+    )
+
+
+def test_content_disposition_drops_bidi_controls_and_line_breaks() -> None:
+    header = content_disposition("evil\u202egpj.exe\r\nX-Injected: 1", attachment=True)
+    assert header == (
+        'attachment; filename="evilgpj.exeX-Injected: 1"; '
+        "filename*=UTF-8''evilgpj.exeX-Injected%3A%201"
     )
 
 
@@ -70,14 +80,15 @@ async def test_stable_links_redirect_to_urls_that_name_type_and_file(gw: Gateway
     body, headers = await follow(resp.headers["Location"])
     assert body == data
     assert headers["Content-Type"] == "image/jpeg"
-    assert headers["Content-Disposition"] == content_disposition("Zoë.jpg")
-    assert headers["Cache-Control"] == "max-age=3600"
+    assert headers["Content-Disposition"] == content_disposition("Zoë.jpg", attachment=True)
+    assert headers["Cache-Control"] == "private, max-age=2700"
 
     resp = await gw.client.get(
         f"/v1/photos/{photo_id}/thumb", headers=gw.auth(), allow_redirects=False
     )
     body, headers = await follow(resp.headers["Location"])
     assert (body, headers["Content-Type"]) == (b"abc", "image/webp")
+    assert headers["Content-Disposition"].startswith("inline;"), "renditions are for display"
     assert "Zo%C3%AB-thumb.webp" in headers["Content-Disposition"]
 
     missing = await gw.client.get(f"/v1/photos/{photo_id}/huge", headers=gw.auth())
@@ -104,3 +115,27 @@ async def test_links_to_a_photo_not_ready_yet_are_409(gw: Gateway) -> None:
     photo_id = (await resp.json())["photo_id"]
     resp = await gw.client.get(f"/v1/photos/{photo_id}/original", headers=gw.auth())
     assert (await problem_of(resp, 409))["code"] == "not_ready"
+
+
+async def test_original_links_download_unless_inline_is_asked(gw: Gateway) -> None:
+    photo_id, _ = await ready_photo(gw, store_objects=False)
+    view = await (await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())).json()
+    signed = query(view["original"]["url"])
+    assert signed["response-content-disposition"].startswith("attachment; filename=")
+    assert signed["response-cache-control"].startswith("private, max-age=")
+    assert query(view["renditions"]["thumb"]["url"])["response-content-disposition"].startswith(
+        "inline;"
+    )
+
+    async def location(path: str) -> dict[str, str]:
+        resp = await gw.client.get(path, headers=gw.auth(), allow_redirects=False)
+        assert resp.status == 302, await resp.text()
+        return query(resp.headers["Location"])
+
+    saved = await location(f"/v1/photos/{photo_id}/original")
+    shown = await location(f"/v1/photos/{photo_id}/original?inline=1")
+    assert saved["response-content-disposition"] == content_disposition("Zoë.jpg", attachment=True)
+    assert shown["response-content-disposition"] == content_disposition("Zoë.jpg")
+    assert saved["response-cache-control"] == shown["response-cache-control"]
+    bad = await gw.client.get(f"/v1/photos/{photo_id}/original?inline=maybe", headers=gw.auth())
+    assert (await problem_of(bad, 422))["code"] == "invalid_request"

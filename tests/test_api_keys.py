@@ -115,3 +115,24 @@ async def test_tokens_and_keys_never_reach_the_logs(
     assert "request" in logged, "the access log was captured"
     for secret in (key.rsplit("_", 1)[1], token.split(".")[2]):
         assert secret not in logged
+
+
+@pytest.mark.parametrize("user", ["bo\u200bb", "bob\u202e", "b\u2028ob"])
+async def test_a_user_named_with_invisible_characters_is_refused(
+    gw: Gateway, cli: Cli, user: str
+) -> None:
+    key = await cli("apikey", "create", "--name", "backend")
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=key_auth(key, user))
+    body = await problem_of(resp, 400)
+    assert body["code"] == "user_required" and "invisible character" in body["detail"]
+
+
+async def test_a_decomposed_user_name_is_the_composed_user(gw: Gateway, cli: Cli) -> None:
+    key = await cli("apikey", "create", "--name", "backend")
+    resp = await gw.client.post(
+        "/v1/uploads", json=grant_body(), headers=key_auth(key, "zoe\u0308")
+    )
+    assert resp.status == 201, await resp.text()
+    photo_id = (await resp.json())["photo_id"]
+    resp = await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth("zo\u00eb"))
+    assert resp.status == 200

@@ -33,6 +33,7 @@ UNDOCUMENTED = {
     "/docs",
     "/docs/assets/swagger-init.js",
     "/docs/assets/{name}",
+    "/assets/{name}",
 }
 
 

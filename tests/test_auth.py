@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -16,11 +17,14 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
 
-from services.gateway.auth import JwksCache, Unauthorized
+from services.gateway.app import create_app
+from services.gateway.auth import JwksCache, JwtVerifier, Unauthorized, issue_token
+from shared.errors import ConfigurationError
 from shared.settings import Settings
-from tests.conftest import JWT_SECRET
-from tests.gateway_harness import Gateway, gateway, problem_of
+from tests.conftest import JWT_SECRET, make_settings
+from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
 from tests.harness import free_port, serve_local
 
 ISSUER = "https://idp.example/"
@@ -225,7 +229,13 @@ async def test_jwks_refetch_allowed_again_after_the_interval(idp: Idp, rs1: Sign
 
 
 async def test_unreachable_jwks_is_a_503_not_a_401(settings: Settings, rs1: Signer) -> None:
-    dead = settings.model_copy(update={"auth_jwks_url": f"http://127.0.0.1:{free_port()}/jwks"})
+    dead = settings.model_copy(
+        update={
+            "auth_jwks_url": f"http://127.0.0.1:{free_port()}/jwks",
+            "auth_issuer": ISSUER,
+            "auth_audience": AUDIENCE,
+        }
+    )
     async with gateway(dead) as gw:
         token = rs1.token(**claims(int(time.time())))
         resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
@@ -239,10 +249,15 @@ async def test_jwks_only_configuration_needs_no_secret(
     from pydantic import SecretStr
 
     jwks_only = settings.model_copy(
-        update={"auth_jwks_url": idp.url, "auth_jwt_secret": SecretStr("")}
+        update={
+            "auth_jwks_url": idp.url,
+            "auth_issuer": ISSUER,
+            "auth_audience": AUDIENCE,
+            "auth_jwt_secret": SecretStr(""),
+        }
     )
     async with gateway(jwks_only) as gw:
-        good = rs1.token(sub="alice", exp=int(time.time()) + 60)
+        good = rs1.token(**claims(int(time.time())))
         resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {good}"})
         assert resp.status == 200
         hs = jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, JWT_SECRET, "HS256")
@@ -255,3 +270,107 @@ async def test_an_empty_key_set_is_a_503(gw: Gateway, idp: Idp, rs1: Signer) -> 
     token = rs1.token(**claims(int(time.time())))
     resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
     assert "key set" in (await problem_of(resp, 503))["detail"]
+
+
+def test_a_jwks_url_without_issuer_and_audience_is_refused_at_start_up() -> None:
+    for missing in ({"auth_issuer": ISSUER}, {"auth_audience": AUDIENCE}, {}):
+        with pytest.raises(ValidationError, match="ISSUER and DARKROOM_AUTH_AUDIENCE"):
+            make_settings(auth_jwks_url="https://idp.example/jwks", **missing)
+    make_settings(
+        auth_jwks_url="https://idp.example/jwks", auth_issuer=ISSUER, auth_audience=AUDIENCE
+    )
+
+
+async def test_a_gateway_built_from_code_with_jwks_but_no_audience_does_not_start(
+    settings: Settings,
+) -> None:
+    loose = settings.model_copy(update={"auth_jwks_url": "https://idp.example/jwks"})
+    with pytest.raises(ConfigurationError, match="AUDIENCE"):
+        create_app(loose)
+
+
+@pytest.mark.parametrize(
+    "lifetime",
+    [
+        {"iat": 0, "exp": 100 * 365 * 86_400},
+        {"iat": None, "exp": 100 * 365 * 86_400},
+        {"iat": 0, "exp": 86_400 + 1},
+    ],
+    ids=["a-century", "a-century-without-iat", "a-day-and-a-second"],
+)
+async def test_tokens_living_longer_than_the_maximum_are_refused(
+    gw: Gateway, rs1: Signer, lifetime: dict[str, int | None]
+) -> None:
+    now = int(time.time())
+    iat = None if lifetime["iat"] is None else now - 10
+    exp = now - 10 + (lifetime["exp"] or 0)
+    for token in (
+        rs1.token(**claims(now, iat=iat, exp=exp)),
+        jwt.encode(claims(now, iat=iat, exp=exp), JWT_SECRET, "HS256"),
+    ):
+        resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
+        body = await problem_of(resp, 401)
+        assert body["code"] == "token_lifetime_too_long"
+        assert "DARKROOM_AUTH_MAX_TOKEN_LIFETIME" in body["detail"]
+
+
+async def test_a_token_of_exactly_the_maximum_lifetime_is_accepted(
+    gw: Gateway, rs1: Signer
+) -> None:
+    now = int(time.time())
+    token = rs1.token(**claims(now, iat=now, exp=now + 86_400))
+    resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200, await resp.text()
+
+
+async def test_the_maximum_lifetime_is_a_setting(settings: Settings) -> None:
+    short = settings.model_copy(update={"auth_max_token_lifetime": 600})
+    async with gateway(short) as gw:
+        hour = issue_token(JWT_SECRET, "alice", ttl_s=3600)
+        resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {hour}"})
+        assert (await problem_of(resp, 401))["code"] == "token_lifetime_too_long"
+        minutes = issue_token(JWT_SECRET, "alice", ttl_s=600)
+        resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {minutes}"})
+        assert resp.status == 200
+
+
+@pytest.mark.parametrize(
+    "sub",
+    ["ali\u200bce", "alice\u202e", "\u2066alice", "ali\u2028ce", "alice\ufeff", "al\x00ice"],
+    ids=["zero-width-space", "bidi-override", "bidi-isolate", "line-separator", "bom", "nul"],
+)
+async def test_subjects_with_invisible_characters_are_refused(
+    gw: Gateway, rs1: Signer, sub: str
+) -> None:
+    token = rs1.token(**claims(int(time.time()), sub=sub))
+    resp = await gw.client.get("/v1/photos", headers={"Authorization": f"Bearer {token}"})
+    body = await problem_of(resp, 401)
+    assert "invisible character" in body["detail"]
+
+
+async def test_a_decomposed_subject_is_the_same_user_as_the_composed_one(
+    gw: Gateway, rs1: Signer
+) -> None:
+    composed, decomposed = "zo\u00eb", "zoe\u0308"
+    now = int(time.time())
+
+    def auth(sub: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {rs1.token(**claims(now, sub=sub))}"}
+
+    resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=auth(decomposed))
+    assert resp.status == 201, await resp.text()
+    photo_id = (await resp.json())["photo_id"]
+    assert (await gw.res.store.get(photo_id)).owner_id == composed  # type: ignore[union-attr]
+    resp = await gw.client.get(f"/v1/photos/{photo_id}", headers=auth(composed))
+    assert resp.status == 200
+
+
+async def test_a_token_accepted_once_is_refused_once_it_expires() -> None:
+    verifier = JwtVerifier(JWT_SECRET, None, "", "", leeway=0, max_lifetime=3600)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "ann", "exp": expires}, JWT_SECRET, "HS256")
+    assert await verifier.user(token) == "ann"
+    assert await verifier.user(token) == "ann"
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.01)  # until the token lapses
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.user(token)

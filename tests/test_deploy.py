@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from services.cli import commands as cli_commands
+from shared import secrets
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -48,8 +50,17 @@ def substitute(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     return re.sub(
-        r"\$\{([A-Z_]+)(?::[?-]([^}]*))?\}", lambda m: "x" * 40 if "SECRET" in m[1] else "", value
+        r"\$\{([A-Z_]+)(?::[?-]([^}]*))?\}",
+        lambda m: secrets.jwt_secret() if "SECRET" in m[1] else "",
+        value,
     )
+
+
+# The example Secret's placeholders, and what an operator puts there instead.
+GENERATED = {
+    "DARKROOM_AUTH_JWT_SECRET": secrets.jwt_secret,
+    "DARKROOM_WEBHOOK_SECRET": secrets.webhook_secret,
+}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +113,7 @@ def test_kubernetes_manifests_fit_the_code(topology: Topology) -> None:
         by_kind.setdefault(doc["kind"], []).append(doc)
     config = by_kind["ConfigMap"][0]["data"]
     secret = by_kind["Secret"][0]["stringData"]
-    settings = settings_from({**config, **secret})
+    settings = settings_from({**config, **secret, **{k: g() for k, g in GENERATED.items()}})
     commands = cli_commands()
     for deployment in by_kind["Deployment"]:
         pod = deployment["spec"]["template"]["spec"]
@@ -117,6 +128,13 @@ def test_kubernetes_manifests_fit_the_code(topology: Topology) -> None:
     for obj in scaled:
         for trigger in obj["spec"]["triggers"]:
             assert trigger["metadata"]["queueName"] in queues
+
+
+def test_the_example_secrets_are_refused_until_replaced() -> None:
+    [secret] = [d["stringData"] for d in k8s_documents() if d["kind"] == "Secret"]
+    for name in GENERATED:
+        with pytest.raises(ValidationError, match="generate one with"):
+            settings_from({name: secret[name]})
 
 
 def test_kustomization_lists_existing_files() -> None:

@@ -120,6 +120,26 @@ async def test_post_grant_pins_key_type_and_exact_size_and_records_its_intent_on
     assert (view["status"], view["renditions"], view["original"]) == ("pending", {}, None)
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("photo\u202egpj.exe", "photogpj.exe"),
+        ("\u2066holiday\u2069.jpg", "holiday.jpg"),
+        ("two\u2028lines\u2029.jpg", "twolines.jpg"),
+        ("zero\u200bwidth\ufeff.jpg", "zerowidth.jpg"),
+        ("C:\\Users\\me\\caf\u0065\u0301.jpg", "caf\u00e9.jpg"),
+    ],
+    ids=["rtl-override", "bidi-isolates", "line-separators", "zero-width", "path-and-nfd"],
+)
+async def test_file_names_lose_bidi_controls_and_invisible_characters(
+    gw: Gateway, sent: str, kept: str
+) -> None:
+    resp = await gw.client.post("/v1/uploads", json=grant_body(filename=sent), headers=gw.auth())
+    assert resp.status == 201, await resp.text()
+    photo = await gw.client.get(f"/v1/photos/{(await resp.json())['photo_id']}", headers=gw.auth())
+    assert (await photo.json())["filename"] == kept
+
+
 async def test_put_grant_signs_the_content_type(gw: Gateway) -> None:
     resp = await gw.client.post("/v1/uploads", json=grant_body(method="PUT"), headers=gw.auth())
     assert resp.status == 201
@@ -164,7 +184,9 @@ async def test_request_id_is_echoed_and_health_endpoints_answer(gw: Gateway) -> 
 async def test_upload_page_is_served(gw: Gateway) -> None:
     resp = await gw.client.get("/")
     page = await resp.text()
-    assert resp.status == 200 and "<input" in page and "/v1/uploads" in page
+    assert resp.status == 200 and "<input" in page and "/assets/upload.js" in page
+    script = await (await gw.client.get("/assets/upload.js")).text()
+    assert "/v1/uploads" in script
 
 
 async def test_database_outage_is_a_503_problem(gw: Gateway) -> None:

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
 from services.gateway.context import (
-    DEV_TOKEN,
+    DEV_USER,
     DOWNLOADS,
     LIMITER,
     OPENAPI,
@@ -21,9 +21,10 @@ from services.gateway.context import (
     VERIFIER,
 )
 from services.gateway.cors import cors_middleware, parse_origins
-from services.gateway.downloads import check_window, open_downloads
+from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
 from services.gateway.openapi import build_document
+from services.gateway.pages import plain_server_header
 from services.gateway.problems import Handler, problem_middleware
 from services.gateway.routes import all_routes, operations
 from services.gateway.security import ip_rate_limit
@@ -62,7 +63,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def create_app(
-    settings: Settings, *, resources: Resources | None = None, dev_token: str = ""
+    settings: Settings, *, resources: Resources | None = None, dev_user: str = ""
 ) -> web.Application:
     """The gateway app. Pass `resources` to share them (dev mode); otherwise it opens its own."""
     check_auth_settings(settings)
@@ -76,7 +77,8 @@ def create_app(
         ],
         client_max_size=MAX_JSON_BODY,
     )
-    app[DEV_TOKEN] = dev_token
+    app[DEV_USER] = dev_user
+    app.on_response_prepare.append(plain_server_header)
     app[OPENAPI] = json.dumps(build_document(operations(), settings)).encode()
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,14 +91,14 @@ def create_app(
             else:
                 app[RESOURCES] = resources
             app[LIMITER] = await stack.enter_async_context(open_limiter(settings))
-            app[DOWNLOADS] = await stack.enter_async_context(open_downloads(settings))
+            app[DOWNLOADS] = Downloads.from_settings(settings, app[RESOURCES].storage.presigner)
             app[VERIFIER] = JwtVerifier.from_settings(
                 settings, await _jwks(settings, stack) if settings.auth_jwks_url else None
             )
             yield
 
     app.cleanup_ctx.append(resources_ctx)
-    app.add_routes(all_routes())
+    app.add_routes(all_routes(settings))
     # The API needs the database only: events go out through the outbox, so a broker
     # outage must not take every replica out of its load balancer.
     add_health_routes(app, lambda: app[RESOURCES], needs=("database",))

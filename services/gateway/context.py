@@ -13,8 +13,8 @@ RESOURCES = web.AppKey("resources", Resources)
 VERIFIER = web.AppKey("verifier", JwtVerifier)
 LIMITER = web.AppKey("limiter", RateLimiter)
 DOWNLOADS = web.AppKey("downloads", Downloads)
-# The token printed into the upload page in `darkroom dev`; empty everywhere else.
-DEV_TOKEN = web.AppKey("dev_token", str)
+# The user `darkroom dev` signs a token for into the upload page; empty everywhere else.
+DEV_USER = web.AppKey("dev_user", str)
 # The OpenAPI document, generated once per app (it states the app's own limits).
 OPENAPI = web.AppKey("openapi", bytes)
 # Per request: the trace id (from X-Request-ID or new), echoed back and put in every event.

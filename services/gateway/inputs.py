@@ -11,11 +11,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from services.gateway.problems import INVALID, MALFORMED_JSON, ApiError
+from shared.text import visible_text
 
 M = TypeVar("M", bound=BaseModel)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def trace_id_of(request: web.Request) -> str:
@@ -47,8 +47,9 @@ def parsed_query(query: Mapping[str, str], model: type[M]) -> M:
 
 
 def display_name(filename: str) -> str:
-    """The client's file name for display only: no path, no control characters."""
-    name = _CONTROL.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    """The client's file name for display only: no path, nothing invisible (controls,
+    bidi overrides, line separators: see shared.text)."""
+    name = visible_text(filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
     return name[:255] or "photo"
 
 

@@ -108,6 +108,14 @@ class DownloadPath(_Shape):
     )
 
 
+class DownloadQuery(_Shape):
+    inline: bool = Field(
+        False,
+        description="the original with `Content-Disposition: inline` (shown by a browser) "
+        "rather than `attachment` (saved); renditions are always inline",
+    )
+
+
 # --- answers ---
 
 

@@ -9,10 +9,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
-from services.gateway.inputs import validation_problem
+from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.models import (
     AccountDeletion,
     DownloadPath,
+    DownloadQuery,
     ListQuery,
     PhotoPage,
     PhotoPath,
@@ -118,11 +119,13 @@ async def get_photo(request: web.Request) -> web.Response:
     {302: Answer("to the presigned URL", headers={"Location": "the presigned URL"})},
     scope="photos:read",
     params=DownloadPath,
-    faults=(NOT_FOUND, NOT_READY),
+    query=DownloadQuery,
+    faults=(NOT_FOUND, NOT_READY, INVALID),
 )
 async def follow_download(request: web.Request) -> web.Response:
     """For `<img src>`: cacheable until the signing window turns."""
     owner = (await authenticate(request, "photos:read")).user_id
+    inline = parsed_query(request.query, DownloadQuery).inline
     res = request.app[RESOURCES]
     photo = await owned_photo(res, owner, request.match_info["photo_id"])
     name = request.match_info["rendition"]
@@ -137,7 +140,10 @@ async def follow_download(request: web.Request) -> web.Response:
         key, content_type = found[0].object_key, found[0].content_type
     downloads = request.app[DOWNLOADS]
     url, fresh_for = await downloads.url(
-        key, content_type, download_name(photo, name, content_type)
+        key,
+        content_type,
+        download_name(photo, name, content_type),
+        attachment=name == "original" and not inline,
     )
     # Cacheable only until the window turns; the URL it names stays valid longer.
     return web.Response(

@@ -56,6 +56,9 @@ REFUSED = Fault(400, "invalid_request", "the data cannot be stored as given")
 INVALID_CURSOR = Fault(400, "invalid_cursor", "a cursor this API did not issue")
 USER_REQUIRED = Fault(400, "user_required", "an API key without X-Darkroom-User")
 UNAUTHORIZED = Fault(401, "unauthorized", "no usable credentials (WWW-Authenticate says why)")
+TOKEN_TOO_LONG = Fault(
+    401, "token_lifetime_too_long", "the token lives longer than the gateway accepts"
+)
 INSUFFICIENT_SCOPE = Fault(403, "insufficient_scope", "the API key lacks the scope")
 NOT_FOUND = Fault(404, "not_found", "no such photo (or not yours)")
 METHOD_NOT_ALLOWED = Fault(405, "method_not_allowed", "see Allow")
@@ -77,6 +80,7 @@ EVERY_CALL = (
     REFUSED,
     USER_REQUIRED,
     UNAUTHORIZED,
+    TOKEN_TOO_LONG,
     INSUFFICIENT_SCOPE,
     RATE_LIMITED,
     INTERNAL,

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from importlib.resources import files
-
 from aiohttp import web
 
 from services.gateway import docs, photos, uploads
-from services.gateway.context import DEV_TOKEN
+from services.gateway.pages import page_routes
 from services.gateway.registry import Answer, Operation, route_defs
 from shared.health import Liveness, Readiness
-
-pages = web.RouteTableDef()
+from shared.settings import Settings
 
 # Served by shared.health (every service has them), described here.
 HEALTH = [
@@ -28,16 +24,9 @@ HEALTH = [
 ]
 
 
-@pages.get("/")
-async def index(request: web.Request) -> web.Response:
-    page = files("services.gateway").joinpath("static/index.html").read_text()
-    page = page.replace("__DEV_TOKEN__", json.dumps(request.app[DEV_TOKEN]))
-    return web.Response(text=page, content_type="text/html")
-
-
 def operations() -> list[Operation]:
     return [*uploads.api.operations, *photos.api.operations, *HEALTH]
 
 
-def all_routes() -> list[web.AbstractRouteDef]:
-    return [*route_defs(operations()), *docs.routes, *pages]
+def all_routes(settings: Settings) -> list[web.AbstractRouteDef]:
+    return [*route_defs(operations()), *docs.routes, *page_routes(settings)]

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from services.gateway.apikeys import looks_like_key, lookup
-from services.gateway.auth import Unauthorized, bearer_token
+from services.gateway.auth import TokenTooLong, Unauthorized, bearer_token
 from services.gateway.context import LIMITER, RESOURCES, VERIFIER
 from services.gateway.problems import (
     INSUFFICIENT_SCOPE,
     RATE_LIMITED,
+    TOKEN_TOO_LONG,
     UNAUTHORIZED,
     USER_REQUIRED,
     Handler,
 )
 from shared.logging import log_context
+from shared.text import normal_user_id, user_id_problem
 
 ACT_AS = "X-Darkroom-User"
-_USER = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ async def authenticate(request: web.Request, scope: str) -> Caller:
             caller = Caller(await request.app[VERIFIER].user(token))
     except Unauthorized as exc:
         challenge = 'Bearer realm="darkroom"' + (', error="invalid_token"' if header else "")
-        raise UNAUTHORIZED(str(exc), headers={"WWW-Authenticate": challenge}) from exc
+        fault = TOKEN_TOO_LONG if isinstance(exc, TokenTooLong) else UNAUTHORIZED
+        raise fault(str(exc), headers={"WWW-Authenticate": challenge}) from exc
     await enforce_limit(request, f"user:{caller.user_id}", "user")
     return caller
 
@@ -60,9 +61,11 @@ async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
                 },
             )
         user = request.headers.get(ACT_AS, "").strip()
-        if not _USER.match(user):
+        if not user:
             raise USER_REQUIRED(f"an API key acts for the user named in {ACT_AS}")
-        return Caller(user, key.id)
+        if problem := user_id_problem(user):
+            raise USER_REQUIRED(f"{ACT_AS} cannot name a user: {problem}")
+        return Caller(normal_user_id(user), key.id)
 
 
 async def enforce_limit(request: web.Request, key: str, kind: str) -> None:

@@ -20,9 +20,9 @@ async def serve(
     stop: asyncio.Event,
     *,
     resources: Resources | None = None,
-    dev_token: str = "",
+    dev_user: str = "",
 ) -> None:
-    app = create_app(settings, resources=resources, dev_token=dev_token)
+    app = create_app(settings, resources=resources, dev_user=dev_user)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     try:

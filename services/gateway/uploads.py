@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -51,7 +50,7 @@ from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
-from shared.store import NewPhoto, PhotoStatus
+from shared.store import Check, NewPhoto, PhotoStatus, Usage
 
 log = get_logger(__name__)
 api = Routes("uploads")
@@ -71,15 +70,13 @@ def item_problem(item: UploadRequest, max_bytes: int) -> ApiError | None:
     return None
 
 
-def quota_check(
-    res: Resources, items: list[UploadRequest]
-) -> Callable[[tuple[int, int, int]], None]:
+def quota_check(res: Resources, items: list[UploadRequest]) -> Check:
     """A check of the owner's usage against the quotas, run by Store.reserve while it holds
     the owner's lock, so concurrent requests cannot overrun a quota."""
     return partial(_check_quota, res.settings, items)
 
 
-def _check_quota(s: Settings, items: list[UploadRequest], usage: tuple[int, int, int]) -> None:
+def _check_quota(s: Settings, items: list[UploadRequest], usage: Usage) -> None:
     if not (s.quota_bytes or s.quota_photos or s.max_pending_uploads):
         return
     kept, used, pending = usage

@@ -40,7 +40,7 @@ async def photo_view(
                 url=url, width=r.width, height=r.height, content_type=r.content_type
             )
         name = download_name(photo, "original", photo.content_type)
-        url, _ = await downloads.url(photo.object_key, photo.content_type, name)
+        url, _ = await downloads.url(photo.object_key, photo.content_type, name, attachment=True)
         original = Link(url=url)
     return PhotoView(
         id=photo.id,

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 import aiohttp
 
 from services.notifier.webhooks import deliver, payload, secret_key
+from shared.errors import ConfigurationError
 from shared.events import PhotoReady, PhotoRejected
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
+from shared.secrets import webhook_secret_problem
 from shared.service import Job
 
 log = get_logger(__name__)
@@ -21,7 +23,12 @@ class Notifier:
         self.res = res
         self.session = session
         self.url = res.settings.webhook_url
-        self.key = secret_key(res.settings.webhook_secret.get_secret_value())
+        secret = res.settings.webhook_secret.get_secret_value()
+        # Settings built from the environment were checked already; copies made in code
+        # (dev, tests) were not.
+        if self.url and (problem := webhook_secret_problem(secret)):
+            raise ConfigurationError(f"DARKROOM_WEBHOOK_SECRET: {problem}")
+        self.key = secret_key(secret)
 
     def jobs(self) -> list[Job]:
         return []

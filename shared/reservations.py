@@ -1,0 +1,158 @@
+"""Recording upload intents within each owner's quotas, many requests per transaction.
+
+A grant must not be answered before its intent is committed, and concurrent grants (on
+any replica) must not overrun an owner's quota together. One transaction per grant did
+both, at about 15 round trips and four compiled statements per grant: 55-62% of the
+gateway's CPU at 230 grants/s. Here the reservations that arrive while one transaction is
+being written wait for it, then go together in the next one: the owners' locks in one
+statement, their usage in one, every accepted intent in one multi-row INSERT. Each
+request's quota check still sees the usage of everything committed and everything
+accepted before it in its batch.
+
+SQLite (one process) serialises reservations with a lock instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import Database
+from shared.records import NewPhoto, PhotoStatus
+from shared.tables import photos
+
+# Transactions at once: while one is written, the next is filled and started. Measured
+# with bench.gateway, 64 users: 1 writer 1494-1502 grants/s, 2 writers 1659-1871.
+WRITERS = 2
+MAX_BATCH = 500  # intents per transaction; a batch request brings up to 50
+
+
+class Usage(NamedTuple):
+    kept: int  # photos that count against the quota
+    used: int  # their bytes
+    pending: int  # uploads granted whose URL has not lapsed
+
+    def plus(self, intents: Sequence[NewPhoto]) -> Usage:
+        size = sum(i.declared_size for i in intents)
+        return Usage(self.kept + len(intents), self.used + size, self.pending + len(intents))
+
+
+Check = Callable[[Usage], None]  # raises to refuse
+
+
+@dataclass
+class _Request:
+    owner_id: str
+    intents: Sequence[NewPhoto]
+    check: Check
+    answer: asyncio.Future[None]
+
+
+class Reservations:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._lock = asyncio.Lock()  # SQLite only
+        self._waiting: list[_Request] = []
+        self._writers: set[asyncio.Task[None]] = set()
+
+    async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
+        """Record `intents` if `check(usage)` lets them through; raises what it raised."""
+        if self.db.is_sqlite:
+            async with self._lock, self.db.transaction() as conn:
+                check((await usage_of(conn, [owner_id])).get(owner_id, NOTHING))
+                await conn.execute(self.insert(), rows(intents))
+            return
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Request(owner_id, intents, check, answer))
+        if len(self._writers) < WRITERS:
+            writer = asyncio.create_task(self._write_all())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        await answer
+
+    async def _write_all(self) -> None:
+        while self._waiting:
+            batch = self._next_batch()
+            try:
+                await self._write(batch)
+            except Exception as exc:  # every request of the batch gets the failure
+                for request in batch:
+                    if not request.answer.done():
+                        request.answer.set_exception(exc)
+
+    def _next_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        count = 0
+        while self._waiting and (not batch or count + len(self._waiting[0].intents) <= MAX_BATCH):
+            batch.append(self._waiting.pop(0))
+            count += len(batch[-1].intents)
+        return batch
+
+    async def _write(self, batch: list[_Request]) -> None:
+        owners = sorted({r.owner_id for r in batch})  # one lock order on every replica
+        accepted: list[_Request] = []
+        async with self.db.transaction() as conn:
+            await conn.execute(_LOCK, {"owners": owners})
+            usage = await usage_of(conn, owners)
+            for request in batch:
+                now = usage.get(request.owner_id, NOTHING)
+                try:
+                    request.check(now)
+                except Exception as refused:
+                    request.answer.set_exception(refused)
+                    continue
+                usage[request.owner_id] = now.plus(request.intents)
+                accepted.append(request)
+            if accepted:
+                await conn.execute(self.insert(), rows(i for r in accepted for i in r.intents))
+        for request in accepted:
+            request.answer.set_result(None)
+
+    def insert(self) -> Any:
+        return self.db.insert(photos).on_conflict_do_nothing(index_elements=["id"])
+
+
+NOTHING = Usage(0, 0, 0)
+_LOCK = sa.text(
+    "SELECT pg_advisory_xact_lock(hashtext(owner)) FROM unnest(CAST(:owners AS text[])) AS owner"
+)
+
+
+def rows(intents: Any) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    status = PhotoStatus.PENDING.value
+    return [
+        {**i.model_dump(), "status": status, "created_at": now, "updated_at": now} for i in intents
+    ]
+
+
+async def usage_of(conn: AsyncConnection, owners: Sequence[str]) -> dict[str, Usage]:
+    """Each owner's usage, for quotas. A grant counts until its URL lapses, even once its
+    photo is deleted."""
+    c = photos.c
+    # Deleting a photo does not stop its URL from storing bytes, so grant-delete cycles
+    # must not mint URLs beyond the quota. A rejected photo frees its place at once (the
+    # owner may retry; the worker empties its key whenever bytes appear there).
+    pending = sa.and_(
+        c.status.in_([PhotoStatus.PENDING.value, PhotoStatus.DELETED.value]),
+        c.upload_expires_at > datetime.now(UTC),
+    )
+    kept = sa.or_(c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), pending)
+    query = (
+        sa.select(
+            c.owner_id,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.func.coalesce(c.size, c.declared_size)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((pending, 1), else_=0)), 0),
+        )
+        .where(c.owner_id.in_(owners), kept)
+        .group_by(c.owner_id)
+    )
+    result = await conn.execute(query)
+    return {row[0]: Usage(int(row[1]), int(row[2]), int(row[3])) for row in result}

@@ -1,0 +1,42 @@
+"""Text from clients that ends up in keys, records and other people's screens: user ids
+and file names.
+
+Invisible characters are refused in user ids and stripped from file names: controls,
+format characters (zero-width spaces, bidi overrides such as U+202E, which make
+`photo‮gpj.exe` read as `photoexe.jpg`), line and paragraph separators, surrogates,
+private-use and unassigned code points. Both are NFC-normalised, so a name typed on a
+system that sends decomposed accents (NFD) is the same name.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_USER_ID = 255
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def invisible(char: str) -> bool:
+    return unicodedata.category(char) in _INVISIBLE
+
+
+def normal_user_id(user_id: str) -> str:
+    return unicodedata.normalize("NFC", user_id)
+
+
+def user_id_problem(user_id: str) -> str | None:
+    """Why `user_id` cannot name a user, or None when it can."""
+    normal = normal_user_id(user_id)
+    if not normal:
+        return "it is empty"
+    if len(normal) > MAX_USER_ID:
+        return f"it is longer than {MAX_USER_ID} characters"
+    hidden = next((c for c in normal if invisible(c)), None)
+    if hidden is not None:
+        return f"it holds the invisible character U+{ord(hidden):04X}"
+    return None
+
+
+def visible_text(text: str) -> str:
+    """`text` NFC-normalised, without invisible characters."""
+    return "".join(c for c in unicodedata.normalize("NFC", text) if not invisible(c))
