@@ -1,0 +1,128 @@
+"""Markup hidden in metadata anywhere in the file, far from both ends the first checks
+read: every metadata segment is scanned, wherever it sits, and image data is not held."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.ingest_worker.segments import find_hidden_content
+from services.ingest_worker.verify import FIRST_READ, TAIL_READ, Reason, Rejected, verify
+from shared.settings import Settings
+from shared.storage import ObjectInfo
+from shared.store import PhotoRecord, PhotoStatus
+from tests import images
+from tests.hostile import (
+    SCRIPT,
+    encoded,
+    jpeg_with_comment_between_scans,
+    noise,
+    png_with_itxt,
+    webp_with_chunk,
+)
+
+Build = Callable[[], bytes]
+HIDDEN: dict[str, tuple[str, Build]] = {
+    "jpeg_com": ("image/jpeg", lambda: jpeg_with_comment_between_scans(SCRIPT)),
+    "png_itxt": ("image/png", lambda: png_with_itxt(SCRIPT, compressed=False)),
+    "png_itxt_compressed": ("image/png", lambda: png_with_itxt(SCRIPT, compressed=True)),
+    "webp_exif": ("image/webp", lambda: webp_with_chunk(b"EXIF", b"Exif\x00\x00" + SCRIPT)),
+}
+
+
+class BytesStorage:
+    """Storage over one object in memory, counting the bytes handed out."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.bytes_read = 0
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        part = self.data[start : end + 1]
+        self.bytes_read += len(part)
+        return part
+
+
+def record(data: bytes, content_type: str) -> PhotoRecord:
+    now = datetime.now(UTC)
+    return PhotoRecord(
+        id="0" * 32,
+        owner_id="alice",
+        status=PhotoStatus.PENDING,
+        object_key="k",
+        filename="x",
+        trace_id="t",
+        declared_type=content_type,
+        declared_size=len(data),
+        content_type=None,
+        size=None,
+        width=None,
+        height=None,
+        etag=None,
+        reason=None,
+        reason_detail=None,
+        upload_expires_at=now + timedelta(minutes=5),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def verified(data: bytes, content_type: str) -> BytesStorage:
+    storage = BytesStorage(data)
+    info = ObjectInfo(size=len(data), content_type=content_type, etag="e")
+    await verify(storage, info, record(data, content_type), Settings())  # type: ignore[arg-type]
+    return storage
+
+
+@pytest.mark.parametrize("case", HIDDEN)
+async def test_script_hidden_mid_file_in_metadata_is_rejected_as_a_polyglot(case: str) -> None:
+    content_type, build = HIDDEN[case]
+    data = build()
+    at = data.find(SCRIPT) if case != "png_itxt_compressed" else data.find(b"iTXt")
+    assert len(data) > FIRST_READ + TAIL_READ and FIRST_READ < at < len(data) - TAIL_READ
+    with pytest.raises(Rejected) as rejected:
+        await verified(data, content_type)
+    assert rejected.value.reason is Reason.POLYGLOT
+    assert "<html>" in rejected.value.detail and "at byte" in rejected.value.detail
+
+
+@pytest.mark.parametrize(
+    ("content_type", "build"),
+    [
+        (
+            "image/jpeg",
+            lambda: encoded(
+                noise(1200, 800),
+                "JPEG",
+                quality=95,
+                progressive=True,
+                exif=images.exif_bytes(),
+                icc_profile=images.adobe_rgb_profile(),
+            ),
+        ),
+        ("image/png", lambda: encoded(noise(1000, 700), "PNG")),
+        (
+            "image/webp",
+            lambda: encoded(noise(1200, 800), "WEBP", quality=95, exif=images.exif_bytes()),
+        ),
+    ],
+)
+async def test_a_clean_large_photo_with_metadata_passes(content_type: str, build: object) -> None:
+    data = build()  # type: ignore[operator]
+    assert len(data) > 500_000
+    await verified(data, content_type)
+
+
+async def test_long_image_data_is_jumped_over_not_fetched() -> None:
+    """A WebP of several MB: its chunk headers are read, its image data is not."""
+    big = encoded(noise(2400, 1800), "WEBP", quality=100)
+    assert len(big) > 4_000_000
+    storage = BytesStorage(big)
+
+    async def fetch(start: int, end: int) -> bytes:
+        return await storage.get_range("k", start, end)
+
+    assert await find_hidden_content("image/webp", fetch, len(big), big[:FIRST_READ]) is None
+    assert storage.bytes_read < 64 * 1024
