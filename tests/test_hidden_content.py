@@ -3,6 +3,8 @@ read: every metadata segment is scanned, wherever it sits, and image data is not
 
 from __future__ import annotations
 
+import random
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -126,3 +128,46 @@ async def test_long_image_data_is_jumped_over_not_fetched() -> None:
 
     assert await find_hidden_content("image/webp", fetch, len(big), big[:FIRST_READ]) is None
     assert storage.bytes_read < 64 * 1024
+
+
+def box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload) + 8) + kind + payload
+
+
+def heif_with_exif_item_mid_mdat(exif: bytes) -> bytes:
+    """The structure of a HEIF whose EXIF item sits in the middle of a long `mdat`, as
+    the `meta` box's item information and locations describe it."""
+    filler = random.Random(5).randbytes(80_000)
+    ftyp = box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+    infe = box(b"infe", b"\x02\x00\x00\x00" + struct.pack(">HH", 1, 0) + b"Exif\x00")
+    iinf = box(b"iinf", b"\x00\x00\x00\x00" + struct.pack(">H", 1) + infe)
+
+    def meta_with(offset: int) -> bytes:
+        # version 0; offset and length 4 bytes, no base offset; item 1, one extent
+        extent = struct.pack(">HHHII", 1, 0, 1, offset, len(exif))
+        iloc = box(b"iloc", b"\x00\x00\x00\x00" + bytes([0x44, 0x00]) + b"\x00\x01" + extent)
+        hdlr = box(b"hdlr", b"\x00" * 8 + b"pict" + b"\x00" * 13)
+        return box(b"meta", b"\x00\x00\x00\x00" + hdlr + iinf + iloc)
+
+    before = len(ftyp) + len(meta_with(0)) + 8 + len(filler)
+    mdat = box(b"mdat", filler + exif + filler)
+    return ftyp + meta_with(before) + mdat
+
+
+async def hidden_in(data: bytes, content_type: str) -> str | None:
+    storage = BytesStorage(data)
+
+    async def fetch(start: int, end: int) -> bytes:
+        return await storage.get_range("k", start, end)
+
+    return await find_hidden_content(content_type, fetch, len(data), data[:FIRST_READ])
+
+
+async def test_script_in_a_heif_exif_item_inside_mdat_is_found() -> None:
+    data = heif_with_exif_item_mid_mdat(b"Exif\x00\x00" + SCRIPT)
+    assert FIRST_READ < data.find(SCRIPT) < len(data) - TAIL_READ
+    found = await hidden_in(data, "image/heic")
+    assert found is not None and "metadata item" in found
+    assert (
+        await hidden_in(heif_with_exif_item_mid_mdat(b"Exif\x00\x00MM\x00*"), "image/heic") is None
+    )

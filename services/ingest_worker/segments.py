@@ -3,12 +3,12 @@
 A comment or text chunk can sit anywhere: between a JPEG's scans, after a PNG's image
 data, in the middle of a WebP. So the file's structure is walked from the start through
 ranged reads, and each metadata payload (JPEG APPn and COM, PNG text and other ancillary
-chunks, WebP chunks other than image data, HEIF boxes other than `mdat`) is scanned for
-markup. Image data is never scanned: a long run of it is jumped over without being
-fetched, a short one is read through (cheaper than a request per chunk), and a JPEG's
-entropy-coded data, which has no length, is read to find the next marker. Reads go a
-window (64 KiB growing to 1 MiB) at a time and are never held: memory stays at a window
-or two, and the cost is at worst linear in the file.
+chunks, WebP chunks other than image data, HEIF boxes other than `mdat`, and the metadata
+items a HEIF keeps inside `mdat`) is scanned for markup. Image data is never scanned: a
+long run of it is jumped over without being fetched, a short one is read through (cheaper
+than a request per chunk), and a JPEG's entropy-coded data, which has no length, is read
+to find the next marker. Reads go a window (64 KiB growing to 1 MiB) at a time and are
+never held: memory stays at a window or two, and the cost is at worst linear in the file.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable
 
+from services.ingest_worker.heif_items import MAX_META, metadata_extents
 from services.ingest_worker.inspect import ACTIVE_CONTENT
 
 FIRST_WINDOW = 64 * 1024
@@ -33,13 +34,17 @@ class Reader:
     """Sequential reads through ranged fetches, a growing window at a time; skips past
     the buffer move the read position without fetching what lies between."""
 
-    def __init__(self, fetch: Fetch, size: int, first: bytes = b"") -> None:
+    def __init__(self, fetch: Fetch, size: int, first: bytes = b"", *, start: int = 0) -> None:
         self._fetch = fetch
         self.size = size
-        self._buf = first[:size]
+        self._buf = first[: max(0, size - start)]
         self._at = 0  # read position inside _buf
-        self._next = len(self._buf)  # file offset of the next fetch
+        self._next = start + len(self._buf)  # file offset of the next fetch
         self._window = FIRST_WINDOW
+
+    @property
+    def fetch(self) -> Fetch:
+        return self._fetch
 
     @property
     def pos(self) -> int:
@@ -246,11 +251,12 @@ async def _webp(r: Reader) -> str | None:
 
 
 async def _isobmff(r: Reader) -> str | None:
+    items: list[tuple[int, int]] = []
     while r.pos < r.size:
         at = r.pos
         header = await r.read(8)
         if len(header) < 8:
-            return None
+            break
         length, kind = int.from_bytes(header[:4], "big"), header[4:8]
         used = 8
         if length == 1:
@@ -258,14 +264,28 @@ async def _isobmff(r: Reader) -> str | None:
         elif length == 0:
             length = r.size - at
         if length < used:
-            return None
+            break
+        what = f"a {kind.decode('latin-1')!r} box"
         if kind == b"mdat":
             if not await r.skip(length - used):
-                return None
+                break
+            continue
+        if kind == b"meta" and length <= MAX_META:
+            meta = await r.read(length - used)
+            found = ACTIVE_CONTENT.search(meta)
+            if found:
+                return _report(found, what, at)
+            items += metadata_extents(meta)
             continue
         found = await r.scan(length - used)
         if found:
-            return _report(found, f"a {kind.decode('latin-1')!r} box", at)
+            return _report(found, what, at)
+    # EXIF and XMP items live inside mdat, where the walk does not look.
+    for offset, length in items:
+        item = Reader(r.fetch, min(offset + length, r.size), start=offset)
+        found = await item.scan(length)
+        if found:
+            return _report(found, "a metadata item", offset)
     return None
 
 
