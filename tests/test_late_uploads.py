@@ -132,3 +132,17 @@ async def test_a_deleted_grant_counts_against_the_byte_quota_until_its_url_lapse
         assert (await problem_of(resp, 413))["code"] == "byte_quota_exceeded"
         await lapse(gw, first)
         await pending_photo(gw)
+
+
+async def test_the_sweep_empties_every_deleted_key_however_many_are_watched(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("services.ingest_worker.sweep.BATCH", 2)
+    photo_ids = [await pending_photo(gw) for _ in range(5)]
+    for photo_id in photo_ids:
+        await delete(gw, photo_id)
+        await gw.res.storage.put(original_key("alice", photo_id), b"late", content_type="x/y")
+    counts = await sweep_once(Ingest(gw.res))
+    assert counts["removed"] == 5
+    for photo_id in photo_ids:
+        assert await gw.res.storage.head(original_key("alice", photo_id)) is None

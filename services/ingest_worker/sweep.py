@@ -57,14 +57,20 @@ async def _empty_closed_keys(ingest: Ingest) -> int:
     upload started just before), then nothing can arrive any more."""
     res = ingest.res
     removed = 0
-    for photo in await res.store.closed_with_live_urls(res.settings.sweep_after, limit=BATCH):
-        with log_context(photo_id=photo.id, trace_id=photo.trace_id, source="sweep"):
-            try:
-                if await res.storage.head(photo.object_key) is not None:
-                    await ingest.advance(photo)
-                    removed += 1
-            except DarkroomError as exc:
-                log.warning("sweep could not empty a closed photo's key", error=str(exc))
+    after = None
+    # Every such key, page by page: a long queue must not starve the newest deletions.
+    while page := await res.store.closed_with_live_urls(
+        res.settings.sweep_after, limit=BATCH, after=after
+    ):
+        for photo in page:
+            with log_context(photo_id=photo.id, trace_id=photo.trace_id, source="sweep"):
+                try:
+                    if await res.storage.head(photo.object_key) is not None:
+                        await ingest.advance(photo)
+                        removed += 1
+                except DarkroomError as exc:
+                    log.warning("sweep could not empty a closed photo's key", error=str(exc))
+        after = (page[-1].upload_expires_at, page[-1].id)
     return removed
 
 
