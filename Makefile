@@ -66,7 +66,8 @@ clean:
 
 ## Gateway benchmark (grants and listings against an empty aiohttp handler, on RabbitMQ
 ## and PostgreSQL; wrk when installed), then thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
-## libvips (pyvips), on generated 12/24 MP photos. Takes about two minutes.
+## libvips (pyvips), on generated 12/24 MP photos, and the render memory peak at the pixel
+## limit against the budget. Takes about two minutes.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
@@ -78,6 +79,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
+	$(BIN)/python -m bench.memory
 
 ## Fault injection against the real pipeline (one process per service; a RabbitMQ node
 ## and a PostgreSQL cluster of the run's own, started from the installed binaries and
