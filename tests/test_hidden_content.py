@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 import struct
+import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.ingest_worker.segments import find_hidden_content
+from services.ingest_worker.segments import MAX_SEGMENTS, find_hidden_content
 from services.ingest_worker.verify import FIRST_READ, TAIL_READ, Reason, Rejected, verify
 from shared.settings import Settings
 from shared.storage import ObjectInfo
@@ -171,3 +172,13 @@ async def test_script_in_a_heif_exif_item_inside_mdat_is_found() -> None:
     assert (
         await hidden_in(heif_with_exif_item_mid_mdat(b"Exif\x00\x00MM\x00*"), "image/heic") is None
     )
+
+
+async def test_a_file_cut_into_millions_of_segments_is_refused_not_walked() -> None:
+    real = images.png(64, 48)
+    at = real.index(b"IDAT") - 4
+    empty = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    data = real[:at] + empty * (MAX_SEGMENTS + 1) + real[at:]
+    with pytest.raises(Rejected) as rejected:
+        await verified(data, "image/png")
+    assert rejected.value.reason is Reason.CORRUPT and "segments" in rejected.value.detail

@@ -26,6 +26,14 @@ MAX_WINDOW = 1024 * 1024
 _OVERLAP = 64
 # Text a compressed PNG chunk may inflate to before the rest of it is left unread.
 MAX_INFLATED = 4 * 1024 * 1024
+# Segments a file may have. Real ones have thousands at most (a 50 MB PNG in libpng's
+# 8 KiB chunks has 6,400); millions of empty ones would only cost CPU.
+MAX_SEGMENTS = 100_000
+
+
+class TooManySegments(Exception):
+    """The file is cut into more segments than any real image has."""
+
 
 Fetch = Callable[[int, int], Awaitable[bytes]]
 
@@ -41,6 +49,13 @@ class Reader:
         self._at = 0  # read position inside _buf
         self._next = start + len(self._buf)  # file offset of the next fetch
         self._window = FIRST_WINDOW
+        self._segments = 0
+
+    def step(self) -> None:
+        """Count one more segment; raise TooManySegments past MAX_SEGMENTS."""
+        self._segments += 1
+        if self._segments > MAX_SEGMENTS:
+            raise TooManySegments(f"the file has more than {MAX_SEGMENTS} segments")
 
     @property
     def fetch(self) -> Fetch:
@@ -121,7 +136,7 @@ async def find_hidden_content(
     content_type: str, fetch: Fetch, size: int, head: bytes = b""
 ) -> str | None:
     """Where markup hides in the image's metadata, else None. `head` is the prefix already
-    read, so small files cost no further read."""
+    read, so small files cost no further read. Raises TooManySegments."""
     walk = _WALKS.get(content_type)
     return await walk(Reader(fetch, size, head)) if walk else None
 
@@ -135,6 +150,7 @@ async def _jpeg(r: Reader) -> str | None:
     if await r.read(2) != b"\xff\xd8":
         return None
     while await r.find(_MARKER):
+        r.step()
         at = r.pos
         marker = (await r.read(2))[1]
         if marker == 0xD9:
@@ -161,6 +177,7 @@ async def _png(r: Reader) -> str | None:
     if len(await r.read(8)) < 8:
         return None
     while True:
+        r.step()
         at = r.pos
         header = await r.read(8)
         if len(header) < 8:
@@ -234,6 +251,7 @@ async def _webp(r: Reader) -> str | None:
     if len(await r.read(12)) < 12:
         return None
     while True:
+        r.step()
         at = r.pos
         header = await r.read(8)
         if len(header) < 8:
@@ -253,6 +271,7 @@ async def _webp(r: Reader) -> str | None:
 async def _isobmff(r: Reader) -> str | None:
     items: list[tuple[int, int]] = []
     while r.pos < r.size:
+        r.step()
         at = r.pos
         header = await r.read(8)
         if len(header) < 8:

@@ -27,7 +27,7 @@ from services.ingest_worker.inspect import (
     missing_end_marker,
     webp_truncation,
 )
-from services.ingest_worker.segments import find_hidden_content
+from services.ingest_worker.segments import TooManySegments, find_hidden_content
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.storage import ObjectInfo, Storage
@@ -115,8 +115,8 @@ async def verify(
     missing = missing_end_marker(content_type, tail)
     if missing:
         raise Rejected(Reason.TRUNCATED, missing)
-    riding = find_active_content(head, tail) or await find_hidden_content(
-        content_type, partial(storage.get_range, key), info.size, head
+    riding = find_active_content(head, tail) or await _hidden_content(
+        storage, key, content_type, info.size, head
     )
     if riding:
         raise Rejected(Reason.POLYGLOT, f"found {riding}")
@@ -128,6 +128,15 @@ async def verify(
         height=header.height,
         etag=info.etag,
     )
+
+
+async def _hidden_content(
+    storage: Storage, key: str, content_type: str, size: int, head: bytes
+) -> str | None:
+    try:
+        return await find_hidden_content(content_type, partial(storage.get_range, key), size, head)
+    except TooManySegments as exc:
+        raise Rejected(Reason.CORRUPT, str(exc)) from exc
 
 
 def check_dimensions(header: Header, settings: Settings) -> None:
