@@ -134,15 +134,23 @@ async def test_a_deleted_grant_counts_against_the_byte_quota_until_its_url_lapse
         await pending_photo(gw)
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
 async def test_the_sweep_empties_every_deleted_key_however_many_are_watched(
-    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    database: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("services.ingest_worker.sweep.BATCH", 2)
-    photo_ids = [await pending_photo(gw) for _ in range(5)]
-    for photo_id in photo_ids:
-        await delete(gw, photo_id)
-        await gw.res.storage.put(original_key("alice", photo_id), b"late", content_type="x/y")
-    counts = await sweep_once(Ingest(gw.res))
-    assert counts["removed"] == 5
-    for photo_id in photo_ids:
-        assert await gw.res.storage.head(original_key("alice", photo_id)) is None
+    options: dict[str, object] = {"sweep_after": 3600}
+    if database == "postgres":
+        options["database_url"] = request.getfixturevalue("postgres_url")
+    async with gateway(settings.model_copy(update=options)) as gw:
+        photo_ids = [await pending_photo(gw) for _ in range(5)]
+        for photo_id in photo_ids:
+            await delete(gw, photo_id)
+            await gw.res.storage.put(original_key("alice", photo_id), b"late", content_type="x/y")
+        counts = await sweep_once(Ingest(gw.res))
+        assert counts["removed"] == 5
+        for photo_id in photo_ids:
+            assert await gw.res.storage.head(original_key("alice", photo_id)) is None
