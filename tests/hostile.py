@@ -134,6 +134,49 @@ def webp_with_chunk(kind: bytes, payload: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+def padding(n: int) -> bytes:
+    """n bytes that are neither markup nor a JPEG marker (no 0xFF)."""
+    return bytes(b % 255 for b in random.Random(9).randbytes(n))
+
+
+def jpeg_with_stray_bytes(text: bytes) -> bytes:
+    """A JPEG with 140 KB of stray bytes, `text` in their middle, before its quantisation
+    tables: decoders skip such bytes ("extraneous bytes before marker")."""
+    data = images.jpeg(200, 150)
+    at = data.index(b"\xff\xdb")
+    return data[:at] + padding(70_000) + text + padding(70_000) + data[at:]
+
+
+def jpeg_with_trailer(text: bytes) -> bytes:
+    """A JPEG followed by 200 KB of no known structure, `text` in their middle. Like any
+    real appended data it holds byte pairs no scan data has (here at its end), so it is
+    not taken for an image cut short."""
+    return images.jpeg(200, 150) + padding(100_000) + text + padding(100_000) + b"\xff\xe1"
+
+
+def jpeg_with_second_picture(comment: bytes) -> bytes:
+    """Two JPEGs end to end, as MPF files carry a second picture, the second with a COM
+    segment holding `comment`."""
+    first = encoded(noise(320, 240), "JPEG", quality=95)
+    second = encoded(noise(320, 240), "JPEG", quality=95)
+    segment = b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment
+    return first + second[:2] + segment + second[2:]
+
+
+def webp_with_trailer(text: bytes) -> bytes:
+    """A WebP followed, past the end its RIFF header declares, by a 200 KB image-data
+    chunk with `text` in its middle: decoders ignore what follows the container."""
+    simple = encoded(noise(200, 150), "WEBP", quality=80)
+    return simple + webp_chunk(b"VP8 ", padding(100_000) + text + padding(100_000))
+
+
+def mp4(media: bytes) -> bytes:
+    """The boxes of an MP4 (a Motion Photo's video): file type, movie header, media."""
+    ftyp = struct.pack(">I", 24) + b"ftypmp42" + bytes(4) + b"mp42isom"
+    moov = struct.pack(">I", 108) + b"moov" + bytes(100)
+    return ftyp + moov + struct.pack(">I", 8 + len(media)) + b"mdat" + media
+
+
 def build_corpus() -> list[Case]:
     jpeg = images.jpeg(640, 400)
     png = images.png(200, 150)

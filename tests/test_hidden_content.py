@@ -21,9 +21,14 @@ from tests.hostile import (
     SCRIPT,
     encoded,
     jpeg_with_comment_between_scans,
+    jpeg_with_second_picture,
+    jpeg_with_stray_bytes,
+    jpeg_with_trailer,
+    mp4,
     noise,
     png_with_itxt,
     webp_with_chunk,
+    webp_with_trailer,
 )
 
 Build = Callable[[], bytes]
@@ -89,6 +94,36 @@ async def test_script_hidden_mid_file_in_metadata_is_rejected_as_a_polyglot(case
         await verified(data, content_type)
     assert rejected.value.reason is Reason.POLYGLOT
     assert "<html>" in rejected.value.detail and "at byte" in rejected.value.detail
+
+
+OUTSIDE: dict[str, tuple[str, Build]] = {
+    "jpeg_stray_bytes": ("image/jpeg", lambda: jpeg_with_stray_bytes(SCRIPT)),
+    "jpeg_trailer": ("image/jpeg", lambda: jpeg_with_trailer(SCRIPT)),
+    "jpeg_second_picture": ("image/jpeg", lambda: jpeg_with_second_picture(SCRIPT)),
+    "webp_trailer": ("image/webp", lambda: webp_with_trailer(SCRIPT)),
+}
+
+
+@pytest.mark.parametrize("case", OUTSIDE)
+async def test_script_hidden_mid_file_between_or_after_images_is_rejected_as_a_polyglot(
+    case: str,
+) -> None:
+    content_type, build = OUTSIDE[case]
+    data = build()
+    at = data.find(SCRIPT)
+    assert FIRST_READ < at < len(data) - TAIL_READ
+    with pytest.raises(Rejected) as rejected:
+        await verified(data, content_type)
+    assert rejected.value.reason is Reason.POLYGLOT
+    assert "<html>" in rejected.value.detail
+
+
+async def test_a_jpeg_with_a_second_picture_and_a_video_appended_passes_unread() -> None:
+    """An MPF picture and a Motion Photo's video: the second picture's segments and the
+    video's boxes are walked, the video's media data jumped over."""
+    photo = jpeg_with_second_picture(b"a caption") + mp4(random.Random(7).randbytes(3_000_000))
+    storage = await verified(photo, "image/jpeg")
+    assert storage.bytes_read < FIRST_READ + TAIL_READ + 200_000
 
 
 @pytest.mark.parametrize(

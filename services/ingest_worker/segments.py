@@ -7,7 +7,10 @@ chunks, WebP chunks other than image data, HEIF boxes other than `mdat`, and the
 items a HEIF keeps inside `mdat`) is scanned for markup. Image data is never scanned: a
 long run of it is jumped over without being fetched, a short one is read through (cheaper
 than a request per chunk), and a JPEG's entropy-coded data, which has no length, is read
-to find the next marker. Reads go a window (64 KiB growing to 1 MiB) at a time and are
+to find the next marker. What decoders skip is scanned too: stray bytes between JPEG
+segments, and whatever follows the image (after a JPEG's end, a second picture and an
+appended video are walked by their own structure; after a WebP's RIFF, anything). Reads
+go a window (64 KiB growing to 1 MiB) at a time and are
 never held: memory stays at a window or two, and the cost is at worst linear in the file.
 """
 
@@ -19,113 +22,21 @@ from collections.abc import Awaitable, Callable
 
 from services.ingest_worker.heif_items import MAX_META, metadata_extents
 from services.ingest_worker.inspect import ACTIVE_CONTENT
+from services.ingest_worker.reader import (
+    FIRST_WINDOW,
+    MAX_SEGMENTS,
+    MAX_WINDOW,
+    OVERLAP,
+    Fetch,
+    Reader,
+    TooManySegments,
+)
 
-FIRST_WINDOW = 64 * 1024
-MAX_WINDOW = 1024 * 1024
-# Longest match ACTIVE_CONTENT needs to see whole when a payload is scanned in pieces.
-_OVERLAP = 64
+# Re-exported: verify.py and the tests name them from here.
+__all__ = ["MAX_SEGMENTS", "TooManySegments", "find_hidden_content"]
+
 # Text a compressed PNG chunk may inflate to before the rest of it is left unread.
 MAX_INFLATED = 4 * 1024 * 1024
-# Segments a file may have. Real ones have thousands at most (a 50 MB PNG in libpng's
-# 8 KiB chunks has 6,400); millions of empty ones would only cost CPU.
-MAX_SEGMENTS = 100_000
-
-
-class TooManySegments(Exception):
-    """The file is cut into more segments than any real image has."""
-
-
-Fetch = Callable[[int, int], Awaitable[bytes]]
-
-
-class Reader:
-    """Sequential reads through ranged fetches, a growing window at a time; skips past
-    the buffer move the read position without fetching what lies between."""
-
-    def __init__(self, fetch: Fetch, size: int, first: bytes = b"", *, start: int = 0) -> None:
-        self._fetch = fetch
-        self.size = size
-        self._buf = first[: max(0, size - start)]
-        self._at = 0  # read position inside _buf
-        self._next = start + len(self._buf)  # file offset of the next fetch
-        self._window = FIRST_WINDOW
-        self._segments = 0
-
-    def step(self) -> None:
-        """Count one more segment; raise TooManySegments past MAX_SEGMENTS."""
-        self._segments += 1
-        if self._segments > MAX_SEGMENTS:
-            raise TooManySegments(f"the file has more than {MAX_SEGMENTS} segments")
-
-    @property
-    def fetch(self) -> Fetch:
-        return self._fetch
-
-    @property
-    def pos(self) -> int:
-        return self._next - (len(self._buf) - self._at)
-
-    async def _fill(self, n: int) -> None:
-        while len(self._buf) - self._at < n and self._next < self.size:
-            want = max(self._window, n - (len(self._buf) - self._at))
-            end = min(self._next + want, self.size)
-            data = await self._fetch(self._next, end - 1)
-            if not data:
-                self.size = self._next  # shorter than its HEAD said
-                return
-            self._buf = self._buf[self._at :] + data
-            self._at = 0
-            self._next += len(data)
-            self._window = min(self._window * 2, MAX_WINDOW)
-
-    async def read(self, n: int) -> bytes:
-        """Up to n bytes (fewer only at the end); n stays small (a segment, a window)."""
-        await self._fill(n)
-        data = self._buf[self._at : self._at + n]
-        self._at += len(data)
-        return data
-
-    async def skip(self, n: int) -> bool:
-        """Move n bytes on; False if that passes the end of the object. A short hop is
-        read through (cheaper than a request per small chunk); a long one is a jump."""
-        if n <= MAX_WINDOW:
-            await self._fill(n)
-        buffered = len(self._buf) - self._at
-        if n <= buffered:
-            self._at += n
-            return True
-        target = self._next + n - buffered
-        self._buf, self._at = b"", 0
-        self._next = min(target, self.size)
-        self._window = FIRST_WINDOW
-        return target <= self.size
-
-    async def find(self, pattern: re.Pattern[bytes]) -> bool:
-        """Move to the next match of a short pattern; False at the end of the object."""
-        while True:
-            found = pattern.search(self._buf, self._at)
-            if found:
-                self._at = found.start()
-                return True
-            self._at = max(self._at, len(self._buf) - 1)  # a match may straddle windows
-            before = self._next
-            await self._fill(len(self._buf) - self._at + 1)
-            if self._next == before:
-                return False
-
-    async def scan(self, n: int) -> re.Match[bytes] | None:
-        """Read n bytes in pieces, searching them for active content."""
-        carry = b""
-        while n > 0:
-            piece = await self.read(min(n, MAX_WINDOW))
-            if not piece:
-                return None
-            n -= len(piece)
-            found = ACTIVE_CONTENT.search(carry + piece)
-            if found:
-                return found
-            carry = piece[-_OVERLAP:]
-        return None
 
 
 def _report(found: re.Match[bytes], what: str, at: int) -> str:
@@ -144,30 +55,60 @@ async def find_hidden_content(
 # A marker: 0xFF then anything but stuffing (0x00), a restart marker or fill (0xFF).
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
+_SOI = b"\xff\xd8"
 
 
 async def _jpeg(r: Reader) -> str | None:
-    if await r.read(2) != b"\xff\xd8":
+    if await r.read(2) != _SOI:
         return None
-    while await r.find(_MARKER):
+    while True:
+        found, complete = await _jpeg_image(r)
+        if found or not complete or r.pos >= r.size:
+            return found
+        ahead = await r.peek(8)
+        if ahead[:2] == _SOI:  # another picture: an MPF secondary image, a depth map
+            r.step()
+            await r.skip(2)
+            continue
+        if ahead[4:8] == b"ftyp":  # a Motion Photo's video: walked as the MP4 it is
+            return await _isobmff(r)
+        # Anything else appended is no part of the image and has no structure we know.
+        at = r.pos
+        riding = await r.scan(r.size - at)
+        return _report(riding, "the bytes after the JPEG image", at) if riding else None
+
+
+async def _jpeg_image(r: Reader) -> tuple[str | None, bool]:
+    """Walk one JPEG image from after its SOI: (where markup hides, whether its EOI came)."""
+    in_scan = False
+    while True:
+        at = r.pos
+        if in_scan:  # entropy-coded data: image data, not searched (see docs/ingest.md)
+            marked = await r.find(_MARKER)
+        else:  # decoders skip stray bytes between segments; markup must not ride there
+            marked, riding = await r.find_scanning(_MARKER)
+            if riding:
+                return _report(riding, "stray bytes between JPEG segments", at), False
+        if not marked:
+            return None, False
         r.step()
         at = r.pos
         marker = (await r.read(2))[1]
         if marker == 0xD9:
-            return None  # end of image; what follows is the tail check's business
+            return None, True
         if marker in _STANDALONE:
             continue
         length = int.from_bytes(await r.read(2), "big")
         if length < 2:
-            return None
+            return None, False
+        in_scan = marker == 0xDA
         if 0xE0 <= marker <= 0xEF or marker == 0xFE:
             found = await r.scan(length - 2)
             if found:
                 name = "COM" if marker == 0xFE else f"APP{marker - 0xE0}"
-                return _report(found, f"a JPEG {name} segment", at)
+                return _report(found, f"a JPEG {name} segment", at), False
         elif not await r.skip(length - 2):
-            return None
-    return None
+            return None, False
 
 
 _PNG_PIXELS = {b"IDAT", b"fdAT"}
@@ -236,7 +177,7 @@ def _inflated_content(compressed: bytes) -> re.Match[bytes] | None:
             found = ACTIVE_CONTENT.search(carry + text)
             if found:
                 return found
-            carry = text[-_OVERLAP:]
+            carry = text[-OVERLAP:]
             if not text:
                 break
     except zlib.error:
@@ -248,24 +189,33 @@ _WEBP_PIXELS = {b"VP8 ", b"VP8L", b"ALPH", b"ANMF"}
 
 
 async def _webp(r: Reader) -> str | None:
-    if len(await r.read(12)) < 12:
+    head = await r.read(12)
+    if len(head) < 12:
         return None
-    while True:
+    riff_end = min(r.size, 8 + int.from_bytes(head[4:8], "little"))
+    while r.pos < riff_end:
         r.step()
         at = r.pos
         header = await r.read(8)
         if len(header) < 8:
-            return None
+            break
         kind, length = header[:4], int.from_bytes(header[4:8], "little")
         padded = length + (length & 1)
         if kind in _WEBP_PIXELS:
             if not await r.skip(padded):
-                return None
+                break
             continue
         found = await r.scan(length)
         if found:
             return _report(found, f"a WebP {kind.decode('latin-1')!r} chunk", at)
         await r.skip(padded - length)
+    if riff_end < r.size:
+        # Decoders ignore what follows the RIFF container, chunk-shaped or not.
+        rest = Reader(r.fetch, r.size, start=riff_end)
+        riding = await rest.scan(r.size - riff_end)
+        if riding:
+            return _report(riding, "the bytes after the WebP container", riff_end)
+    return None
 
 
 async def _isobmff(r: Reader) -> str | None:
