@@ -126,6 +126,13 @@ async def test_a_jpeg_with_a_second_picture_and_a_video_appended_passes_unread()
     assert storage.bytes_read < FIRST_READ + TAIL_READ + 200_000
 
 
+async def test_a_samsung_motion_photo_is_walked_to_its_video_boxes() -> None:
+    video = mp4(random.Random(7).randbytes(3_000_000))
+    photo = encoded(noise(320, 240), "JPEG", quality=95) + b"MotionPhoto_Data" + video
+    storage = await verified(photo, "image/jpeg")
+    assert storage.bytes_read < FIRST_READ + TAIL_READ + 200_000
+
+
 @pytest.mark.parametrize(
     ("content_type", "build"),
     [

@@ -56,6 +56,8 @@ async def find_hidden_content(
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
 _SOI = b"\xff\xd8"
+# What Samsung writes between a Motion Photo's JPEG and its MP4.
+_SAMSUNG_VIDEO = b"MotionPhoto_Data"
 
 
 async def _jpeg(r: Reader) -> str | None:
@@ -65,11 +67,14 @@ async def _jpeg(r: Reader) -> str | None:
         found, complete = await _jpeg_image(r)
         if found or not complete or r.pos >= r.size:
             return found
-        ahead = await r.peek(8)
+        ahead = await r.peek(len(_SAMSUNG_VIDEO) + 8)
         if ahead[:2] == _SOI:  # another picture: an MPF secondary image, a depth map
             r.step()
             await r.skip(2)
             continue
+        if ahead.startswith(_SAMSUNG_VIDEO):
+            await r.skip(len(_SAMSUNG_VIDEO))
+            ahead = ahead[len(_SAMSUNG_VIDEO) :]
         if ahead[4:8] == b"ftyp":  # a Motion Photo's video: walked as the MP4 it is
             return await _isobmff(r)
         # Anything else appended is no part of the image and has no structure we know.
