@@ -154,6 +154,13 @@ def jpeg_with_trailer(text: bytes) -> bytes:
     return images.jpeg(200, 150) + padding(100_000) + text + padding(100_000) + b"\xff\xe1"
 
 
+def png_with_trailer(text: bytes) -> bytes:
+    """A PNG followed by 200 KB with `text` in the middle and a copy of IEND at the end,
+    so the end of the file looks like the end of a PNG."""
+    real = encoded(noise(200, 150), "PNG")
+    return real + padding(100_000) + text + padding(100_000) + real[-12:]
+
+
 def jpeg_with_second_picture(comment: bytes) -> bytes:
     """Two JPEGs end to end, as MPF files carry a second picture, the second with a COM
     segment holding `comment`."""

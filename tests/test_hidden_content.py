@@ -27,6 +27,7 @@ from tests.hostile import (
     mp4,
     noise,
     png_with_itxt,
+    png_with_trailer,
     webp_with_chunk,
     webp_with_trailer,
 )
@@ -101,6 +102,7 @@ OUTSIDE: dict[str, tuple[str, Build]] = {
     "jpeg_trailer": ("image/jpeg", lambda: jpeg_with_trailer(SCRIPT)),
     "jpeg_second_picture": ("image/jpeg", lambda: jpeg_with_second_picture(SCRIPT)),
     "webp_trailer": ("image/webp", lambda: webp_with_trailer(SCRIPT)),
+    "png_trailer": ("image/png", lambda: png_with_trailer(SCRIPT)),
 }
 
 

@@ -52,6 +52,13 @@ async def find_hidden_content(
     return await walk(Reader(fetch, size, head)) if walk else None
 
 
+async def _rest(r: Reader, what: str) -> str | None:
+    """Scan everything from the read position to the end of the object."""
+    at = r.pos
+    riding = await r.scan(r.size - at) if at < r.size else None
+    return _report(riding, what, at) if riding else None
+
+
 # A marker: 0xFF then anything but stuffing (0x00), a restart marker or fill (0xFF).
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}
@@ -78,9 +85,7 @@ async def _jpeg(r: Reader) -> str | None:
         if ahead[4:8] == b"ftyp":  # a Motion Photo's video: walked as the MP4 it is
             return await _isobmff(r)
         # Anything else appended is no part of the image and has no structure we know.
-        at = r.pos
-        riding = await r.scan(r.size - at)
-        return _report(riding, "the bytes after the JPEG image", at) if riding else None
+        return await _rest(r, "the bytes after the JPEG image")
 
 
 async def _jpeg_image(r: Reader) -> tuple[str | None, bool]:
@@ -130,7 +135,10 @@ async def _png(r: Reader) -> str | None:
             return None
         length, kind = int.from_bytes(header[:4], "big"), header[4:8]
         if kind == b"IEND":
-            return None
+            # Decoders stop here, so a trailer can hide anything, and end in a copy of
+            # IEND to pass for a complete file.
+            await r.skip(length + 4)
+            return await _rest(r, "the bytes after the PNG image")
         if kind in _PNG_PIXELS:
             if not await r.skip(length + 4):
                 return None
