@@ -74,6 +74,31 @@ def cmyk(size: Size) -> bytes:
     return out.getvalue()
 
 
+def _noise(size: Size, mode: str) -> Image.Image:
+    grain = Image.effect_noise(size, 60).convert("L")
+    return Image.merge(mode, [grain] * len(mode))
+
+
+def lossless_webp(size: Size) -> bytes:
+    out = io.BytesIO()
+    _noise(size, "RGBA").save(out, "WEBP", lossless=True, method=0)
+    return out.getvalue()
+
+
+def lossy_alpha_webp(size: Size) -> bytes:
+    out = io.BytesIO()
+    _noise(size, "RGBA").save(out, "WEBP", quality=50, method=0)
+    return out.getvalue()
+
+
+def animated_webp(size: Size) -> bytes:
+    out = io.BytesIO()
+    frame = Image.new("RGBA", size, (10, 120, 200, 128))
+    other = Image.new("RGBA", size, (200, 20, 10, 255))
+    frame.save(out, "WEBP", save_all=True, append_images=[other], method=0)
+    return out.getvalue()
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -88,6 +113,9 @@ CASES = (
     Case("RGBA PNG", rgba, "image/png"),
     Case("palette PNG", palette, "image/png"),
     Case("CMYK JPEG", cmyk, "image/jpeg"),
+    Case("lossless WebP", lossless_webp, "image/webp"),
+    Case("lossy WebP with alpha", lossy_alpha_webp, "image/webp"),
+    Case("animated WebP", animated_webp, "image/webp"),
 )
 
 
@@ -135,18 +163,25 @@ def main() -> None:
     size = (side, settings.max_image_pixels // side)
     largest = max(spec.longest_side for spec in DEFAULT_RENDITIONS)
     budget = (settings.render_memory_mb or default_render_memory_mb()) * MB
-    worst, worst_name, over = 0, "", []
+    worst, worst_name, over, refused = 0, "", [], []
     for case in CASES:
         data = case.make(size)
+        need = estimate(data, case.content_type, largest)
+        if need > budget:
+            # The worker rejects it (too_many_pixels) rather than render it.
+            refused.append(f"{case.name} ({need // MB} MB)")
+            continue
         peak = measure(data, case.content_type, settings.max_image_pixels)
-        if peak > estimate(data, case.content_type, largest):
-            over.append(case.name)
+        if peak > need:
+            over.append(f"{case.name} ({peak // MB} MB > {need // MB} MB)")
         if peak > worst:
             worst, worst_name = peak, case.name
     print(
         f"render memory: worst case {worst // MB} MB at the pixel limit ({worst_name}), "
         f"budget {budget // MB} MB"
     )
+    if refused:
+        print(f"render memory: over the budget, refused: {', '.join(refused)}", file=sys.stderr)
     if over:
         print(f"render memory: peak above the estimate for {', '.join(over)}", file=sys.stderr)
     if over or worst > budget:

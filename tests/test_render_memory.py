@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -131,11 +134,9 @@ class OneObject:
         return self.data
 
 
-async def test_four_concurrent_worst_case_renders_never_reserve_past_the_budget() -> None:
+async def four_at_once(data: bytes, budget: MemoryBudget) -> list[int]:
+    """Four renders of `data` through the worker's handler, sharing `budget`."""
     configure_pillow()
-    data = grey_alpha_png((4000, 2500))  # grey and alpha at a 10 MP pixel limit
-    need = estimate(data, "image/png", LARGEST)
-    budget = MemoryBudget(need * 5 // 2)  # room for two at once, not three
     res = SimpleNamespace(
         storage=OneObject(data), settings=SimpleNamespace(max_image_pixels=10_000_000)
     )
@@ -151,9 +152,58 @@ async def test_four_concurrent_worst_case_renders_never_reserve_past_the_budget(
     with ThreadPoolExecutor(4) as pool:
         thumbnails = Thumbnails(cast(Resources, res), pool, concurrency=4, budget=budget)
         results = await asyncio.gather(*(thumbnails._render(event) for _ in range(4)))
-    assert [r.width for r in results] == [4000] * 4
+    return [r.width for r in results]
+
+
+def _child_four_at_once(path: str, total: int) -> None:
+    """In a fresh process: the memory four budgeted renders really took (VmHWM above the
+    RSS before), for the parent to compare with the budget."""
+    data = Path(path).read_bytes()
+    budget = MemoryBudget(total)
+    before = _status_bytes("VmRSS")
+    widths = asyncio.run(four_at_once(data, budget))
+    peak = _status_bytes("VmHWM") - before
+    print(json.dumps({"widths": widths, "high_water": budget.high_water, "peak": peak}))
+
+
+def _status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field}")
+
+
+async def test_four_concurrent_worst_case_renders_never_reserve_past_the_budget() -> None:
+    data = grey_alpha_png((4000, 2500))  # grey and alpha at a 10 MP pixel limit
+    need = estimate(data, "image/png", LARGEST)
+    budget = MemoryBudget(need * 5 // 2)  # room for two at once, not three
+    assert await four_at_once(data, budget) == [4000] * 4
     assert budget.high_water == 2 * need <= budget.total
     assert budget.reserved == 0
+
+
+@pytest.mark.slow
+def test_four_concurrent_worst_case_renders_stay_within_the_budget_measured(
+    tmp_path: Path,
+) -> None:
+    data = grey_alpha_png((4000, 2500))
+    need = estimate(data, "image/png", LARGEST)
+    total = need * 5 // 2
+    (tmp_path / "photo.png").write_bytes(data)
+    code = (
+        "import sys; from tests.test_render_memory import _child_four_at_once as run; "
+        "run(sys.argv[1], int(sys.argv[2]))"
+    )
+    out = subprocess.run(  # noqa: S603 - our own arguments
+        [sys.executable, "-c", code, str(tmp_path / "photo.png"), str(total)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["widths"] == [4000] * 4
+    assert report["high_water"] == 2 * need <= total
+    assert 0 < report["peak"] <= total, (report["peak"] // MB, total // MB)
 
 
 async def test_a_render_larger_than_the_whole_budget_is_refused_not_queued() -> None:
@@ -173,6 +223,21 @@ def test_grey_and_alpha_reduced_in_bands_matches_a_whole_image_conversion() -> N
         reference = img.convert("RGBA").resize(ours.size, Image.Resampling.LANCZOS)
     difference = ImageStat.Stat(ImageChops.difference(ours, reference))
     assert max(difference.mean) < 2.0, difference.mean
+
+
+def test_a_still_webp_scaled_by_libwebp_matches_a_full_decode() -> None:
+    configure_pillow()
+    source = Image.open(io.BytesIO(grey_alpha_png((3000, 2000)))).convert("RGBA")
+    encoded = io.BytesIO()
+    source.save(encoded, "WEBP", quality=90)
+    [preview, _] = render(
+        encoded.getvalue(), "image/webp", DEFAULT_RENDITIONS, max_pixels=10**8
+    ).renditions
+    ours = Image.open(io.BytesIO(preview.data)).convert("RGBA")
+    with Image.open(encoded) as img:
+        reference = img.convert("RGBA").resize(ours.size, Image.Resampling.LANCZOS)
+    difference = ImageStat.Stat(ImageChops.difference(ours, reference))
+    assert max(difference.mean) < 3.0, difference.mean
 
 
 # --- measured peaks ---------------------------------------------------------------------

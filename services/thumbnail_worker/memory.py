@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from services.thumbnail_worker import webp
 from shared.imaging import PIL_FORMATS
 
 MB = 1 << 20
@@ -42,6 +43,11 @@ def reduction_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
     """The integer box-reduction that still leaves REDUCING_GAP of scale for resampling."""
     ratio = min(size[0] / target[0], size[1] / target[1])
     return max(1, int(ratio / REDUCING_GAP))
+
+
+def reduced_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    factor = reduction_factor(size, target)
+    return math.ceil(size[0] / factor), math.ceil(size[1] / factor)
 
 
 def fit(size: tuple[int, int], longest_side: int) -> tuple[int, int]:
@@ -74,15 +80,35 @@ def estimate(data: bytes, content_type: str, largest: int) -> int:
     """The peak of rendering `data` (largest rendition `largest` px), from its header."""
     with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[content_type]]) as img:
         img.draft("RGB", fit(img.size, largest))
-        return peak_bytes(img.size, img.mode, largest, len(data))
+        if content_type != "image/webp":
+            return peak_bytes(img.size, img.mode, largest, len(data))
+        if getattr(img, "n_frames", 1) == 1 and webp.available():
+            lossless = webp.is_lossless(data)
+            return still_webp_peak(img.size, largest, lossless, img.mode == "RGBA") + len(data)
+        full = img.width * img.height * 4
+        return peak_bytes(img.size, "RGBA", largest, len(data)) + (webp.FALLBACK_COPIES - 1) * full
+
+
+def still_webp_peak(size: tuple[int, int], largest: int, lossless: bool, alpha: bool) -> int:
+    """libwebp scales to the largest rendition while decoding, after a full-size pass
+    for lossless pixels or alpha."""
+    scaled = fit(size, largest)
+    per_pixel = webp.LOSSLESS_BYTES if lossless else webp.LOSSY_ALPHA_BYTES if alpha else 0
+    return peak_bytes(scaled, "RGBA", largest) + size[0] * size[1] * per_pixel
 
 
 def worst_case(max_pixels: int, max_side: int, largest: int) -> int:
-    """The peak of the costliest image the pixel limits let through: 4 bytes a pixel
-    (RGBA, CMYK, grey and alpha), at the shapes where the reduction helps least."""
+    """The peak of the costliest still image the pixel limits let through: 4 bytes a
+    pixel (RGBA, CMYK, grey and alpha) or a lossless WebP, at the shapes where the
+    reduction helps least.
+    (An animated WebP decodes through Pillow at FALLBACK_COPIES times that; one the
+    budget cannot hold is refused when it comes, see MemoryBudget.reserve.)"""
     square = math.isqrt(max_pixels)
     shapes = [(square, square), (max_side, max(1, max_pixels // max_side))]
-    return max(peak_bytes(shape, "RGBA", largest) for shape in shapes)
+    return max(
+        max(peak_bytes(shape, "RGBA", largest), still_webp_peak(shape, largest, True, True))
+        for shape in shapes
+    )
 
 
 class TooLargeToRender(Exception):

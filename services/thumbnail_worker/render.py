@@ -5,14 +5,20 @@ decodes, resamples and encodes; docs/thumbnails.md has the measurements)."""
 from __future__ import annotations
 
 import io
-import math
 import re
 from dataclasses import dataclass, replace
 
 from PIL import Image, ImageCms
 
+from services.thumbnail_worker import webp
 from services.thumbnail_worker.exif import Exif, photo_facts, read_exif
-from services.thumbnail_worker.memory import BAND_PIXELS, REDUCING_GAP, fit, reduction_factor
+from services.thumbnail_worker.memory import (
+    BAND_PIXELS,
+    REDUCING_GAP,
+    fit,
+    reduced_size,
+    reduction_factor,
+)
 from services.thumbnail_worker.placeholder import thumbhash
 from shared.facts import PhotoFacts
 from shared.imaging import PIL_FORMATS
@@ -205,11 +211,20 @@ def _decode(data: bytes, content_type: str, largest: int, max_pixels: int) -> _D
         img.draft("RGB", target)
         exif = read_exif(img)
         icc = img.info.get("icc_profile") or None
-        image = _resized(_reduced(img, target), target)
+        scaled = _still_webp(data, img, target) if content_type == "image/webp" else None
+        image = _resized(scaled or _reduced(img, target), target)
         if image is img:
             image = img.copy()  # closing the file releases its pixels
     image.info.clear()  # nothing from the original may reach a rendition
     return _Decoded(image, stored_size, exif, icc)
+
+
+def _still_webp(data: bytes, img: Image.Image, target: tuple[int, int]) -> Image.Image | None:
+    """A still WebP decoded by libwebp straight at the largest rendition's size (its
+    rescaler averages every source pixel, like a box filter), or None: see webp.py."""
+    if getattr(img, "n_frames", 1) > 1:
+        return None
+    return webp.decode_scaled(data, target, alpha=img.mode == "RGBA")
 
 
 def _working_mode(img: Image.Image) -> str:
@@ -234,7 +249,7 @@ def _reduced(img: Image.Image, target: tuple[int, int]) -> Image.Image:
     # Resampling straight alpha bleeds the colour of invisible pixels into the edges.
     band_mode = "RGBa" if working == "RGBA" else working
     width, height = img.size
-    out = Image.new(band_mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    out = Image.new(band_mode, reduced_size(img.size, target))
     rows = max(1, BAND_PIXELS // (width * factor)) * factor
     for top in range(0, height, rows):
         band = _converted(img.crop((0, top, width, min(height, top + rows))), band_mode)
