@@ -154,6 +154,25 @@ def jpeg_with_trailer(text: bytes) -> bytes:
     return images.jpeg(200, 150) + padding(100_000) + text + padding(100_000) + b"\xff\xe1"
 
 
+def gif_with_comment_between_frames(comment: bytes, size: tuple[int, int] = (400, 300)) -> bytes:
+    """An animated GIF of noise with a comment extension between its two frames."""
+    frames = [noise(*size).convert("P"), noise(*size).rotate(180).convert("P")]
+    gif = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+
+    def past_sub_blocks(at: int) -> int:
+        while gif[at]:
+            at += 1 + gif[at]
+        return at + 1
+
+    at = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    while gif[at] == 0x21:  # extensions before the first image
+        at = past_sub_blocks(at + 2)
+    flags = gif[at + 9]
+    at = past_sub_blocks(at + 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1)
+    extension = b"!\xfe" + bytes([len(comment)]) + comment + b"\x00"
+    return gif[:at] + extension + gif[at:]
+
+
 def png_with_trailer(text: bytes) -> bytes:
     """A PNG followed by 200 KB with `text` in the middle and a copy of IEND at the end,
     so the end of the file looks like the end of a PNG."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,12 +20,14 @@ from tests import images
 from tests.hostile import (
     SCRIPT,
     encoded,
+    gif_with_comment_between_frames,
     jpeg_with_comment_between_scans,
     jpeg_with_second_picture,
     jpeg_with_stray_bytes,
     jpeg_with_trailer,
     mp4,
     noise,
+    padding,
     png_with_itxt,
     png_with_trailer,
     webp_with_chunk,
@@ -38,6 +40,7 @@ HIDDEN: dict[str, tuple[str, Build]] = {
     "png_itxt": ("image/png", lambda: png_with_itxt(SCRIPT, compressed=False)),
     "png_itxt_compressed": ("image/png", lambda: png_with_itxt(SCRIPT, compressed=True)),
     "webp_exif": ("image/webp", lambda: webp_with_chunk(b"EXIF", b"Exif\x00\x00" + SCRIPT)),
+    "gif_comment": ("image/gif", lambda: gif_with_comment_between_frames(SCRIPT)),
 }
 
 
@@ -52,6 +55,10 @@ class BytesStorage:
         part = self.data[start : end + 1]
         self.bytes_read += len(part)
         return part
+
+    async def stream(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
+        for at in range(0, len(self.data), chunk_size):
+            yield await self.get_range(key, at, at + chunk_size - 1)
 
 
 def record(data: bytes, content_type: str) -> PhotoRecord:
@@ -103,6 +110,15 @@ OUTSIDE: dict[str, tuple[str, Build]] = {
     "jpeg_second_picture": ("image/jpeg", lambda: jpeg_with_second_picture(SCRIPT)),
     "webp_trailer": ("image/webp", lambda: webp_with_trailer(SCRIPT)),
     "png_trailer": ("image/png", lambda: png_with_trailer(SCRIPT)),
+    "gif_trailer": (
+        "image/gif",
+        lambda: (
+            encoded(noise(200, 150).convert("P"), "GIF")
+            + padding(100_000)
+            + SCRIPT
+            + padding(100_000)
+        ),
+    ),
 }
 
 
@@ -150,6 +166,7 @@ async def test_a_samsung_motion_photo_is_walked_to_its_video_boxes() -> None:
             ),
         ),
         ("image/png", lambda: encoded(noise(1000, 700), "PNG")),
+        ("image/gif", lambda: gif_with_comment_between_frames(b"made with care", (800, 600))),
         (
             "image/webp",
             lambda: encoded(noise(1200, 800), "WEBP", quality=95, exif=images.exif_bytes()),

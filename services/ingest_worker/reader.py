@@ -126,6 +126,32 @@ class Reader:
             if self._next == before:
                 return False, ACTIVE_CONTENT.search(carry + self._buf[self._at :])
 
+    async def sub_blocks(self, *, scan: bool) -> tuple[bool, re.Match[bytes] | None]:
+        """Move past a GIF's data sub-blocks (a length byte, that many bytes, ..., a zero
+        byte), searching them for active content if `scan`: (whether the terminator came
+        before the end of the object, what was found). The blocks held in the buffer are
+        walked without awaiting: there can be millions of them."""
+        carry = b""
+        while True:
+            buf, start = self._buf, self._at
+            at = start
+            while at < len(buf) and buf[at] and at + 1 + buf[at] <= len(buf):
+                at += 1 + buf[at]
+            self._at = at
+            if scan:
+                passed = carry + buf[start:at]
+                hit = ACTIVE_CONTENT.search(passed)
+                if hit:
+                    return True, hit
+                carry = passed[-OVERLAP:]
+            if at < len(buf) and not buf[at]:
+                self._at += 1
+                return True, None
+            need = 1 + (buf[at] if at < len(buf) else 0)
+            await self._fill(need)
+            if len(self._buf) - self._at < need:
+                return False, None
+
     async def scan(self, n: int) -> re.Match[bytes] | None:
         """Read n bytes in pieces, searching them for active content."""
         carry = b""

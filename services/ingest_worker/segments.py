@@ -3,15 +3,16 @@
 A comment or text chunk can sit anywhere: between a JPEG's scans, after a PNG's image
 data, in the middle of a WebP. So the file's structure is walked from the start through
 ranged reads, and each metadata payload (JPEG APPn and COM, PNG text and other ancillary
-chunks, WebP chunks other than image data, HEIF boxes other than `mdat`, and the metadata
-items a HEIF keeps inside `mdat`) is scanned for markup. Image data is never scanned: a
-long run of it is jumped over without being fetched, a short one is read through (cheaper
-than a request per chunk), and a JPEG's entropy-coded data, which has no length, is read
-to find the next marker. What decoders skip is scanned too: stray bytes between JPEG
-segments, and whatever follows the image (after a JPEG's end, a second picture and an
-appended video are walked by their own structure; after a WebP's RIFF, anything). Reads
-go a window (64 KiB growing to 1 MiB) at a time and are
-never held: memory stays at a window or two, and the cost is at worst linear in the file.
+chunks, WebP chunks other than image data, HEIF boxes other than `mdat`, and the
+metadata items a HEIF keeps inside `mdat`, GIF extensions) is scanned for markup. Image
+data is never scanned: a long run of it is jumped over without being fetched, a short
+one is read through (cheaper than a request per chunk), and a JPEG's entropy-coded data,
+which has no length, is read to find the next marker. What decoders skip is scanned too:
+stray bytes between JPEG segments, and whatever follows the image (after a JPEG's end, a
+second picture and an appended video are walked by their own structure; after a PNG's
+IEND, a GIF's trailer or a WebP's RIFF, anything). Reads go a window (64 KiB growing to
+1 MiB) at a time and are never held: memory stays at a window or two, and the cost is at
+worst linear in the file.
 """
 
 from __future__ import annotations
@@ -271,10 +272,41 @@ async def _isobmff(r: Reader) -> str | None:
     return None
 
 
+async def _gif(r: Reader) -> str | None:
+    header = await r.read(13)
+    if len(header) < 13:
+        return None
+    if header[10] & 0x80 and not await r.skip(3 << ((header[10] & 7) + 1)):
+        return None
+    while True:
+        r.step()
+        at = r.pos
+        block = await r.peek(1)
+        if block == b",":  # an image: its descriptor, colour table, then LZW data
+            descriptor = await r.read(10)
+            if len(descriptor) < 10:
+                return None
+            table = 3 << ((descriptor[9] & 7) + 1) if descriptor[9] & 0x80 else 0
+            if not await r.skip(table + 1):  # and the LZW minimum code size
+                return None
+            complete, _ = await r.sub_blocks(scan=False)
+        elif block == b"!":  # an extension: comment, application (XMP), text, control
+            await r.skip(2)
+            complete, riding = await r.sub_blocks(scan=True)
+            if riding:
+                return _report(riding, "a GIF extension", at)
+        else:  # the trailer, or anything else: decoders stop here
+            await r.skip(1 if block == b";" else 0)
+            return await _rest(r, "the bytes after the GIF image")
+        if not complete:
+            return None
+
+
 _WALKS: dict[str, Callable[[Reader], Awaitable[str | None]]] = {
     "image/jpeg": _jpeg,
     "image/png": _png,
     "image/webp": _webp,
+    "image/gif": _gif,
     "image/heic": _isobmff,
     "image/heif": _isobmff,
     "image/avif": _isobmff,
