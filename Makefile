@@ -77,9 +77,11 @@ fmt: $(STAMP)
 clean:
 	rm -rf $(VENV) .darkroom .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-## Gateway benchmark (grants and listings against an empty aiohttp handler, on RabbitMQ
-## and PostgreSQL; wrk when installed), then thumbnail benchmarks: thread vs process pool, then render() against naive Pillow and
-## libvips (pyvips), on generated 12/24 MP photos. Takes about two minutes.
+## Gateway (grants and listings against an empty aiohttp handler, on RabbitMQ and
+## PostgreSQL; wrk when installed) and pipeline (stored to ready against raw render())
+## figures, then thumbnails: thread vs process pool, render() against naive Pillow and
+## libvips (pyvips) on generated 12/24 MP photos, and the render memory peak at the pixel
+## limit against the budget. See docs/performance.md and docs/thumbnails.md.
 BENCH_STAMP := $(VENV)/.bench-installed
 
 $(BENCH_STAMP): $(STAMP)
@@ -92,6 +94,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
+	$(BIN)/python -m bench.memory
 
 ## Fault injection against the real pipeline (one process per service; a RabbitMQ node
 ## and a PostgreSQL cluster of the run's own, started from the installed binaries and

@@ -4,6 +4,7 @@ queues with delivery limits, retry-by-TTL queues and explicit dead-lettering."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,11 +58,17 @@ class RabbitBroker:
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"cannot connect to the broker: {exc!r}") from exc
         broker = cls(connection, settings)
-        broker._publish_channel = await connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        broker._consume_channel = await connection.channel(publisher_confirms=False)
-        await broker._consume_channel.set_qos(prefetch_count=settings.prefetch)
+        try:
+            broker._publish_channel = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+            broker._consume_channel = await connection.channel(publisher_confirms=False)
+            await broker._consume_channel.set_qos(prefetch_count=settings.prefetch)
+        except CONNECTION_EXCEPTIONS as exc:
+            # A broker that accepts the socket and then resets it (a node still booting,
+            # a proxy in front of one that is away) fails here, not in connect_robust.
+            await connection.close()
+            raise BrokerUnavailable(f"the broker dropped the connection: {exc!r}") from exc
         return broker
 
     @property
@@ -285,39 +292,48 @@ async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
 
 
 class BackgroundBroker:
-    """RabbitMQ for a service that can serve without it for a while (the gateway, whose
-    events wait in the outbox): it starts unconnected and connects, and declares the
-    topology, in the background, retrying until it can. So a gateway started while the
-    broker is away still starts, and answers. Once connected, aio-pika's robust
+    """RabbitMQ for a service that starts while the broker may be away: it starts
+    unconnected and connects, and declares the topology, in the background, retrying with
+    capped, jittered exponential backoff until it can. The gateway serves meanwhile (its
+    events wait in the outbox); a worker serves its health endpoints, not ready, and
+    starts consuming once `wait_connected` returns. Once connected, aio-pika's robust
     connection takes over reconnecting."""
 
-    def __init__(self, settings: Settings, retry_s: float = 2.0) -> None:
+    def __init__(self, settings: Settings, retry_s: float = 0.5, max_retry_s: float = 15.0) -> None:
         self._settings = settings
         self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
         self._inner: RabbitBroker | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
 
     def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect())
 
+    async def wait_connected(self) -> None:
+        await self._ready.wait()
+
     async def _connect(self) -> None:
         topology = Topology.from_settings(self._settings)
+        delay = self._retry_s
         while True:
             try:
                 broker = await RabbitBroker.connect(self._settings)
+                try:
+                    if self._settings.broker_declare:
+                        await broker.declare(topology)
+                except CONNECTION_EXCEPTIONS as exc:
+                    await broker.close()
+                    raise BrokerUnavailable(f"broker lost while declaring: {exc!r}") from exc
             except BrokerUnavailable as exc:
-                log.warning("broker unreachable; will retry", error=str(exc), retry_s=self._retry_s)
-                await asyncio.sleep(self._retry_s)
-                continue
-            try:
-                if self._settings.broker_declare:
-                    await broker.declare(topology)
-            except CONNECTION_EXCEPTIONS as exc:
-                await broker.close()
-                log.warning("broker lost while declaring; will retry", error=repr(exc))
-                await asyncio.sleep(self._retry_s)
+                # Many replicas restarting together must not reconnect in lockstep.
+                pause = delay * random.uniform(0.5, 1.0)
+                log.warning("broker unreachable; will retry", error=str(exc), retry_s=pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, self._max_retry_s)
                 continue
             self._inner = broker
+            self._ready.set()
             log.info("broker connected")
             return
 

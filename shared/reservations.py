@@ -133,10 +133,15 @@ def rows(intents: Any) -> list[dict[str, Any]]:
 
 
 async def usage_of(conn: AsyncConnection, owners: Sequence[str]) -> dict[str, Usage]:
-    """Each owner's usage, for quotas. A pending upload counts until its URL lapses."""
+    """Each owner's usage, for quotas. A grant counts until its URL lapses, even once its
+    photo is deleted."""
     c = photos.c
+    # Deleting a photo does not stop its URL from storing bytes, so grant-delete cycles
+    # must not mint URLs beyond the quota. A rejected photo frees its place at once (the
+    # owner may retry; the worker empties its key whenever bytes appear there).
     pending = sa.and_(
-        c.status == PhotoStatus.PENDING.value, c.upload_expires_at > datetime.now(UTC)
+        c.status.in_([PhotoStatus.PENDING.value, PhotoStatus.DELETED.value]),
+        c.upload_expires_at > datetime.now(UTC),
     )
     kept = sa.or_(c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), pending)
     query = (

@@ -13,9 +13,11 @@ from typing import Any, Protocol
 import uvloop
 from pydantic import ValidationError
 
+from shared.broker import Broker
 from shared.errors import ConfigurationError, DatabaseUnavailable, StorageUnavailable
 from shared.health import serve_health
 from shared.logging import configure_logging, get_logger
+from shared.rabbitmq import BackgroundBroker
 from shared.resources import Resources, open_resources
 from shared.runtime import Route, Worker
 from shared.settings import Settings
@@ -55,16 +57,22 @@ async def run_worker(
     """Consume `make(resources)`'s routes and run its jobs (and, unless `relay` is off,
     the outbox relay) until `stop` is set, then drain and close.
 
-    Pass `resources` to share them (dev mode, tests); otherwise they are opened here.
+    Pass `resources` to share them (dev mode, tests); otherwise they are opened here, and
+    the broker is connected in the background: the health endpoints answer at once (live,
+    and not ready until the broker is reached), and consuming starts once it is.
     """
     async with AsyncExitStack() as stack:
         if resources is None:
-            resources = await stack.enter_async_context(open_resources(settings))
+            resources = await stack.enter_async_context(
+                open_resources(settings, wait_for_broker=False)
+            )
         if health:
             port = await stack.enter_async_context(
                 serve_health(settings.health_host, settings.health_port, resources)
             )
             log.info("health endpoints up", port=port)
+        if not await _broker_connected(resources.broker, stop):
+            return
         consumer = make(resources)
         worker = Worker(
             resources.broker,
@@ -94,6 +102,21 @@ async def run_worker(
         finally:
             stop.set()
             await asyncio.gather(*tasks)
+
+
+async def _broker_connected(broker: Broker, stop: asyncio.Event) -> bool:
+    """Wait until the broker is connected, or `stop` is set first (then False)."""
+    if not isinstance(broker, BackgroundBroker):
+        return True
+    connected = asyncio.create_task(broker.wait_connected())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        connected.cancel()
+        stopped.cancel()
+        await asyncio.gather(connected, stopped, return_exceptions=True)
+    return not stop.is_set()
 
 
 def _stop_if_failed(stop: asyncio.Event, task: asyncio.Task[None]) -> None:

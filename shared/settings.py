@@ -105,9 +105,12 @@ class Settings(BaseSettings):
     sweep_interval: Seconds = 60.0
     sweep_after: Seconds = 60.0
 
-    # Thumbnail worker: threads rendering at once (0 = one per core), and the renditions
-    # as name:longest-side:format[:quality], comma-separated (checked at worker start-up).
+    # Thumbnail worker: threads rendering at once (0 = the container's CPU quota), the
+    # memory renders share in MB (0 = half the container's memory limit, else 1024), and
+    # the renditions as name:longest-side:format[:quality], comma-separated (both checked
+    # at worker start-up).
     render_concurrency: int = Field(0, ge=0)
+    render_memory_mb: int = Field(0, ge=0)
     renditions: str = "thumb:256:webp:80,preview:1280:jpeg:85"
 
     # Notifier.

@@ -102,6 +102,30 @@ class Store:
         async with self.db.transaction() as conn:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
+    async def closed_with_live_urls(
+        self, grace_s: float, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[PhotoRecord]:
+        """Deleted and rejected photos whose upload URL lapsed less than grace_s ago (or
+        not at all): bytes may still arrive under their keys. Soonest to lapse first,
+        keyset-paged on (upload_expires_at, id) from `after`."""
+        c = photos.c
+        cutoff = datetime.now(UTC) - timedelta(seconds=grace_s)
+        query = sa.select(photos).where(
+            c.status.in_([PhotoStatus.DELETED.value, PhotoStatus.REJECTED.value]),
+            c.upload_expires_at > cutoff,
+        )
+        if after is not None:
+            expires, photo_id = after
+            query = query.where(
+                sa.or_(
+                    c.upload_expires_at > expires,
+                    sa.and_(c.upload_expires_at == expires, c.id > photo_id),
+                )
+            )
+        query = query.order_by(c.upload_expires_at, c.id).limit(limit)
+        async with self.db.transaction() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
     async def forget_owner(self, owner_id: str) -> int:
         """Delete every record of an owner (account deletion); returns photos removed."""
         owned = sa.select(photos.c.id).where(photos.c.owner_id == owner_id)

@@ -40,6 +40,9 @@ from shared.tracing import photo_span
 
 log = get_logger(__name__)
 
+# Photos whose key must stay empty: whatever appears under it is deleted.
+CLOSED = frozenset({PhotoStatus.REJECTED, PhotoStatus.DELETED})
+
 
 class Ingest:
     def __init__(self, res: Resources) -> None:
@@ -72,11 +75,13 @@ class Ingest:
         """Verify now rather than at the notification; if the object is not there yet,
         the notification or the sweep will come for it."""
         photo = await self.res.store.get(event.photo_id)
-        if (
-            photo is None
-            or photo.owner_id != event.owner_id
-            or photo.status is not PhotoStatus.PENDING
-        ):
+        if photo is None or photo.owner_id != event.owner_id:
+            return
+        if photo.status in CLOSED:
+            async with self.slots:
+                await self._purge(photo)
+            return
+        if photo.status is not PhotoStatus.PENDING:
             return
         info = await self.res.storage.head(photo.object_key)
         if info is None:
@@ -138,12 +143,10 @@ class Ingest:
                     await self._verify(photo, info)
                 case PhotoStatus.VERIFIED | PhotoStatus.READY:
                     await self._check_unchanged(photo)
-                case PhotoStatus.REJECTED:
-                    # Finishes a purge a crash interrupted; a re-upload through a
-                    # still-valid URL after rejection goes the same way.
+                case PhotoStatus.REJECTED | PhotoStatus.DELETED:
+                    # Finishes a purge a crash interrupted; bytes sent through a
+                    # still-valid URL after rejection or deletion go the same way.
                     await self._purge(photo)
-                case _:
-                    log.info("notification for a finished photo; nothing to do")
 
     async def expire(self, photo: PhotoRecord) -> None:
         """The upload URL lapsed and nothing arrived: leave pending, with a reason."""
@@ -232,3 +235,5 @@ class Ingest:
         for rendition in await self.res.store.renditions(photo.id):
             await self.res.storage.delete(rendition.object_key)
         await self.res.storage.delete(photo.object_key)
+        if photo.status in CLOSED:
+            log.info("removed what was stored for a closed photo", status=photo.status.value)

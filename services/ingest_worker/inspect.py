@@ -25,7 +25,7 @@ _SVG_START = re.compile(
 )
 
 # Markup or archives inside an image: what makes it a polyglot.
-_ACTIVE = re.compile(
+ACTIVE_CONTENT = re.compile(
     rb"<(script|html|iframe|body|object|embed|svg|\?php)[\s>/]|<!doctype\s+html|%PDF-",
     re.I,
 )
@@ -47,7 +47,7 @@ def identify_non_image(head: bytes) -> tuple[str, str] | None:
 def find_active_content(head: bytes, tail: bytes) -> str | None:
     """A description of markup or an archive riding in the image, else None."""
     for part, where in ((head, "start"), (tail, "end")):
-        found = _ACTIVE.search(part)
+        found = ACTIVE_CONTENT.search(part)
         if found:
             return f"{found.group(0)[:16]!r} near the {where} of the image"
     eocd = tail.rfind(_ZIP_END)

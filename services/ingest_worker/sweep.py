@@ -4,6 +4,8 @@ Storage notifications get lost (MinIO drops them across a restart without queue_
 some uploads never happen. Every interval, each pending photo older than `sweep_after`
 is looked at: if its object exists it is verified now; if its upload URL lapsed
 `sweep_after` ago with nothing stored, it leaves pending as `rejected/upload_expired`.
+The keys of deleted and rejected photos whose URL could still be used are looked at too:
+anything stored there is deleted.
 Running it on every replica at once is harmless: every step is idempotent.
 """
 
@@ -43,9 +45,33 @@ async def sweep_once(ingest: Ingest) -> dict[str, int]:
                 # One stubborn photo must not stall the sweep; the next round retries it.
                 log.warning("sweep could not settle a photo", error=str(exc))
                 counts["failed"] += 1
+    counts["removed"] = await _empty_closed_keys(ingest)
     if any(counts.values()):
         log.info("sweep round", **counts)
     return counts
+
+
+async def _empty_closed_keys(ingest: Ingest) -> int:
+    """Bytes sent through a still-valid URL after the photo was deleted or rejected, whose
+    notification was lost: checked until the URL has lapsed (plus `sweep_after`, for an
+    upload started just before), then nothing can arrive any more."""
+    res = ingest.res
+    removed = 0
+    after = None
+    # Every such key, page by page: a long queue must not starve the newest deletions.
+    while page := await res.store.closed_with_live_urls(
+        res.settings.sweep_after, limit=BATCH, after=after
+    ):
+        for photo in page:
+            with log_context(photo_id=photo.id, trace_id=photo.trace_id, source="sweep"):
+                try:
+                    if await res.storage.head(photo.object_key) is not None:
+                        await ingest.advance(photo)
+                        removed += 1
+                except DarkroomError as exc:
+                    log.warning("sweep could not empty a closed photo's key", error=str(exc))
+        after = (page[-1].upload_expires_at, page[-1].id)
+    return removed
 
 
 async def run_sweeper(ingest: Ingest, stop: asyncio.Event) -> None:

@@ -1,10 +1,12 @@
 """Verification of one stored object against its upload intent.
 
 Reads the object's HEAD, its first 64 KiB (more, up to 2 MiB, only if a header sits behind
-large metadata) and its last 64 KiB. Only GIFs and animated WebPs are streamed through,
-in 64 KiB chunks, to count their frames. A PNG declared as JPEG (any declared/actual
-mismatch outside the HEIF family) is rejected rather than relabelled: the client signed
-one type and sent another, which is a broken or hostile client.
+large metadata) and its last 64 KiB, then walks the file's segments from the start to scan
+every metadata segment wherever it sits (services/ingest_worker/segments.py: image data is
+never scanned or held). Only GIFs and animated WebPs are streamed through, in 64 KiB
+chunks, to count their frames. A PNG declared as JPEG (any declared/actual mismatch
+outside the HEIF family) is rejected rather than relabelled: the client signed one type
+and sent another, which is a broken or hostile client.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.ingest_worker.inspect import (
     missing_end_marker,
     webp_truncation,
 )
+from services.ingest_worker.segments import TooManySegments, find_hidden_content
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.storage import ObjectInfo, Storage
@@ -112,7 +115,9 @@ async def verify(
     missing = missing_end_marker(content_type, tail)
     if missing:
         raise Rejected(Reason.TRUNCATED, missing)
-    riding = find_active_content(head, tail)
+    riding = find_active_content(head, tail) or await _hidden_content(
+        storage, key, content_type, info.size, head
+    )
     if riding:
         raise Rejected(Reason.POLYGLOT, f"found {riding}")
     await check_frames(storage, key, content_type, head, settings.max_frames)
@@ -123,6 +128,15 @@ async def verify(
         height=header.height,
         etag=info.etag,
     )
+
+
+async def _hidden_content(
+    storage: Storage, key: str, content_type: str, size: int, head: bytes
+) -> str | None:
+    try:
+        return await find_hidden_content(content_type, partial(storage.get_range, key), size, head)
+    except TooManySegments as exc:
+        raise Rejected(Reason.CORRUPT, str(exc)) from exc
 
 
 def check_dimensions(header: Header, settings: Settings) -> None:

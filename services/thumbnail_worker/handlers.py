@@ -10,6 +10,7 @@ import asyncio
 from concurrent.futures import Executor
 from functools import partial
 
+from services.thumbnail_worker.memory import MemoryBudget, TooLargeToRender, estimate
 from services.thumbnail_worker.render import (
     DEFAULT_RENDITIONS,
     RenderError,
@@ -38,11 +39,15 @@ class Thumbnails:
         pool: Executor,
         *,
         concurrency: int,
+        budget: MemoryBudget,
         specs: tuple[RenditionSpec, ...] = DEFAULT_RENDITIONS,
     ) -> None:
         self.res = res
         self.pool = pool
         self.specs = specs
+        self.budget = budget
+        res.metrics.render_memory.set_budget(budget.total)
+        self.largest = max(spec.longest_side for spec in specs)
         # Bounds originals and decoded images in memory, whatever the prefetch.
         self.slots = asyncio.Semaphore(concurrency)
 
@@ -61,7 +66,10 @@ class Thumbnails:
             log.warning("original changed since verification; not rendering", detail=str(exc))
             return
         except RenderError as exc:
-            await self._reject(event, meta, str(exc))
+            await self._reject(event, meta, "undecodable", str(exc))
+            return
+        except TooLargeToRender as exc:
+            await self._reject(event, meta, "too_many_pixels", str(exc))
             return
         await self._finish(event, meta, result)
 
@@ -71,6 +79,10 @@ class Thumbnails:
             data = await self.res.storage.get(event.object_key, if_match=event.etag)
             if len(data) != event.size:
                 raise ObjectChanged(f"expected {event.size} bytes, read {len(data)}")
+            try:
+                need = estimate(data, event.content_type, self.largest)
+            except Exception as exc:  # as in render(): bytes that make Pillow raise anything
+                raise RenderError(f"{type(exc).__name__}: {exc}") from exc
             job = partial(
                 render,
                 data,
@@ -78,11 +90,19 @@ class Thumbnails:
                 self.specs,
                 max_pixels=self.res.settings.max_image_pixels,
             )
-            with tracer.start_as_current_span(
-                "render",
-                attributes={"darkroom.bytes": len(data), "darkroom.type": event.content_type},
-            ):
-                return await loop.run_in_executor(self.pool, job)
+            # Reserved before decoding: renders at once never pass the budget together.
+            async with self.budget.reserve(need):
+                with (
+                    self.res.metrics.render_memory.reserved(need),
+                    tracer.start_as_current_span(
+                        "render",
+                        attributes={
+                            "darkroom.bytes": len(data),
+                            "darkroom.type": event.content_type,
+                        },
+                    ),
+                ):
+                    return await loop.run_in_executor(self.pool, job)
 
     async def _finish(self, event: PhotoVerified, meta: Meta, result: RenderResult) -> None:
         made = await self._store_renditions(event, result)
@@ -133,22 +153,23 @@ class Thumbnails:
             )
         return made
 
-    async def _reject(self, event: PhotoVerified, meta: Meta, detail: str) -> None:
-        """A verified header over undecodable pixels (e.g. a truncated JPEG)."""
+    async def _reject(self, event: PhotoVerified, meta: Meta, reason: str, detail: str) -> None:
+        """A verified header over undecodable pixels (e.g. a truncated JPEG), or an image
+        this worker's render memory could never hold."""
         rejected = PhotoRejected(
-            photo_id=event.photo_id, owner_id=event.owner_id, reason="undecodable", detail=detail
+            photo_id=event.photo_id, owner_id=event.owner_id, reason=reason, detail=detail
         )
         envelope = outcome_envelope(rejected, photo_id=event.photo_id, trace_id=meta.trace_id)
         if await self.res.store.mark_rejected(
             event.photo_id,
             observed=PhotoStatus.VERIFIED,
-            reason="undecodable",
+            reason=reason,
             detail=detail,
             envelope=envelope,
         ):
-            log.info("photo cannot be decoded; rejected", detail=detail)
+            log.info("photo cannot be rendered; rejected", reason=reason, detail=detail)
             self.res.metrics.photos.labels("rejected").inc()
-            self.res.metrics.rejections.labels("undecodable").inc()
+            self.res.metrics.rejections.labels(reason).inc()
             await self.res.storage.delete(event.object_key)
             await self.res.outbox.publish(envelope)
         elif await self._is(event.photo_id, PhotoStatus.REJECTED):

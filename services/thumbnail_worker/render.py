@@ -10,7 +10,15 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageCms
 
+from services.thumbnail_worker import webp
 from services.thumbnail_worker.exif import Exif, photo_facts, read_exif
+from services.thumbnail_worker.memory import (
+    BAND_PIXELS,
+    REDUCING_GAP,
+    fit,
+    reduced_size,
+    reduction_factor,
+)
 from services.thumbnail_worker.placeholder import thumbhash
 from shared.facts import PhotoFacts
 from shared.imaging import PIL_FORMATS
@@ -38,7 +46,8 @@ _TRANSPOSED = {5, 6, 7, 8}  # orientations that swap width and height
 # stays at least _REDUCING_GAP: at Pillow's default of 2.0, a 12 MP PNG to 1280 px gets no
 # box step and costs 98 ms; at 1.5 it gets a 2x one and costs 52 ms.
 _RESAMPLE = Image.Resampling.BICUBIC
-_REDUCING_GAP = 1.5
+_REDUCING_GAP = REDUCING_GAP
+_GREY16 = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 # libwebp's effort, 0 (fast) to 6, 4 being its default. Past 512 px the encoder dominates
 # the render time: at 1280 px method 2 takes 52 ms against 98 for 4% more bytes.
 _WEBP_METHOD_SMALL, _WEBP_METHOD_LARGE, _WEBP_LARGE_SIDE = 4, 2, 512
@@ -202,24 +211,61 @@ def _decode(data: bytes, content_type: str, largest: int, max_pixels: int) -> _D
         img.draft("RGB", target)
         exif = read_exif(img)
         icc = img.info.get("icc_profile") or None
-        image = _resized(_normalised(img), target)
+        scaled = _still_webp(data, img, target) if content_type == "image/webp" else None
+        image = _resized(scaled or _reduced(img, target), target)
         if image is img:
             image = img.copy()  # closing the file releases its pixels
     image.info.clear()  # nothing from the original may reach a rendition
     return _Decoded(image, stored_size, exif, icc)
 
 
-def _normalised(img: Image.Image) -> Image.Image:
-    """One of L, RGB, RGBA or CMYK, the modes resampling and colour management share."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+def _still_webp(data: bytes, img: Image.Image, target: tuple[int, int]) -> Image.Image | None:
+    """A still WebP decoded by libwebp straight at the largest rendition's size (its
+    rescaler averages every source pixel, like a box filter), or None: see webp.py."""
+    if getattr(img, "n_frames", 1) > 1:
+        return None
+    return webp.decode_scaled(data, target, alpha=img.mode == "RGBA")
+
+
+def _working_mode(img: Image.Image) -> str:
+    """L, RGB, RGBA or CMYK: the modes resampling and colour management share."""
+    if img.mode in _GREY16:
+        return "L"
+    if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBa", "RGBA"):
+        return "RGBA"
+    return img.mode if img.mode in ("L", "RGB", "CMYK") else "RGB"  # 1, P, YCbCr, ...
+
+
+def _reduced(img: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """The decoded image in its working mode, box-reduced by an integer factor while the
+    remaining scale stays at least REDUCING_GAP. Converting a whole 40 MP image (grey and
+    alpha to RGBA, 16-bit grey through 32-bit integers, RGBA to premultiplied) costs a
+    full-size copy or three; here only one band at a time is converted, then reduced."""
+    working = _working_mode(img)
+    factor = reduction_factor(img.size, target)
+    img.load()
+    if factor == 1 and img.mode == working:
+        return img
+    # Resampling straight alpha bleeds the colour of invisible pixels into the edges.
+    band_mode = "RGBa" if working == "RGBA" else working
+    width, height = img.size
+    out = Image.new(band_mode, reduced_size(img.size, target))
+    rows = max(1, BAND_PIXELS // (width * factor)) * factor
+    for top in range(0, height, rows):
+        band = _converted(img.crop((0, top, width, min(height, top + rows))), band_mode)
+        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
+    return out.convert("RGBA") if band_mode == "RGBa" else out
+
+
+def _converted(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode in _GREY16:
         # 16-bit greys: convert("L") would clip everything above 255 to white.
         return img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
-    if "transparency" in img.info or img.mode in ("LA", "La", "PA", "RGBa"):
-        return img.convert("RGBA")
-    if img.mode in ("L", "RGB", "RGBA", "CMYK"):
-        img.load()
+    if img.mode == mode:
         return img
-    return img.convert("RGB")  # 1, P, YCbCr, ...
+    if mode == "RGBa" and img.mode != "RGBA":
+        img = img.convert("RGBA")
+    return img.convert(mode)
 
 
 def _to_srgb(img: Image.Image, icc: bytes | None) -> Image.Image:
@@ -260,14 +306,7 @@ def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
     return (size[1], size[0]) if orientation in _TRANSPOSED else size
 
 
-def _fit(size: tuple[int, int], longest_side: int) -> tuple[int, int]:
-    """`size` scaled to `longest_side`, never up."""
-    width, height = size
-    longest = max(width, height)
-    if longest <= longest_side:
-        return size
-    scale = longest_side / longest
-    return max(1, round(width * scale)), max(1, round(height * scale))
+_fit = fit
 
 
 def _resized(img: Image.Image, size: tuple[int, int]) -> Image.Image:

@@ -1,0 +1,145 @@
+"""Rendering memory: what one render may take at its peak, and a budget renders share.
+
+Each render reserves its estimated peak before it decodes anything, so renders running at
+once never add up past the budget: a render waits for room, and one that could never fit
+is refused instead of waiting forever. The estimate is read from the header alone (after
+JPEG's draft scale), from Pillow's in-memory layout: 1 byte a pixel for L, P and 1, 2 for
+16-bit greys, 4 for everything else (RGB is stored as RGBX, LA as LA in 32 bits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from PIL import Image
+
+from services.thumbnail_worker import webp
+from shared.imaging import PIL_FORMATS
+
+MB = 1 << 20
+# Pixels one band of the reduction covers (see render._reduced): two band-sized copies
+# (cropped, converted) exist at once.
+BAND_PIXELS = 1 << 20
+# Box reduction keeps the remaining scale at least this before the resampling filter.
+REDUCING_GAP = 1.5
+# The reduced image, its resampled and transposed/colour-managed copies, 4 bytes a pixel.
+_WORKING_COPIES = 3
+# Decoder state, encoders, the placeholder and EXIF, with room to spare: a 40 MP CMYK
+# JPEG, a few MB of pixels after its draft scale, peaks at 18 MB in all (`make bench`).
+_FIXED_OVERHEAD = 12 * MB
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+
+
+def bytes_per_pixel(mode: str) -> int:
+    return _BYTES_PER_PIXEL.get(mode, 4)
+
+
+def reduction_factor(size: tuple[int, int], target: tuple[int, int]) -> int:
+    """The integer box-reduction that still leaves REDUCING_GAP of scale for resampling."""
+    ratio = min(size[0] / target[0], size[1] / target[1])
+    return max(1, int(ratio / REDUCING_GAP))
+
+
+def reduced_size(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    factor = reduction_factor(size, target)
+    return math.ceil(size[0] / factor), math.ceil(size[1] / factor)
+
+
+def fit(size: tuple[int, int], longest_side: int) -> tuple[int, int]:
+    """`size` scaled to `longest_side`, never up."""
+    width, height = size
+    longest = max(width, height)
+    if longest <= longest_side:
+        return size
+    scale = longest_side / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def peak_bytes(size: tuple[int, int], mode: str, largest: int, data_size: int = 0) -> int:
+    """The most memory rendering an image decoded at `size` in `mode` takes: the decoded
+    pixels, two bands, the reduced working copies, the compressed bytes, and overhead."""
+    width, height = size
+    factor = reduction_factor(size, fit(size, largest))
+    reduced = math.ceil(width / factor) * math.ceil(height / factor)
+    band = min(width * height, max(BAND_PIXELS, width * factor))
+    return (
+        width * height * bytes_per_pixel(mode)
+        + 2 * band * 4
+        + _WORKING_COPIES * reduced * 4
+        + data_size
+        + _FIXED_OVERHEAD
+    )
+
+
+def estimate(data: bytes, content_type: str, largest: int) -> int:
+    """The peak of rendering `data` (largest rendition `largest` px), from its header."""
+    with Image.open(io.BytesIO(data), formats=[PIL_FORMATS[content_type]]) as img:
+        img.draft("RGB", fit(img.size, largest))
+        if content_type != "image/webp":
+            return peak_bytes(img.size, img.mode, largest, len(data))
+        if getattr(img, "n_frames", 1) == 1 and webp.available():
+            lossless = webp.is_lossless(data)
+            return still_webp_peak(img.size, largest, lossless, img.mode == "RGBA") + len(data)
+        full = img.width * img.height * 4
+        return peak_bytes(img.size, "RGBA", largest, len(data)) + (webp.FALLBACK_COPIES - 1) * full
+
+
+def still_webp_peak(size: tuple[int, int], largest: int, lossless: bool, alpha: bool) -> int:
+    """libwebp scales to the largest rendition while decoding, after a full-size pass
+    for lossless pixels or alpha."""
+    scaled = fit(size, largest)
+    per_pixel = webp.LOSSLESS_BYTES if lossless else webp.LOSSY_ALPHA_BYTES if alpha else 0
+    return peak_bytes(scaled, "RGBA", largest) + size[0] * size[1] * per_pixel
+
+
+def worst_case(max_pixels: int, max_side: int, largest: int) -> int:
+    """The peak of the costliest still image the pixel limits let through: 4 bytes a
+    pixel (RGBA, CMYK, grey and alpha) or a lossless WebP, at the shapes where the
+    reduction helps least.
+    (An animated WebP decodes through Pillow at FALLBACK_COPIES times that; one the
+    budget cannot hold is refused when it comes, see MemoryBudget.reserve.)"""
+    square = math.isqrt(max_pixels)
+    shapes = [(square, square), (max_side, max(1, max_pixels // max_side))]
+    return max(
+        max(peak_bytes(shape, "RGBA", largest), still_webp_peak(shape, largest, True, True))
+        for shape in shapes
+    )
+
+
+class TooLargeToRender(Exception):
+    """One render would need more than the whole budget."""
+
+
+@dataclass
+class MemoryBudget:
+    """A semaphore counted in bytes, shared by the renders of one worker."""
+
+    total: int
+    reserved: int = 0
+    high_water: int = 0  # the most ever reserved at once
+
+    def __post_init__(self) -> None:
+        self._room = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reserve(self, amount: int) -> AsyncIterator[None]:
+        if amount > self.total:
+            raise TooLargeToRender(
+                f"rendering needs about {amount // MB} MB, more than the render memory "
+                f"budget of {self.total // MB} MB (DARKROOM_RENDER_MEMORY_MB)"
+            )
+        async with self._room:
+            await self._room.wait_for(lambda: self.reserved + amount <= self.total)
+            self.reserved += amount
+            self.high_water = max(self.high_water, self.reserved)
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.reserved -= amount
+                self._room.notify_all()
