@@ -26,6 +26,7 @@ from services.thumbnail_worker.service import render_budget, serve
 from shared.errors import ConfigurationError
 from shared.events import PhotoVerified
 from shared.imaging import configure_pillow
+from shared.metrics import Metrics
 from shared.resources import Resources
 from shared.settings import Settings
 
@@ -138,7 +139,9 @@ async def four_at_once(data: bytes, budget: MemoryBudget) -> list[int]:
     """Four renders of `data` through the worker's handler, sharing `budget`."""
     configure_pillow()
     res = SimpleNamespace(
-        storage=OneObject(data), settings=SimpleNamespace(max_image_pixels=10_000_000)
+        storage=OneObject(data),
+        settings=SimpleNamespace(max_image_pixels=10_000_000),
+        metrics=Metrics(),
     )
     event = PhotoVerified(
         photo_id="p",
@@ -152,7 +155,13 @@ async def four_at_once(data: bytes, budget: MemoryBudget) -> list[int]:
     with ThreadPoolExecutor(4) as pool:
         thumbnails = Thumbnails(cast(Resources, res), pool, concurrency=4, budget=budget)
         results = await asyncio.gather(*(thumbnails._render(event) for _ in range(4)))
+    gauges = {"reserved": 0.0, "budget": float(budget.total)}  # once every render is done
+    assert {k: sample(res.metrics, f"darkroom_render_memory_{k}_bytes") for k in gauges} == gauges
     return [r.width for r in results]
+
+
+def sample(metrics: Metrics, name: str) -> float | None:
+    return metrics.registry.get_sample_value(name)
 
 
 def _child_four_at_once(path: str, total: int) -> None:
