@@ -25,6 +25,7 @@ from PIL import Image
 from services.thumbnail_worker.cgroups import default_render_memory_mb
 from services.thumbnail_worker.memory import MB, estimate
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS
+from shared.imaging import configure_pillow
 
 Size = tuple[int, int]
 
@@ -99,6 +100,18 @@ def animated_webp(size: Size) -> bytes:
     return out.getvalue()
 
 
+def avif_alpha(size: Size) -> bytes:
+    out = io.BytesIO()
+    _noise(size, "RGBA").save(out, "AVIF", quality=50, speed=10, subsampling="4:4:4")
+    return out.getvalue()
+
+
+def heic(size: Size) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(out, "HEIF", quality=50)
+    return out.getvalue()
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -116,6 +129,8 @@ CASES = (
     Case("lossless WebP", lossless_webp, "image/webp"),
     Case("lossy WebP with alpha", lossy_alpha_webp, "image/webp"),
     Case("animated WebP", animated_webp, "image/webp"),
+    Case("4:4:4 AVIF with alpha", avif_alpha, "image/avif"),
+    Case("HEIC", heic, "image/heic"),
 )
 
 
@@ -144,7 +159,6 @@ def _status_kb(field: str) -> int:
 
 def _child(path: str, content_type: str, max_pixels: int) -> None:
     from services.thumbnail_worker.render import render
-    from shared.imaging import configure_pillow
 
     configure_pillow()
     data = Path(path).read_bytes()
@@ -158,6 +172,7 @@ def _child(path: str, content_type: str, max_pixels: int) -> None:
 def main() -> None:
     from shared.settings import Settings
 
+    configure_pillow()
     settings = Settings()
     side = settings.max_image_side
     size = (side, settings.max_image_pixels // side)

@@ -20,7 +20,13 @@ from PIL import Image, ImageChops, ImageStat
 from bench.memory import CASES, measure
 from services.thumbnail_worker import cgroups
 from services.thumbnail_worker.handlers import Thumbnails
-from services.thumbnail_worker.memory import MB, MemoryBudget, TooLargeToRender, estimate
+from services.thumbnail_worker.memory import (
+    MB,
+    MemoryBudget,
+    TooLargeToRender,
+    coded_planes_bytes,
+    estimate,
+)
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, render
 from services.thumbnail_worker.service import render_budget, serve
 from shared.errors import ConfigurationError
@@ -249,12 +255,32 @@ def test_a_still_webp_scaled_by_libwebp_matches_a_full_decode() -> None:
     assert max(difference.mean) < 3.0, difference.mean
 
 
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options", "planes"),
+    [
+        ("AVIF", "RGB", {}, 1.5),
+        ("AVIF", "RGBA", {"subsampling": "4:4:4"}, 4.0),
+        ("HEIF", "RGB", {}, 1.5),
+        ("HEIF", "RGBA", {}, 2.5),
+    ],
+)
+def test_avif_and_heif_decoder_planes_are_read_from_their_codec_boxes(
+    fmt: str, mode: str, options: dict[str, str], planes: float
+) -> None:
+    configure_pillow()
+    out = io.BytesIO()
+    Image.new(mode, (64, 48)).save(out, fmt, **options)
+    assert coded_planes_bytes(out.getvalue()) == planes
+    assert coded_planes_bytes(b"no codec box here") == 8.0, "unknown counts as the costliest"
+
+
 # --- measured peaks ---------------------------------------------------------------------
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_the_measured_peak_of_a_worst_case_render_stays_under_its_estimate(case: Any) -> None:
+    configure_pillow()
     data = case.make((5000, 2000))  # 10 MP at a 5000 px side
     peak = measure(data, case.content_type, max_pixels=10_000_000)
     assert 0 < peak <= estimate(data, case.content_type, LARGEST)
