@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
+from shared.errors import DatabaseUnavailable
 from shared.records import NewPhoto, PhotoStatus
 from shared.tables import photos
 
@@ -81,10 +82,14 @@ class Reservations:
             batch = self._next_batch()
             try:
                 await self._write(batch)
-            except Exception as exc:  # every request of the batch gets the failure
+            except BaseException as exc:  # every request of the batch gets the failure
                 for request in batch:
                     if not request.answer.done():
-                        request.answer.set_exception(exc)
+                        request.answer.set_exception(
+                            exc if isinstance(exc, Exception) else DatabaseUnavailable(repr(exc))
+                        )
+                if not isinstance(exc, Exception):
+                    raise
 
     def _next_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -101,6 +106,8 @@ class Reservations:
             await conn.execute(_LOCK, {"owners": owners})
             usage = await usage_of(conn, owners)
             for request in batch:
+                if request.answer.done():
+                    continue  # its caller was cancelled (a drain's deadline): nothing to record
                 now = usage.get(request.owner_id, NOTHING)
                 try:
                     request.check(now)
@@ -112,7 +119,8 @@ class Reservations:
             if accepted:
                 await conn.execute(self.insert(), rows(i for r in accepted for i in r.intents))
         for request in accepted:
-            request.answer.set_result(None)
+            if not request.answer.done():
+                request.answer.set_result(None)
 
     def insert(self) -> Any:
         return self.db.insert(photos).on_conflict_do_nothing(index_elements=["id"])

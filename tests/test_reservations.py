@@ -76,3 +76,15 @@ async def test_every_waiting_grant_fails_when_the_database_is_away() -> None:
     )
     assert all(isinstance(r, DatabaseUnavailable) for r in results)
     await store.db.close()
+
+
+async def test_a_grant_cancelled_while_waiting_does_not_fail_the_others_of_its_batch(
+    store: Store,
+) -> None:
+    tasks = [asyncio.create_task(reserve(store, "ann", n, at_most(10))) for n in range(3)]
+    await asyncio.sleep(0)  # all three are waiting for the same write
+    tasks[1].cancel()
+    first, middle, last = await asyncio.gather(*tasks, return_exceptions=True)
+    assert (first, last) == ("granted", "granted")
+    assert isinstance(middle, asyncio.CancelledError)
+    assert await store.get(f"a{2:031d}") is not None
