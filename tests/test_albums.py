@@ -222,6 +222,18 @@ async def test_wrong_link_passwords_are_limited_per_link(gw: Gateway) -> None:
     assert all("token" not in item for item in listed["items"])
 
 
+async def test_wrong_link_passwords_sent_in_parallel_are_limited_too(gw: Gateway) -> None:
+    album_id = await album(gw)
+    link = await ok(gw, "olive", "POST", f"/v1/albums/{album_id}/links", {"password": "s3cret"})
+    headers = {"X-Darkroom-Link-Password": "guess"}
+
+    async def guess() -> int:
+        return (await gw.client.get(f"/v1/shared/{link['token']}", headers=headers)).status
+
+    statuses = await asyncio.gather(*(guess() for _ in range(12)))
+    assert sorted(statuses) == [401] * 3 + [429] * 9  # the limit is 3 a minute here
+
+
 async def test_a_link_shows_the_original_only_when_it_allows_downloads(gw: Gateway) -> None:
     album_id = await album(gw, reveal_at=None)
     await ready_photo(gw, "olive", store_objects=False, album_id=album_id)

@@ -13,7 +13,6 @@ Every route asks here first. The rule, in words:
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,12 +21,10 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from aiohttp import web
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
 
 from services.gateway.album_models import AlbumPath, SharedPath
-from services.gateway.context import LIMITER, RESOURCES
+from services.gateway.context import LIMITER, PASSWORDS, RESOURCES
 from services.gateway.models import PhotoPath
 from services.gateway.problems import (
     INSUFFICIENT_ROLE,
@@ -43,7 +40,6 @@ from shared.links import LinkRecord
 from shared.store import PhotoRecord, PhotoStatus
 
 PASSWORD_HEADER = "X-Darkroom-Link-Password"  # noqa: S105 (a header's name)
-_HASHER = PasswordHasher()
 
 
 class Act(StrEnum):
@@ -170,18 +166,17 @@ async def _check_password(request: web.Request, link: LinkRecord, hashed: str) -
         raise PASSWORD_REQUIRED(f"send the link's password in {PASSWORD_HEADER}")
     per_minute = request.app[RESOURCES].settings.link_password_attempts
     key, limiter = f"link-password:{link.id}", request.app[LIMITER]
-    if per_minute:
-        # Checked before the password, so guessing stops while the link is limited.
-        decision = await limiter.peek(key, per_minute)
-        if not decision.allowed:
-            raise _limited(decision.retry_after, per_minute)
-    try:
-        # argon2 is slow on purpose: off the event loop.
-        await asyncio.to_thread(_HASHER.verify, hashed, given)
-    except (VerificationError, InvalidHashError) as exc:
+    passwords = request.app[PASSWORDS]
+    async with passwords.turn(link.id):
         if per_minute:
-            await limiter.hit(key, per_minute)
-        raise WRONG_PASSWORD("that is not the link's password") from exc
+            # Checked before the password, so guessing stops while the link is limited.
+            decision = await limiter.peek(key, per_minute)
+            if not decision.allowed:
+                raise _limited(decision.retry_after, per_minute)
+        if not await passwords.matches(hashed, given):
+            if per_minute:
+                await limiter.hit(key, per_minute)
+            raise WRONG_PASSWORD("that is not the link's password")
 
 
 def _limited(retry_after: float, per_minute: int) -> Exception:
@@ -191,7 +186,3 @@ def _limited(retry_after: float, per_minute: int) -> Exception:
         headers={"Retry-After": str(wait)},
         limit_per_minute=per_minute,
     )
-
-
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)

@@ -16,6 +16,7 @@ from services.gateway.context import (
     DOWNLOADS,
     LIMITER,
     OPENAPI,
+    PASSWORDS,
     RESOURCES,
     TRACE_ID,
     VERIFIER,
@@ -25,6 +26,7 @@ from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
 from services.gateway.openapi import build_document
 from services.gateway.pages import plain_server_header
+from services.gateway.passwords import Passwords
 from services.gateway.problems import Handler, problem_middleware
 from services.gateway.routes import all_routes, operations
 from services.gateway.security import ip_rate_limit
@@ -84,6 +86,7 @@ def create_app(
         client_max_size=MAX_JSON_BODY,
     )
     app[DEV_USER] = dev_user
+    app[PASSWORDS] = Passwords()
     app.on_response_prepare.append(plain_server_header)
     app[OPENAPI] = json.dumps(build_document(operations(), settings)).encode()
 

@@ -6,12 +6,14 @@ from aiohttp import web
 
 from services.gateway.auth import JwtVerifier
 from services.gateway.downloads import Downloads
+from services.gateway.passwords import Passwords
 from shared.ratelimit import RateLimiter
 from shared.resources import Resources
 
 RESOURCES = web.AppKey("resources", Resources)
 VERIFIER = web.AppKey("verifier", JwtVerifier)
 LIMITER = web.AppKey("limiter", RateLimiter)
+PASSWORDS = web.AppKey("passwords", Passwords)
 DOWNLOADS = web.AppKey("downloads", Downloads)
 # The user `darkroom dev` signs a token for into the upload page; empty everywhere else.
 DEV_USER = web.AppKey("dev_user", str)

@@ -14,7 +14,6 @@ from pydantic import RootModel
 from services.gateway.access import (
     Act,
     album_access,
-    hash_password,
     link_access,
     photo_access,
 )
@@ -33,7 +32,7 @@ from services.gateway.album_models import (
     SharedPath,
 )
 from services.gateway.albums import PAGED, album_photos, page_query
-from services.gateway.context import RESOURCES
+from services.gateway.context import PASSWORDS, RESOURCES
 from services.gateway.inputs import parsed_body
 from services.gateway.models import PhotoPath, PhotoView, SealedPhotoView, respond
 from services.gateway.problems import (
@@ -85,7 +84,7 @@ async def _create(
         photo_id=photo_id,
         created_by=user,
         expires_at=body.expires_at,
-        password_hash=await hash_password(body.password) if body.password else None,
+        password_hash=(await request.app[PASSWORDS].hash(body.password) if body.password else None),
         allow_download=body.allow_download,
         created_at=datetime.now(UTC),
     )
