@@ -217,6 +217,8 @@ class Albums:
                 sa.update(album_members).where(which).values(role=role.value)
             )
             added = False
+            if changed.rowcount and role is Role.VIEWER:
+                await conn.execute(_detach_pending(album_id, user_id))
             if not changed.rowcount:
                 insert = self.db.insert(album_members).values(
                     album_id=album_id, user_id=user_id, role=role.value, added_at=datetime.now(UTC)
@@ -231,6 +233,7 @@ class Albums:
         m = album_members.c
         stmt = sa.delete(album_members).where(m.album_id == album_id, m.user_id == user_id)
         async with self.db.transaction() as conn:
+            await conn.execute(_detach_pending(album_id, user_id))
             return bool((await conn.execute(stmt)).rowcount)
 
     # --- photos ---
@@ -314,6 +317,21 @@ class Albums:
             await conn.execute(queued(envelope))
             claimed.append(envelope)
         return claimed
+
+
+def _detach_pending(album_id: str, user_id: str) -> Any:
+    """A member who may no longer add photos cannot finish uploads granted before: their
+    photos not yet uploaded leave the album (they stay the uploader's)."""
+    c = photos.c
+    return (
+        sa.update(photos)
+        .where(
+            c.album_id == album_id,
+            c.owner_id == user_id,
+            c.status == PhotoStatus.PENDING.value,
+        )
+        .values(album_id=None)
+    )
 
 
 def _utc(value: datetime) -> datetime:

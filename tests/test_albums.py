@@ -146,6 +146,21 @@ async def test_a_member_removed_mid_session_loses_access_on_the_next_request(
     assert (await ok(gw, "vic", "GET", "/v1/albums"))["items"] == []
 
 
+async def test_uploads_granted_before_a_member_lost_the_right_to_add_leave_the_album(
+    gw: Gateway,
+) -> None:
+    album_id = await album(gw, cam="contributor", dee="contributor")
+    granted = {
+        user: (await ok(gw, user, "POST", "/v1/uploads", grant_body(album_id=album_id)))["photo_id"]
+        for user in ("cam", "dee")
+    }
+    await ok(gw, "olive", "DELETE", f"/v1/albums/{album_id}/members/cam")
+    await ok(gw, "olive", "PUT", f"/v1/albums/{album_id}/members/dee", {"role": "viewer"})
+    for user, photo_id in granted.items():
+        view = await ok(gw, user, "GET", f"/v1/photos/{photo_id}")
+        assert view["album_id"] is None, user  # finishing the upload adds nothing to the album
+
+
 async def test_deleting_an_album_leaves_its_photos_with_their_uploaders(
     gw: Gateway, events: asyncio.Queue[Envelope]
 ) -> None:
