@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from pydantic import SecretStr
@@ -159,6 +160,19 @@ async def test_uploads_granted_before_a_member_lost_the_right_to_add_leave_the_a
     for user, photo_id in granted.items():
         view = await ok(gw, user, "GET", f"/v1/photos/{photo_id}")
         assert view["album_id"] is None, user  # finishing the upload adds nothing to the album
+
+
+async def test_a_member_added_by_a_decomposed_name_is_the_user_of_that_name(
+    gw: Gateway,
+) -> None:
+    album_id = await album(gw)
+    decomposed = quote("jose\u0301")  # as macOS and copy-paste often hand it over
+    path = f"/v1/albums/{album_id}/members/{decomposed}"
+    await ok(gw, "olive", "PUT", path, {"role": "viewer"})
+    assert (await ok(gw, "jos\u00e9", "GET", f"/v1/albums/{album_id}"))["role"] == "viewer"
+    await ok(gw, "jos\u00e9", "DELETE", path)  # leaving, by either spelling
+    resp = await gw.client.get(f"/v1/albums/{album_id}", headers=gw.auth("jos\u00e9"))
+    assert resp.status == 404
 
 
 async def test_deleting_an_album_leaves_its_photos_with_their_uploaders(

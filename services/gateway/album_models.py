@@ -17,6 +17,7 @@ from services.gateway.models import (
     PhotoId,
     _Shape,
 )
+from shared.text import normal_user_id, user_id_problem
 
 Cursor = Annotated[str, Field(pattern=CURSOR_PATTERN)]
 
@@ -38,8 +39,21 @@ def _text(value: object) -> object:
 
 
 Moment = Annotated[DateTime, AfterValidator(_in_utc), BeforeValidator(_text)]
+
+
 # Whoever the token's `sub` names; what the API keys' X-Darkroom-User accepts.
-UserId = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/]+$")]
+def _user_id(value: str) -> str:
+    """The same user as a token's `sub` names: NFC, nothing invisible."""
+    if problem := user_id_problem(value):
+        raise ValueError(f"not a user id: {problem}")
+    return normal_user_id(value)
+
+
+UserId = Annotated[
+    str,
+    Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/]+$"),
+    AfterValidator(_user_id),
+]
 MemberRole = Literal["contributor", "viewer"]
 Title = Annotated[str, Field(min_length=1, max_length=200)]
 
