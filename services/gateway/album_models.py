@@ -49,9 +49,15 @@ def _user_id(value: str) -> str:
     return normal_user_id(value)
 
 
+# What a pattern can say of shared.text's invisible characters: controls, the usual format
+# characters, separators, private use. Unassigned code points are refused by the validator.
+_HIDDEN = (
+    "\x00-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u206f\ue000-\uf8ff\ufdd0-\ufdef\ufeff\ufff9-\uffff"
+)
 UserId = Annotated[
     str,
-    Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f/]+$"),
+    Field(min_length=1, max_length=255, pattern=f"^[^{_HIDDEN}/]+$"),
     AfterValidator(_user_id),
 ]
 MemberRole = Literal["contributor", "viewer"]

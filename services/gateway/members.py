@@ -101,7 +101,7 @@ async def list_members(request: web.Request) -> web.Response:
     {204: Answer("removed; their access ended")},
     scope="photos:write",
     params=MemberPath,
-    faults=(INVALID, NOT_FOUND, INSUFFICIENT_ROLE, IS_OWNER),
+    faults=(NOT_FOUND, INSUFFICIENT_ROLE, IS_OWNER),
 )
 async def remove_member(request: web.Request) -> web.Response:
     """Photos they uploaded stay in the album and stay theirs; uploads granted but not yet
@@ -109,8 +109,8 @@ async def remove_member(request: web.Request) -> web.Response:
     user = (await authenticate(request, "photos:write")).user_id
     try:
         target = MemberPath.model_validate(dict(request.match_info)).user_id
-    except ValidationError as exc:
-        raise validation_problem(exc, what="path") from exc
+    except ValidationError as exc:  # no user has such an id, so no member does
+        raise NOT_FOUND("no such member") from exc
     # Leaving needs only membership; removing someone else needs the owner.
     act = Act.READ if target == user else Act.MANAGE
     access = await album_access(request, user, request.match_info["album_id"], act)
