@@ -1,8 +1,9 @@
 """One RabbitMQ user per service, with the least each one needs, derived from the topology.
 
 Workers trust what arrives on their queues, so who may write where is the security
-boundary: the storage's user may only publish to the storage exchange, the notifier can
-publish no event at all, and no service may configure anything (a set-up step with the
+boundary: the storage's user may only publish to the storage exchange, the notifier may
+publish `album.revealed` and no other event (a topic permission on the events exchange),
+and no service may configure anything (a set-up step with the
 administrator's user declares the topology: `darkroom broker declare`). Passive declares,
 which services use to find their queues, need no permission.
 
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.events import AlbumRevealed
 from shared.topology import QueueSpec, Topology
 
 NOTHING = "^$"
@@ -33,6 +35,8 @@ class Access:
     write: str
     read: str
     tags: tuple[str, ...] = ()
+    # Routing keys the user may publish with, by topic exchange (unlisted: any).
+    topics: tuple[tuple[str, str], ...] = ()
 
 
 def _any(*names: str) -> str:
@@ -65,8 +69,13 @@ def accounts(topology: Topology) -> dict[str, Access]:
         f"{p}-thumbnail-worker": Access(
             NOTHING, _any(events, *settles(t.thumbnail)), _consumes(t.thumbnail)
         ),
-        # Publishes no event: it runs no outbox relay, so it cannot fake one.
-        f"{p}-notifier": Access(NOTHING, _any(*settles(t.notifier)), _consumes(t.notifier)),
+        # Announces album reveals it claims, and no other event: it cannot fake a photo's.
+        f"{p}-notifier": Access(
+            NOTHING,
+            _any(events, *settles(t.notifier)),
+            _consumes(t.notifier),
+            topics=((events, _any(AlbumRevealed.TYPE)),),
+        ),
         # MinIO declares the storage exchange (passively the same) and publishes to it.
         f"{p}-storage": Access(_any(storage), _any(storage), NOTHING),
         # KEDA reads queue depths from the management API and needs no AMQP rights.
@@ -108,5 +117,10 @@ def definitions(topology: Topology, passwords: Mapping[str, str]) -> dict[str, A
                 "read": access.read,
             }
             for name, access in users.items()
+        ],
+        "topic_permissions": [
+            {"user": name, "vhost": "/", "exchange": exchange, "write": keys, "read": ".*"}
+            for name, access in users.items()
+            for exchange, keys in access.topics
         ],
     }

@@ -68,6 +68,9 @@ def broker() -> Iterator[Broker]:
             if grant["user"] != ADMIN:
                 rabbitmqctl("set_permissions", "-p", grant["vhost"], grant["user"],
                             grant["configure"], grant["write"], grant["read"])  # fmt: skip
+        for topic in doc["topic_permissions"]:
+            rabbitmqctl("set_topic_permissions", "-p", topic["vhost"], topic["user"],
+                        topic["exchange"], topic["write"], topic["read"])  # fmt: skip
         _in_thread(declare(settings))
         yield settings, topology, {name: passwords[name] for name in users}
     finally:
@@ -119,15 +122,17 @@ async def test_the_storage_user_may_publish_to_the_storage_exchange_only(broker:
             await publish(url, forbidden, topology.thumbnail.name)
 
 
-async def test_the_notifier_cannot_announce_photos_and_nobody_writes_the_default_exchange(
+async def test_the_notifier_announces_reveals_but_no_photo_and_nobody_writes_the_default_exchange(
     broker: Broker,
 ) -> None:
     settings, topology, users = broker
     url = login(broker, "notifier")
     spec = topology.notifier
     await publish(url, spec.retry_exchange, spec.retry_queue(topology.retry.delays_ms()[0]))
-    with pytest.raises(ChannelAccessRefused):
-        await publish(url, topology.events_exchange, "photo.ready")
+    await publish(url, topology.events_exchange, "album.revealed")
+    for event in ("photo.ready", "album.revealed.x", "account.deleted"):
+        with pytest.raises(ChannelAccessRefused):
+            await publish(url, topology.events_exchange, event)
     for name, password in users.items():
         with pytest.raises(ChannelAccessRefused):
             await publish(url_for(settings, name, password), "", topology.thumbnail.name)

@@ -171,8 +171,8 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
             {events, dlx, retry[t.thumbnail.name]},
             {t.thumbnail.name},
         ),
-        # No events: it runs no outbox relay, so it cannot announce a photo.
-        "darkroom-notifier": (set(), {dlx, retry[t.notifier.name]}, {t.notifier.name}),
+        # The events exchange, but only with album.revealed (its topic permission below).
+        "darkroom-notifier": (set(), {events, dlx, retry[t.notifier.name]}, {t.notifier.name}),
         # The storage's notification user publishes to the storage exchange and nowhere else.
         "darkroom-storage": ({storage}, {storage}, set()),
         "darkroom-monitoring": (set(), set(), set()),
@@ -187,6 +187,8 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
     }
     assert granted == expected
     assert accounts(t)["darkroom-monitoring"].tags == ("monitoring",)
+    topics = {user: a.topics for user, a in accounts(t).items() if a.topics}
+    assert topics == {"darkroom-notifier": ((events, r"^(album\.revealed)$"),)}
 
 
 def test_dockerfile_installs_from_the_lock_on_a_pinned_base_and_runs_as_non_root() -> None:
