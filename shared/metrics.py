@@ -10,8 +10,6 @@ value: aggregate them with `max`, not `sum`.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,7 +46,7 @@ def version() -> str:
 
 class RenderMemory:
     """Bytes the renderer has reserved against its memory budget. The renderer calls
-    `set_budget` once and wraps each render in `reserved(n)`."""
+    `set_budget` once and `set_reserved` whenever its reservations change."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._reserved = Gauge(
@@ -65,13 +63,8 @@ class RenderMemory:
     def set_budget(self, n_bytes: int) -> None:
         self._budget.set(n_bytes)
 
-    @contextmanager
-    def reserved(self, n_bytes: int) -> Iterator[None]:
-        self._reserved.inc(n_bytes)
-        try:
-            yield
-        finally:
-            self._reserved.dec(n_bytes)
+    def set_reserved(self, n_bytes: int) -> None:
+        self._reserved.set(n_bytes)
 
 
 class Metrics:

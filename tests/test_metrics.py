@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from services.dev import run_dev
 from services.gateway.auth import issue_token
+from services.thumbnail_worker.memory import MemoryBudget
 from shared.broker import Message
 from shared.errors import PermanentError
 from shared.events import Envelope, UploadCompleted
@@ -186,14 +187,15 @@ async def test_messages_in_flight_counts_what_a_replica_holds(settings: Settings
         assert in_flight() == 0
 
 
-def test_render_memory_gauges_follow_reservations() -> None:
+async def test_render_memory_gauges_follow_reservations() -> None:
     metrics = Metrics()
-    metrics.render_memory.set_budget(512 * 1024 * 1024)
+    budget = MemoryBudget(512 * 1024 * 1024, on_change=metrics.render_memory.set_reserved)
+    metrics.render_memory.set_budget(budget.total)
 
     def sample(name: str) -> float:
         return value(parse(metrics.render().decode()), name)
 
-    with metrics.render_memory.reserved(300_000_000):
+    async with budget.reserve(300_000_000):
         assert sample("darkroom_render_memory_reserved_bytes") == 300_000_000
     assert sample("darkroom_render_memory_reserved_bytes") == 0
     assert sample("darkroom_render_memory_budget_bytes") == 512 * 1024 * 1024

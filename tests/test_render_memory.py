@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -149,21 +150,25 @@ async def four_at_once(data: bytes, budget: MemoryBudget) -> list[int]:
         settings=SimpleNamespace(max_image_pixels=10_000_000),
         metrics=Metrics(),
     )
-    event = PhotoVerified(
-        photo_id="p",
-        owner_id="o",
-        object_key="k",
-        etag=None,
-        content_type="image/png",
-        size=len(data),
-        keep_location=False,
-    )
+    event = verified_event(len(data))
     with ThreadPoolExecutor(4) as pool:
         thumbnails = Thumbnails(cast(Resources, res), pool, concurrency=4, budget=budget)
         results = await asyncio.gather(*(thumbnails._render(event) for _ in range(4)))
     gauges = {"reserved": 0.0, "budget": float(budget.total)}  # once every render is done
     assert {k: sample(res.metrics, f"darkroom_render_memory_{k}_bytes") for k in gauges} == gauges
     return [r.width for r in results]
+
+
+def verified_event(size: int) -> PhotoVerified:
+    return PhotoVerified(
+        photo_id="p",
+        owner_id="o",
+        object_key="k",
+        etag=None,
+        content_type="image/png",
+        size=size,
+        keep_location=False,
+    )
 
 
 def sample(metrics: Metrics, name: str) -> float | None:
@@ -284,3 +289,62 @@ def test_the_measured_peak_of_a_worst_case_render_stays_under_its_estimate(case:
     data = case.make((5000, 2000))  # 10 MP at a 5000 px side
     peak = measure(data, case.content_type, max_pixels=10_000_000)
     assert 0 < peak <= estimate(data, case.content_type, LARGEST)
+
+
+async def test_a_large_render_is_not_starved_by_small_ones_arriving_after_it() -> None:
+    budget = MemoryBudget(100)
+    order: list[str] = []
+
+    async def render(name: str, amount: int, hold: asyncio.Event) -> None:
+        async with budget.reserve(amount):
+            order.append(name)
+            await hold.wait()
+
+    first_done, rest_done = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(render("small-1", 60, first_done))
+    await asyncio.sleep(0)
+    large = asyncio.create_task(render("large", 100, rest_done))
+    await asyncio.sleep(0)
+    later = asyncio.create_task(render("small-2", 30, rest_done))  # would fit beside small-1
+    await asyncio.sleep(0)
+    assert order == ["small-1"], "small-2 waits behind the large render that came first"
+    first_done.set()
+    await first
+    rest_done.set()
+    await asyncio.gather(large, later)
+    assert order == ["small-1", "large", "small-2"]
+    assert budget.reserved == 0
+
+
+async def test_a_render_whose_handler_gave_up_keeps_its_memory_until_its_thread_ends() -> None:
+    budget = MemoryBudget(256 * MB)
+    pool = ThreadPoolExecutor(1)
+    thread_may_end = threading.Event()
+    res = SimpleNamespace(
+        storage=OneObject(b"x" * 10),
+        settings=SimpleNamespace(max_image_pixels=10_000_000),
+        metrics=Metrics(),
+    )
+    thumbnails = Thumbnails(cast(Resources, res), pool, concurrency=1, budget=budget)
+    loop = asyncio.get_running_loop()
+    started, released = asyncio.Event(), asyncio.Event()
+    budget.on_change = lambda reserved: released.set() if reserved == 0 else None
+
+    def decoding() -> None:
+        loop.call_soon_threadsafe(started.set)
+        thread_may_end.wait(10)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("services.thumbnail_worker.handlers.estimate", lambda *_: 200 * MB)
+        patch.setattr("services.thumbnail_worker.handlers.render", lambda *_, **__: decoding())
+        handler = asyncio.create_task(thumbnails._render(verified_event(10)))
+        await started.wait()
+        handler.cancel()  # the handler's time limit
+        with pytest.raises(asyncio.CancelledError):
+            await handler
+    assert budget.reserved == 200 * MB, "the thread still decodes: its memory stays counted"
+    released.clear()
+    thread_may_end.set()
+    await asyncio.wait_for(released.wait(), 10)  # once the thread is done
+    assert budget.reserved == 0
+    pool.shutdown(wait=True)

@@ -47,6 +47,7 @@ class Thumbnails:
         self.specs = specs
         self.budget = budget
         res.metrics.render_memory.set_budget(budget.total)
+        budget.on_change = res.metrics.render_memory.set_reserved
         self.largest = max(spec.longest_side for spec in specs)
         # Bounds originals and decoded images in memory, whatever the prefetch.
         self.slots = asyncio.Semaphore(concurrency)
@@ -90,19 +91,22 @@ class Thumbnails:
                 self.specs,
                 max_pixels=self.res.settings.max_image_pixels,
             )
-            # Reserved before decoding: renders at once never pass the budget together.
-            async with self.budget.reserve(need):
-                with (
-                    self.res.metrics.render_memory.reserved(need),
-                    tracer.start_as_current_span(
-                        "render",
-                        attributes={
-                            "darkroom.bytes": len(data),
-                            "darkroom.type": event.content_type,
-                        },
-                    ),
+            # Reserved before decoding, so renders at once never pass the budget together,
+            # and held until the thread is done: a handler that times out leaves its
+            # thread decoding, and the memory it uses is still in use.
+            await self.budget.acquire(need)
+            try:
+                with tracer.start_as_current_span(
+                    "render",
+                    attributes={"darkroom.bytes": len(data), "darkroom.type": event.content_type},
                 ):
-                    return await loop.run_in_executor(self.pool, job)
+                    rendering = loop.run_in_executor(self.pool, job)
+            except BaseException:
+                self.budget.release(need)
+                raise
+            rendering.add_done_callback(lambda _: self.budget.release(need))
+            # Shielded: cancelling the wait must not mark the render done while it runs.
+            return await asyncio.shield(rendering)
 
     async def _finish(self, event: PhotoVerified, meta: Meta, result: RenderResult) -> None:
         made = await self._store_renditions(event, result)
