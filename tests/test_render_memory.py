@@ -279,6 +279,17 @@ def test_avif_and_heif_decoder_planes_are_read_from_their_codec_boxes(
     assert coded_planes_bytes(b"no codec box here") == 8.0, "unknown counts as the costliest"
 
 
+def test_look_alike_codec_boxes_placed_first_cannot_lower_the_avif_estimate() -> None:
+    configure_pillow()
+    out = io.BytesIO()
+    Image.new("RGBA", (64, 48)).save(out, "AVIF", subsampling="4:4:4")
+    real = out.getvalue()
+    # Four cheap look-alikes (8-bit monochrome flags) ahead of the real boxes.
+    decoys = (b"av1C" + bytes([0x81, 0x00, 0x10, 0x00])) * 4
+    crafted = real[:8] + decoys + real[8:]
+    assert coded_planes_bytes(crafted) >= coded_planes_bytes(real) == 4.0
+
+
 # --- measured peaks ---------------------------------------------------------------------
 
 
