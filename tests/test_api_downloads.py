@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,7 +15,8 @@ import pytest
 
 from services.gateway.downloads import Downloads, content_disposition
 from shared.settings import Settings
-from shared.storage import open_storage
+from shared.sigv4 import Signer
+from shared.storage import Presigner, open_storage
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of, ready_photo
 
 
@@ -139,3 +141,24 @@ async def test_original_links_download_unless_inline_is_asked(gw: Gateway) -> No
     assert saved["response-cache-control"] == shown["response-cache-control"]
     bad = await gw.client.get(f"/v1/photos/{photo_id}/original?inline=maybe", headers=gw.auth())
     assert (await problem_of(bad, 422))["code"] == "invalid_request"
+
+
+async def test_a_url_signed_with_rotated_credentials_is_not_handed_out_again() -> None:
+    class RotatingRole:
+        """Temporary credentials, as botocore refreshes them before they expire."""
+
+        token = "session-1"
+
+        async def get_frozen_credentials(self) -> Any:
+            return SimpleNamespace(access_key="ASIA1", secret_key="s", token=self.token)
+
+    role = RotatingRole()
+    presigner = Presigner(Signer("http://127.0.0.1:9", "bucket", "us-east-1"), role)
+    downloads = Downloads(presigner, ttl_s=3600, window_s=900, clock=lambda: 1_700_000_100.0)
+    before, _ = await downloads.url("k", "image/webp", "a.webp")
+    assert (await downloads.url("k", "image/webp", "a.webp"))[0] == before
+    role.token = "session-2"
+    after, _ = await downloads.url("k", "image/webp", "a.webp")
+    assert (
+        query(after)["X-Amz-Security-Token"] == "session-2" != query(before)["X-Amz-Security-Token"]
+    )

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from shared.errors import ConfigurationError
 from shared.settings import Settings
+from shared.sigv4 import Credentials
 from shared.storage import Presigner
 from shared.text import visible_text
 
@@ -53,7 +54,7 @@ class Downloads:
         self._presigner, self._clock = presigner, clock
         self._ttl_s, self._window_s = ttl_s, window_s
         self._window = -1
-        self._signed: dict[tuple[str, str | None, str, bool], str] = {}
+        self._signed: dict[tuple[str, str | None, str, bool, Credentials], str] = {}
 
     @classmethod
     def from_settings(
@@ -70,14 +71,23 @@ class Downloads:
         start = int(now - now % self._window_s)
         if start != self._window or len(self._signed) >= self.CACHED:
             self._window, self._signed = start, {}
-        which = (key, content_type, filename, attachment)
+        # Temporary credentials (a pod's role) are refreshed before they expire: a URL
+        # signed with the old ones stops working with them, so it is not handed out again.
+        credentials = await self._presigner.credentials()
+        which = (key, content_type, filename, attachment, credentials)
         url = self._signed.get(which)
         if url is None:
-            url = self._signed[which] = await self._sign(start, *which)
+            url = self._signed[which] = self._sign(start, *which)
         return url, max(1, int(start + self._window_s - now))
 
-    async def _sign(
-        self, start: int, key: str, content_type: str | None, filename: str, attachment: bool
+    def _sign(
+        self,
+        start: int,
+        key: str,
+        content_type: str | None,
+        filename: str,
+        attachment: bool,
+        credentials: Credentials,
     ) -> str:
         query = {
             "response-content-disposition": content_disposition(filename, attachment=attachment),
@@ -86,7 +96,7 @@ class Downloads:
         if content_type:
             query["response-content-type"] = content_type
         return self._presigner.signer.presign_url(
-            await self._presigner.credentials(),
+            credentials,
             "GET",
             key,
             signed_at=datetime.fromtimestamp(start, UTC),
