@@ -154,7 +154,7 @@ async def open_broker(settings: Settings, *, wait: bool = True) -> AsyncIterator
             delivery_limit=settings.delivery_limit, prefetch=settings.prefetch
         )
     elif not wait:
-        from shared.rabbitmq import BackgroundBroker
+        from shared.background_broker import BackgroundBroker
 
         background = BackgroundBroker(settings)
         background.start()

@@ -13,11 +13,11 @@ from typing import Any, Protocol
 import uvloop
 from pydantic import ValidationError
 
+from shared.background_broker import BackgroundBroker
 from shared.broker import Broker
 from shared.errors import ConfigurationError, DatabaseUnavailable, StorageUnavailable
 from shared.health import serve_health
 from shared.logging import configure_logging, get_logger
-from shared.rabbitmq import BackgroundBroker
 from shared.resources import Resources, open_resources
 from shared.runtime import Route, Worker
 from shared.settings import Settings
