@@ -52,7 +52,8 @@ def broker() -> Iterator[Broker]:
     require_server("RabbitMQ", AMQP_URL)
     settings = make_settings(broker_url=AMQP_URL, topology_prefix=f"acl-{uuid.uuid4().hex[:8]}")
     topology = Topology.from_settings(settings)
-    passwords = {name: secrets.token_urlsafe(16) for name in [ADMIN, *accounts(topology)]}
+    # Hex: a password starting with "-" would be read by rabbitmqctl as an option.
+    passwords = {name: secrets.token_hex(16) for name in [ADMIN, *accounts(topology)]}
     doc = definitions(topology, passwords)
     users = [u["name"] for u in doc["users"] if u["name"] != ADMIN]
     created: list[str] = []
