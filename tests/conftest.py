@@ -19,6 +19,7 @@ import asyncio
 import functools
 import gc
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +35,7 @@ import pytest
 from pydantic import SecretStr
 
 from chaos import servers
+from chaos.tcp_proxy import TcpProxy
 from shared import rabbitmq, secrets
 from shared.embedded import moto_server
 from shared.settings import Settings
@@ -125,10 +127,29 @@ def require_server(name: str, url: str) -> None:
         _missing(f"{name} is not reachable at {urlsplit(url).netloc}")
 
 
-def _missing(message: str) -> None:
+def require_tool(command: str, purpose: str) -> str:
+    """The command's path; without it a skip that says what it is for (with CI=true, a
+    failure: CI must run every tier)."""
+    path = shutil.which(command)
+    if path is None:
+        _missing(f"{command} is not installed: {purpose}", needs="it")
+    return str(path)
+
+
+def _missing(message: str, needs: str = "the real server") -> None:
     if os.environ.get("CI") == "true":
-        pytest.fail(f"{message}; CI=true requires the real server", pytrace=False)
+        pytest.fail(f"{message}; CI=true requires {needs}", pytrace=False)
     pytest.skip(message)
+
+
+@pytest.fixture
+async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy in front of the real broker, whose connections a test cuts or refuses."""
+    parts = urlsplit(amqp_url)
+    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
+    await p.start()
+    yield p
+    await p.close()
 
 
 @pytest.fixture

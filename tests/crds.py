@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.conftest import require_tool
 
 HERE = Path(__file__).parent / "crd_node"
 KINDS = {
@@ -47,12 +45,8 @@ def problems(docs: list[dict[str, Any]]) -> list[str]:
 
 @functools.cache
 def _node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        message = "Node.js and npm are needed to check KEDA and ServiceMonitor objects"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires them", pytrace=False)
-        pytest.skip(message)
+    purpose = "KEDA and ServiceMonitor objects cannot be checked"
+    node, npm = require_tool("node", purpose), require_tool("npm", purpose)
     if not (HERE / "node_modules").is_dir():
         subprocess.run(  # noqa: S603
             [npm, "ci", "--no-audit", "--no-fund", "--silent"], cwd=HERE, check=True

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -18,8 +17,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -35,6 +35,11 @@ components: [../../components/hpa-workers]
 """
 
 
+# The Darkroom services as the deploy files name them.
+SERVICES = ("gateway", "ingest-worker", "thumbnail-worker", "notifier")
+WORKERS = SERVICES[1:]
+
+
 def make_env() -> ModuleType:
     """deploy/make_env.py, the one generator of credentials (a script, not a package)."""
     spec = importlib.util.spec_from_file_location("make_env", DEPLOY / "make_env.py")
@@ -45,13 +50,7 @@ def make_env() -> ModuleType:
 
 
 def need_kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        message = "kubectl is not installed: the kustomize builds cannot be rendered"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-        pytest.skip(message)
-    return kubectl
+    return require_tool("kubectl", "the kustomize builds cannot be rendered")
 
 
 @functools.cache

@@ -7,9 +7,7 @@ topology of this module's own, which the administrator declares first.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -23,7 +21,14 @@ from shared.broker import open_broker
 from shared.broker_access import ADMIN, accounts, definitions
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.conftest import AMQP_URL, _in_thread, delete_topology, make_settings, require_server
+from tests.conftest import (
+    AMQP_URL,
+    _in_thread,
+    delete_topology,
+    make_settings,
+    require_server,
+    require_tool,
+)
 
 Users = dict[str, str]
 Broker = tuple[Settings, Topology, Users]
@@ -31,12 +36,7 @@ pytestmark = pytest.mark.rabbitmq
 
 
 def rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
-        message = "rabbitmqctl is not installed: broker users cannot be created"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-        pytest.skip(message)
+    ctl = require_tool("rabbitmqctl", "broker users cannot be created")
     subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
 
 

@@ -19,10 +19,7 @@ from services.cli import commands as cli_commands
 from shared.broker_access import ADMIN, accounts, definitions
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.manifests import DEPLOY, ROOT, make_env, setting_names, settings_from
-
-SERVICES = ("gateway", "ingest-worker", "thumbnail-worker", "notifier")
-WORKERS = SERVICES[1:]
+from tests.manifests import DEPLOY, ROOT, SERVICES, WORKERS, make_env, setting_names, settings_from
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,9 @@ from shared.settings import Settings
 from shared.topology import Topology
 from tests.manifests import (
     DEPLOY,
+    SERVICES,
     VARIANTS,
+    WORKERS,
     by_kind,
     containers,
     darkroom_owned,
@@ -29,8 +31,6 @@ from tests.manifests import (
     settings_from,
 )
 
-SERVICES = ("gateway", "ingest-worker", "thumbnail-worker", "notifier")
-WORKERS = SERVICES[1:]
 # Each worker's queues, by the topology's attribute names.
 WORKER_QUEUES = {
     "ingest-worker": ("ingest_intents", "ingest_storage"),

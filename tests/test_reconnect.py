@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
@@ -30,15 +30,6 @@ async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 (channel state has no event to await)
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(amqp_url)
-    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await p.start()
-    yield p
-    await p.close()
 
 
 def through(url: str, proxy: TcpProxy) -> str:

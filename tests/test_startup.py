@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -24,15 +22,6 @@ from tests.harness import free_port
 from tests.test_reconnect import through
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def proxy(amqp_url: str) -> AsyncIterator[TcpProxy]:
-    parts = urlsplit(amqp_url)
-    p = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5672)
-    await p.start()
-    yield p
-    await p.close()
 
 
 async def status_of(http: aiohttp.ClientSession, url: str) -> int | None:
