@@ -14,11 +14,12 @@ install: $(STAMP)
 
 # Every dependency at the version and hashes in the lock, then the project itself (no
 # dependency resolution of its own, so nothing unpinned slips in).
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml clients/python/pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e clients/python
 	touch $(STAMP)
 
 ## Pin every dependency again after changing pyproject.toml: $(LOCK) holds the runtime

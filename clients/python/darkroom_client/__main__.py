@@ -1,0 +1,3 @@
+from darkroom_client.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""Grant, send, complete, wait: one upload or many (granted in batches of 50)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+
+from darkroom_client import multipart
+from darkroom_client.errors import DarkroomError, Rejected
+from darkroom_client.events import Waiter
+from darkroom_client.models import Photo, UploadState
+from darkroom_client.multipart import StateHook
+from darkroom_client.source import Progress, ProgressBody, Source
+from darkroom_client.transport import Transport
+
+BATCH = 50
+MULTIPART_THRESHOLD = 16 * 1024 * 1024  # the server's default: larger goes multipart
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one item of `upload_many`: the photo, or the error."""
+
+    source: Source
+    photo: Photo | None = None
+    error: DarkroomError | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    album_id: str | None = None
+    keep_location: bool = False
+    method: str = "POST"  # single uploads: a form POST, or PUT
+    multipart_threshold: int = MULTIPART_THRESHOLD
+    part_concurrency: int = 4
+    wait: bool = True
+    timeout: float = 900.0
+
+
+class Uploader:
+    def __init__(self, t: Transport, waiter: Waiter) -> None:
+        self.t = t
+        self.waiter = waiter
+
+    def request(self, source: Source, opts: Options) -> dict[str, Any]:
+        """The upload request (`UploadRequest`) for `source`."""
+        body: dict[str, Any] = {
+            "filename": source.filename,
+            "content_type": source.content_type,
+            "size": source.size,
+            "sha256": source.sha256,
+            "method": opts.method,
+        }
+        if opts.album_id:
+            body["album_id"] = opts.album_id
+        if opts.keep_location:
+            body["keep_location"] = True
+        if source.size > opts.multipart_threshold:
+            body["multipart"] = True
+        return body
+
+    async def upload(
+        self,
+        source: Source,
+        opts: Options,
+        *,
+        progress: Progress | None = None,
+        resume: UploadState | None = None,
+        on_state: StateHook | None = None,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> Photo:
+        """Upload `source` and wait until it is ready; raises `Rejected` if it is not."""
+        if resume is not None and resume.sha256 == source.sha256:
+            state = await multipart.held_parts(self.t, resume)
+            if state is not None:
+                await self._multipart(source, state, opts, progress, on_state)
+                if on_sent is not None:
+                    on_sent(state.photo_id)
+                return await self.outcome(state.photo_id, opts)
+        answer = (await self.t.api("POST", "/v1/uploads", json=self.request(source, opts))).body
+        return await self.granted(
+            source, answer, opts, progress=progress, on_state=on_state, on_sent=on_sent
+        )
+
+    async def granted(
+        self,
+        source: Source,
+        answer: dict[str, Any],
+        opts: Options,
+        *,
+        progress: Progress | None = None,
+        on_state: StateHook | None = None,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> Photo:
+        """Carry on from a grant (or a duplicate answer) to the photo's outcome."""
+        if answer.get("duplicate"):
+            if progress is not None:
+                progress(source.size, source.size)
+            return replace(Photo.of(answer["photo"]), duplicate=True)
+        upload = answer["upload"]
+        if upload["method"] == "MULTIPART":
+            state = multipart.state_of(source, answer)
+            if on_state is not None:
+                on_state(state)
+            await self._multipart(source, state, opts, progress, on_state)
+        else:
+            await self._single(source, upload, progress)
+            await self.t.api("POST", f"/v1/uploads/{answer['photo_id']}/complete")
+        if on_sent is not None:
+            on_sent(answer["photo_id"])
+        return await self.outcome(answer["photo_id"], opts)
+
+    async def outcome(self, photo_id: str, opts: Options) -> Photo:
+        if not opts.wait:
+            return Photo.of((await self.t.api("GET", f"/v1/photos/{photo_id}")).body)
+        photo = await self.waiter.until_final(photo_id, opts.timeout)
+        if photo.status == "rejected":
+            raise Rejected(photo.id, photo.reason or "rejected", photo.reason_detail)
+        return photo
+
+    async def _multipart(
+        self,
+        source: Source,
+        state: UploadState,
+        opts: Options,
+        progress: Progress | None,
+        on_state: StateHook | None,
+    ) -> None:
+        await multipart.send_parts(
+            self.t,
+            source,
+            state,
+            progress=progress,
+            on_state=on_state,
+            concurrency=opts.part_concurrency,
+        )
+        await multipart.complete(self.t, state)
+
+    async def _single(
+        self, source: Source, upload: dict[str, Any], progress: Progress | None
+    ) -> None:
+        data = await source.read(0, source.size)
+        sent = [0]
+
+        def counted(n: int) -> None:
+            sent[0] += n
+            if progress is not None:
+                progress(sent[0], source.size)
+
+        def body() -> Any:
+            sent[0] = 0
+            file = ProgressBody(data, counted, content_type=source.content_type)
+            if upload["method"] == "PUT":
+                return file
+            form = aiohttp.FormData(quote_fields=False)
+            for name, value in upload["fields"].items():
+                form.add_field(name, value)
+            form.add_field("file", file, filename=source.filename)
+            return form
+
+        await self.t.storage(upload["method"], upload["url"], body, upload.get("headers"))
+
+    async def many(
+        self,
+        sources: Sequence[Source],
+        opts: Options,
+        *,
+        concurrency: int = 4,
+        progress: Callable[[int, int, int], None] | None = None,
+        on_state: Callable[[int, UploadState], None] | None = None,
+        on_sent: Callable[[int, str], None] | None = None,
+        on_outcome: Callable[[int, Outcome], None] | None = None,
+    ) -> list[Outcome]:
+        """Grant in batches of 50, then send `concurrency` at a time; one failure does not
+        stop the others. `progress(index, sent, total)`; `on_state(index, state)`."""
+        outcomes: list[Outcome | None] = [None] * len(sources)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, answer: dict[str, Any]) -> None:
+            source = sources[index]
+            async with limit:
+                try:
+                    photo = await self.granted(
+                        source,
+                        answer,
+                        opts,
+                        progress=_bind(progress, index),
+                        on_state=_bind(on_state, index),
+                        on_sent=_bind(on_sent, index),
+                    )
+                    result = Outcome(source, photo=photo)
+                except DarkroomError as exc:
+                    result = Outcome(source, error=exc)
+            outcomes[index] = result
+            if on_outcome is not None:
+                on_outcome(index, result)
+
+        for start in range(0, len(sources), BATCH):
+            chunk = sources[start : start + BATCH]
+            body = {"items": [self.request(s, opts) for s in chunk]}
+            try:
+                items = (await self.t.api("POST", "/v1/uploads:batch", json=body)).body["items"]
+            except DarkroomError as exc:
+                for offset, source in enumerate(chunk):
+                    outcomes[start + offset] = failed = Outcome(source, error=exc)
+                    if on_outcome is not None:
+                        on_outcome(start + offset, failed)
+                continue
+            await asyncio.gather(*(one(start + i, a) for i, a in enumerate(items)))
+        return [o for o in outcomes if o is not None]
+
+
+def _bind(hook: Callable[..., None] | None, index: int) -> Any:
+    if hook is None:
+        return None
+    return lambda *args: hook(index, *args)
