@@ -81,7 +81,9 @@ async def test_exit_code_is_0_when_every_file_is_ready_and_photos_lists_them(
 
         thumb = tmp_path / "thumb.webp"
         photo_id = outcomes[0]["photo_id"]
-        code, out, err = await run_cli(env, "get", photo_id, "--rendition", "thumb", "-o", str(thumb))
+        code, out, err = await run_cli(
+            env, "get", photo_id, "--rendition", "thumb", "-o", str(thumb)
+        )
         assert code == 0, err
         assert thumb.read_bytes()[8:12] == b"WEBP"
 
