@@ -101,7 +101,7 @@ async def test_a_file_that_cannot_be_read_fails_with_exit_code_1(
 
 async def test_login_stores_url_and_token_readable_by_the_owner_alone(tmp_path: Path) -> None:
     env = cli_env(tmp_path)
-    code, out, err = await run_cli(
+    code, _, err = await run_cli(
         env, "--url", "http://127.0.0.1:9", "--token", "secret-token", "login"
     )
     assert code == 0, err
