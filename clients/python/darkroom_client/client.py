@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -210,7 +210,7 @@ class Client:
 
     # Live events
 
-    def events(self, last_event_id: str | None = None) -> AsyncIterator[Event]:
+    def events(self, last_event_id: str | None = None) -> AsyncGenerator[Event, None]:
         """The live stream: photo and album events as they happen, reconnecting with
         `Last-Event-ID` after a dropped connection. Raises `NotFound` on a server
         without it."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,11 +20,12 @@ from darkroom_client.transport import NETWORK_ERRORS, Transport
 # connection is dead, so reconnect.
 READ_TIMEOUT = 60.0
 FINAL_EVENTS = ("photo.ready", "photo.rejected", "photo.deleted")
+RESET = "reset"  # the server says events may have been missed
 
 
 async def stream(
     t: Transport, last_event_id: str | None = None, *, reconnect: bool = True
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Events as they come. After a dropped connection it reconnects with backoff,
     sending `Last-Event-ID` so the server resumes after the last event seen."""
     failures = 0
@@ -82,7 +83,11 @@ def _event(fields: dict[str, str], data: str) -> Event:
     try:
         payload = json.loads(data)
     except ValueError:
-        payload = {"data": {"text": data}}
+        payload = {"text": data}
+    if not isinstance(payload, dict) or "type" not in payload:
+        # Not an API event (`event: reset` carries {reason, detail}): keep it whole.
+        body = payload if isinstance(payload, dict) else {"value": payload}
+        return Event(fields.get("id"), fields.get("event", "message"), None, body)
     return Event(
         id=fields.get("id"),
         type=str(payload.get("type") or fields.get("event") or "message"),
@@ -135,7 +140,11 @@ class Waiter:
         try:
             async for event in stream(self.t):
                 self.streaming = True
-                if event.type in FINAL_EVENTS:
+                if event.type == RESET:
+                    for every in self.waiting.values():
+                        for woken in every:
+                            woken.set()
+                elif event.type in FINAL_EVENTS:
                     for woken in self.waiting.get(str(event.data.get("photo_id")), ()):
                         woken.set()
         except NotFound:

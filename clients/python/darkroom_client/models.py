@@ -54,7 +54,9 @@ class Photo:
 
 @dataclass(frozen=True)
 class Event:
-    """One message of the live stream: `data` is the event model's JSON."""
+    """One message of the live stream: `data` is the event model's JSON (`photo.ready`,
+    `photo.rejected`, `album.revealed`...). Type `reset` means events may have been
+    missed: list again; its `data` is `{reason, detail}`."""
 
     id: str | None
     type: str

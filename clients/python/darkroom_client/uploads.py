@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from darkroom_client import multipart
-from darkroom_client.errors import DarkroomError, Rejected
+from darkroom_client.errors import DarkroomError, InvalidRequest, Rejected, error_for
 from darkroom_client.events import Waiter
 from darkroom_client.models import Photo, UploadState
 from darkroom_client.multipart import StateHook
@@ -199,19 +199,63 @@ class Uploader:
             if on_outcome is not None:
                 on_outcome(index, result)
 
+        def fail(index: int, error: DarkroomError) -> None:
+            outcomes[index] = failed = Outcome(sources[index], error=error)
+            if on_outcome is not None:
+                on_outcome(index, failed)
+
         for start in range(0, len(sources), BATCH):
-            chunk = sources[start : start + BATCH]
-            body = {"items": [self.request(s, opts) for s in chunk]}
+            chunk = list(range(start, min(start + BATCH, len(sources))))
+            items = await self._grant_batch(chunk, sources, opts, fail)
+            await asyncio.gather(*(one(i, a) for i, a in zip(chunk, items, strict=False) if a))
+        return [o for o in outcomes if o is not None]
+
+    async def _grant_batch(
+        self,
+        chunk: list[int],
+        sources: Sequence[Source],
+        opts: Options,
+        fail: Callable[[int, DarkroomError], None],
+    ) -> list[dict[str, Any] | None]:
+        """Grants for `chunk` (indexes into `sources`), None where the item failed. A
+        batch is all or nothing, so items the server refuses (wrong type, too large)
+        fail on their own and the rest is asked for again."""
+        answers: list[dict[str, Any] | None] = [None] * len(chunk)
+        todo = list(range(len(chunk)))
+        while todo:
+            body = {"items": [self.request(sources[chunk[k]], opts) for k in todo]}
             try:
                 items = (await self.t.api("POST", "/v1/uploads:batch", json=body)).body["items"]
-            except DarkroomError as exc:
-                for offset, source in enumerate(chunk):
-                    outcomes[start + offset] = failed = Outcome(source, error=exc)
-                    if on_outcome is not None:
-                        on_outcome(start + offset, failed)
+            except InvalidRequest as exc:
+                refused = _refused_items(exc, len(todo))
+                if not refused:
+                    for k in todo:
+                        fail(chunk[k], exc)
+                    return answers
+                for position, error in refused.items():
+                    fail(chunk[todo[position]], error)
+                todo = [k for n, k in enumerate(todo) if n not in refused]
                 continue
-            await asyncio.gather(*(one(start + i, a) for i, a in enumerate(items)))
-        return [o for o in outcomes if o is not None]
+            except DarkroomError as exc:
+                for k in todo:
+                    fail(chunk[k], exc)
+                return answers
+            for k, item in zip(todo, items, strict=True):
+                answers[k] = item
+            todo = []
+        return answers
+
+
+def _refused_items(exc: InvalidRequest, count: int) -> dict[int, DarkroomError]:
+    """The batch positions a 422 names, each with its own typed error."""
+    refused: dict[int, DarkroomError] = {}
+    for entry in exc.problem.get("errors") or []:
+        index = entry.get("index")
+        if isinstance(index, int) and 0 <= index < count:
+            status = {"unsupported_type": 415, "too_large": 413}.get(entry.get("code"), 422)
+            body = {"code": entry.get("code") or exc.code, "detail": entry.get("message")}
+            refused[index] = error_for(status, body)
+    return refused
 
 
 def _bind(hook: Callable[..., None] | None, index: int) -> Any:
