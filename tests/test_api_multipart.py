@@ -174,7 +174,7 @@ async def test_completion_with_parts_that_do_not_make_the_upload_is_refused(
 ) -> None:
     photo_id = (await grant(gw))["photo_id"]
     etags = await put_parts(http, await sign(gw, photo_id, [1, 2]), PHOTO)
-    body = await problem_of(await complete(gw, photo_id, named(etags)), 422)
+    body = await problem_of(await complete(gw, photo_id, named(etags)), 409)
     assert body["code"] == "invalid_parts"
     assert await status_of(gw, photo_id) == (PhotoStatus.PENDING, None)
     assert (await complete(gw, photo_id, etags)).status == 202  # the right ones still do
@@ -205,7 +205,7 @@ async def test_signing_parts_beyond_the_count_or_of_a_single_upload_is_refused(
     resp = await gw.client.post(
         f"/v1/uploads/{photo_id}/parts", json={"part_numbers": [1, 3]}, headers=gw.auth()
     )
-    assert (await problem_of(resp, 422))["code"] == "invalid_parts"
+    assert (await problem_of(resp, 409))["code"] == "invalid_parts"
     single = await gw.client.post("/v1/uploads", json=grant_body(), headers=gw.auth())
     single_id = (await single.json())["photo_id"]
     resp = await gw.client.post(
@@ -269,7 +269,7 @@ async def test_deleting_a_photo_still_uploading_in_parts_aborts_its_upload(
 ROUTES = {
     "sign parts": ("POST", "/parts", {"part_numbers": [1]}, 200),
     "list parts": ("GET", "/parts", None, 200),
-    "complete": ("POST", "/complete", {"parts": [{"part_number": 1, "etag": '"x"'}]}, 422),
+    "complete": ("POST", "/complete", {"parts": [{"part_number": 1, "etag": '"x"'}]}, 409),
     "abort": ("DELETE", "", None, 204),
 }
 
