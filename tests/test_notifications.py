@@ -32,9 +32,7 @@ def test_every_format_yields_the_exact_key(fmt: str, key: str) -> None:
         ("aws", "ObjectCreated:CompleteMultipartUpload"),
     ],
 )
-def test_a_completed_multipart_upload_is_an_object_created_like_a_put(
-    fmt: str, event: str
-) -> None:
+def test_a_completed_multipart_upload_is_an_object_created_like_a_put(fmt: str, event: str) -> None:
     body = getattr(s3events, fmt)("bkt", "originals/a/b", 9_000_000, event=event)
     [obj] = parse_notification(body)
     assert (obj.key, obj.event) == ("originals/a/b", "ObjectCreated:CompleteMultipartUpload")
