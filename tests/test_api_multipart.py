@@ -198,6 +198,20 @@ async def test_grants_over_the_threshold_are_in_parts_up_to_the_multipart_limit(
     assert (too_large["code"], too_large["limit"]) == ("too_large", 200 * MiB)
 
 
+async def test_a_batch_grants_its_large_items_in_parts_within_the_quotas(
+    gw: Gateway,
+) -> None:
+    items = [grant_body(size=1000), grant_body(size=20 * MiB)]
+    resp = await gw.client.post("/v1/uploads:batch", json={"items": items}, headers=gw.auth())
+    assert resp.status == 201, await resp.text()
+    methods = [item["upload"]["method"] for item in (await resp.json())["items"]]
+    assert methods == ["POST", "MULTIPART"]
+    # Both count as pending grants: one more fits under max_pending_uploads=3, two do not.
+    more = {"items": [grant_body(size=20 * MiB, multipart=True)] * 2}
+    refused = await gw.client.post("/v1/uploads:batch", json=more, headers=gw.auth())
+    assert (await problem_of(refused, 409))["code"] == "too_many_pending"
+
+
 async def test_signing_parts_beyond_the_count_or_of_a_single_upload_is_refused(
     gw: Gateway,
 ) -> None:
