@@ -16,12 +16,15 @@ class DarkroomError(Exception):
         status: int | None = None,
         code: str | None = None,
         problem: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{code or 'error'}: {detail}" if code else detail)
+        super().__init__(f"{code}: {detail}" if code else detail)
         self.detail = detail
         self.status = status
         self.code = code
         self.problem: dict[str, Any] = problem or {}
+        # Seconds the server asked to wait (Retry-After), on 429 and 503 answers.
+        self.retry_after = retry_after
 
 
 class BadRequest(DarkroomError):
@@ -63,10 +66,6 @@ class InvalidRequest(DarkroomError):
 class RateLimited(DarkroomError):
     """429 after every retry: `retry_after` is the server's last word, in seconds."""
 
-    def __init__(self, detail: str, *, retry_after: float | None = None, **kw: Any) -> None:
-        super().__init__(detail, **kw)
-        self.retry_after = retry_after
-
 
 class Unavailable(DarkroomError):
     """5xx after every retry, or the network failed every attempt."""
@@ -105,9 +104,7 @@ def error_for(status: int, body: Any, retry_after: float | None = None) -> Darkr
     problem = body if isinstance(body, dict) else {}
     detail = str(problem.get("detail") or problem.get("title") or body or f"HTTP {status}")
     code = problem.get("code") if isinstance(problem.get("code"), str) else None
-    if status == 429:
-        return RateLimited(
-            detail, retry_after=retry_after, status=status, code=code, problem=problem
-        )
     cls = _BY_STATUS.get(status, Unavailable if status >= 500 else DarkroomError)
-    return cls(detail, status=status, code=code, problem=problem)
+    if status == 429:
+        cls = RateLimited
+    return cls(detail, status=status, code=code, problem=problem, retry_after=retry_after)

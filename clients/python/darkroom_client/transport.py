@@ -105,7 +105,7 @@ class Transport:
                 if exc.status not in RETRIED_STATUSES:
                     raise
                 error: DarkroomError = exc
-                wait = self.retry.delay(tries, getattr(exc, "retry_after", None))
+                wait = self.retry.delay(tries, exc.retry_after)
             except NETWORK_ERRORS as exc:
                 error = Unavailable(f"network error: {exc!r}")
                 wait = self.retry.delay(tries)
