@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from darkroom_client import Client, Event, Rejected, Source, UnsupportedType, UploadState
+from darkroom_client import Client, Event, Rejected, Source, UnsupportedType, UploadState, multipart
 
 from shared.settings import MiB, Settings
 from tests import images
@@ -104,6 +104,34 @@ async def test_resuming_a_state_sends_only_the_parts_storage_lacks(dr: Stack) ->
     assert photo.id == state.photo_id and photo.status == "ready"
     # Part 1 was counted as sent from the start: only part 2's bytes went out.
     assert progress[0] == state.part_size
+
+
+async def test_resuming_an_upload_whose_completion_answer_was_lost_finishes_it(
+    dr: Stack,
+) -> None:
+    """Every part sent and completed, but the answer never came back: resuming the saved
+    state completes nothing twice and waits for the same photo."""
+    data = images.noise_png(1400, 1300, seed=5)
+    states: list[UploadState] = []
+    async with Client(dr.url, dr.token()) as first:
+        grant = await first.transport.api(
+            "POST",
+            "/v1/uploads",
+            json={
+                "filename": "w.png",
+                "content_type": "image/png",
+                "size": len(data),
+                "multipart": True,
+                "sha256": hashlib.sha256(data).hexdigest(),
+            },
+        )
+        source = await Source.of(data, filename="w.png")
+        state = multipart.state_of(source, grant.body)
+        await multipart.send_parts(first.transport, source, state, on_state=states.append)
+        await multipart.complete(first.transport, state)  # its answer "lost"
+    async with Client(dr.url, dr.token()) as second:
+        photo = await second.upload(data, filename="w.png", resume=states[-1])
+    assert (photo.id, photo.status) == (state.photo_id, "ready")
 
 
 async def test_upload_many_grants_in_batches_of_50_and_reports_each_outcome(

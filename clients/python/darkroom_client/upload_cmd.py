@@ -73,6 +73,11 @@ class Board:
         self.progress.update(self.bars[index], completed=sent)
         self.progress.update(self.overall, completed=sum(self.sent))
 
+    def verifying(self, index: int) -> None:
+        if index in self.bars:
+            name = self.sources[index].filename[:28]
+            self.progress.update(self.bars[index], description=f"{name} (verifying)")
+
     def done(self, index: int) -> None:
         self.update(index, self.sources[index].size, self.sources[index].size)
         self.progress.remove_task(self.bars.pop(index))
@@ -187,6 +192,7 @@ class _Run:
 
     def _sent(self, index: int, photo_id: str) -> None:
         self.pending.mark_sent(self._file(index), self.sources[index].sha256, photo_id)
+        self.board.verifying(index)
 
     def _file(self, index: int) -> Path:
         return (self.sources[index].path or Path(self.sources[index].filename)).resolve()
@@ -224,7 +230,11 @@ def _report(out: Console, rows: list[Row], as_json: bool) -> None:
         return
     counts = {s: sum(r.status == s for r in rows) for s in ("ready", "rejected", "failed")}
     title = ", ".join(f"{n} {s}" for s, n in counts.items())
-    table = Table("file", "status", "photo", "detail", title=title)
+    table = Table(title=title)
+    table.add_column("file", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("photo", no_wrap=True, min_width=32)  # ids are for copying: never cut
+    table.add_column("detail", overflow="fold")
     style = {"ready": "green", "rejected": "yellow", "failed": "red"}
     for row in rows:
         status = f"[{style[row.status]}]{row.status}[/]"

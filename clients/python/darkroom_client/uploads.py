@@ -10,7 +10,14 @@ from typing import Any
 import aiohttp
 
 from darkroom_client import multipart
-from darkroom_client.errors import DarkroomError, InvalidRequest, Rejected, error_for
+from darkroom_client.errors import (
+    Conflict,
+    DarkroomError,
+    InvalidRequest,
+    NotFound,
+    Rejected,
+    error_for,
+)
 from darkroom_client.events import Waiter
 from darkroom_client.models import Photo, UploadState
 from darkroom_client.multipart import StateHook
@@ -74,13 +81,14 @@ class Uploader:
         on_sent: Callable[[str], None] | None = None,
     ) -> Photo:
         """Upload `source` and wait until it is ready; raises `Rejected` if it is not."""
-        if resume is not None and resume.sha256 == source.sha256:
-            state = await multipart.held_parts(self.t, resume)
-            if state is not None:
-                await self._multipart(source, state, opts, progress, on_state)
-                if on_sent is not None:
-                    on_sent(state.photo_id)
-                return await self.outcome(state.photo_id, opts)
+        if (
+            resume is not None
+            and resume.sha256 == source.sha256
+            and await self._resumed(source, resume, opts, progress, on_state)
+        ):
+            if on_sent is not None:
+                on_sent(resume.photo_id)
+            return await self.outcome(resume.photo_id, opts)
         answer = (await self.t.api("POST", "/v1/uploads", json=self.request(source, opts))).body
         return await self.granted(
             source, answer, opts, progress=progress, on_state=on_state, on_sent=on_sent
@@ -113,6 +121,30 @@ class Uploader:
         if on_sent is not None:
             on_sent(answer["photo_id"])
         return await self.outcome(answer["photo_id"], opts)
+
+    async def _resumed(
+        self,
+        source: Source,
+        resume: UploadState,
+        opts: Options,
+        progress: Progress | None,
+        on_state: StateHook | None,
+    ) -> bool:
+        """Carry `resume` to completion; False when it cannot be (start afresh)."""
+        try:
+            state = await multipart.held_parts(self.t, resume)
+        except Conflict:
+            # Closed: most likely completed by a run whose answer was lost. Completing
+            # again is accepted when storage has the object, and starts verification.
+            try:
+                await multipart.complete(self.t, resume)
+            except (Conflict, NotFound, InvalidRequest):
+                return False
+            return True
+        if state is None:
+            return False
+        await self._multipart(source, state, opts, progress, on_state)
+        return True
 
     async def outcome(self, photo_id: str, opts: Options) -> Photo:
         if not opts.wait:
