@@ -12,7 +12,7 @@ from shared.settings import Settings
 from tests import images
 from tests.client_harness import cli_env, run_cli, stack, table_rows
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]  # runs the CLI as a process
 
 
 def photo_folder(root: Path) -> tuple[list[str], list[str]]:

@@ -14,7 +14,7 @@ from shared.settings import Settings
 from tests import images
 from tests.client_harness import PartCountingProxy, cli_env, run_cli, stack, start_cli, table_rows
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.processes, pytest.mark.timeout(300)]  # runs the CLI as a process
 
 
 async def test_a_killed_upload_resumes_without_sending_finished_parts_again(

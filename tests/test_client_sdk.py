@@ -17,7 +17,7 @@ from shared.settings import MiB, Settings
 from tests import images
 from tests.client_harness import Stack, stack
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the whole system, renders included
 
 
 @pytest.fixture
