@@ -93,13 +93,15 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 class PartCountingProxy:
     """A reverse proxy in front of the S3 endpoint that counts the UploadPart PUTs it
     passes to storage. With `hold_from` set, parts of that number and up are held (never
-    reach storage) until `release()`, which answers them 503: an upload caught mid-way."""
+    reach storage) until `release()`, which answers them 503: an upload caught mid-way.
+    The first `refuse_forms` form uploads are answered 403, as for a lapsed URL."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.passed: list[int] = []
         self.held = 0
         self.hold_from: int | None = None
+        self.refuse_forms = 0
         self.changed = asyncio.Condition()
         self._release = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
@@ -107,6 +109,9 @@ class PartCountingProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         number = request.query.get("partNumber") if request.method == "PUT" else None
         body = await request.read()
+        if request.method == "POST" and not request.query_string and self.refuse_forms:
+            self.refuse_forms -= 1
+            return web.Response(status=403, text="<Error><Code>AccessDenied</Code></Error>")
         if number is not None and self.hold_from is not None and int(number) >= self.hold_from:
             await self._note(held=1)
             await self._release.wait()

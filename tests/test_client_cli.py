@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from darkroom_client import Client
 
 from shared.settings import Settings
 from tests import images
@@ -67,8 +68,12 @@ async def test_exit_code_is_0_when_every_file_is_ready_and_photos_lists_them(
     for n in range(3):
         (folder / f"p{n}.jpg").write_bytes(images.jpeg(50 + n, 40))
     async with stack(settings) as dr:
+        async with Client(dr.url, dr.token()) as client:
+            album = await client.create_album("weekend")
         env = cli_env(tmp_path, DARKROOM_URL=dr.url, DARKROOM_TOKEN=dr.token())
-        code, out, err = await run_cli(env, "upload", str(folder), "--json", "--no-progress")
+        code, out, err = await run_cli(
+            env, "upload", str(folder), "--album", album["id"], "--json", "--no-progress"
+        )
         assert code == 0, out + err
         outcomes = [json.loads(line) for line in out.splitlines()]
         assert sorted(Path(o["file"]).name for o in outcomes) == ["p0.jpg", "p1.jpg", "p2.jpg"]
@@ -78,6 +83,7 @@ async def test_exit_code_is_0_when_every_file_is_ready_and_photos_lists_them(
         assert code == 0, err
         listed = [json.loads(line) for line in out.splitlines()]
         assert {p["id"] for p in listed} == {o["photo_id"] for o in outcomes}
+        assert {p["album_id"] for p in listed} == {album["id"]}
 
         thumb = tmp_path / "thumb.webp"
         photo_id = outcomes[0]["photo_id"]

@@ -15,7 +15,7 @@ from darkroom_client import Client, Event, Rejected, Source, UnsupportedType, Up
 
 from shared.settings import MiB, Settings
 from tests import images
-from tests.client_harness import Stack, stack
+from tests.client_harness import PartCountingProxy, Stack, stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the whole system, renders included
 
@@ -38,6 +38,21 @@ async def test_upload_waits_for_ready_and_the_same_bytes_again_are_a_duplicate(
     assert ready.raw["renditions"]["thumb"]["width"] > 0
     assert seen[-1] == (len(photo), len(photo))
     assert (again.id, again.duplicate) == (ready.id, True)
+
+
+async def test_an_upload_url_refused_as_lapsed_is_granted_again(
+    settings: Settings, s3_endpoint: str
+) -> None:
+    proxy = PartCountingProxy(s3_endpoint)
+    proxy.refuse_forms = 1
+    async with (
+        proxy.serving() as s3_url,
+        stack(settings.model_copy(update={"s3_endpoint_url": s3_url})) as running,
+        Client(running.url, running.token()) as client,
+    ):
+        photo = await client.upload(images.jpeg(120, 90), filename="late.jpg")
+    assert photo.status == "ready"
+    assert proxy.refuse_forms == 0
 
 
 async def test_a_photo_verification_refuses_raises_rejected_with_its_reason(dr: Stack) -> None:

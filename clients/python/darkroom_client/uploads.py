@@ -16,6 +16,7 @@ from darkroom_client.errors import (
     InvalidRequest,
     NotFound,
     Rejected,
+    StorageError,
     error_for,
 )
 from darkroom_client.events import Waiter
@@ -103,6 +104,7 @@ class Uploader:
         progress: Progress | None = None,
         on_state: StateHook | None = None,
         on_sent: Callable[[str], None] | None = None,
+        regranted: bool = False,
     ) -> Photo:
         """Carry on from a grant (or a duplicate answer) to the photo's outcome."""
         if answer.get("duplicate"):
@@ -116,7 +118,16 @@ class Uploader:
                 on_state(state)
             await self._multipart(source, state, opts, progress, on_state)
         else:
-            await self._single(source, upload, progress)
+            try:
+                await self._single(source, upload, progress)
+            except StorageError as exc:
+                if exc.status != 403 or regranted:
+                    raise
+                # The URL lapsed while it waited its turn (batches grant ahead): ask again.
+                again = await self.t.api("POST", "/v1/uploads", json=self.request(source, opts))
+                return await self.granted(
+                    source, again.body, opts, progress=progress, on_sent=on_sent, regranted=True
+                )
             await self.t.api("POST", f"/v1/uploads/{answer['photo_id']}/complete")
         if on_sent is not None:
             on_sent(answer["photo_id"])
