@@ -231,3 +231,38 @@ async def test_connections_dropped_every_time_end_in_unavailable() -> None:
         with pytest.raises(Unavailable) as caught:
             await dr.photo(PHOTO_ID)
     assert "network error" in caught.value.detail
+
+
+async def test_the_event_stream_reconnects_after_a_drop_sending_the_last_event_id() -> None:
+    """A stub stream that sends one event per connection and hangs up."""
+    asked: list[str | None] = []
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        asked.append(request.headers.get("Last-Event-ID"))
+        n = len(asked)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        data = json.dumps({"type": "photo.ready", "timestamp": "t", "data": {"n": n}})
+        await response.write(
+            f": keep-alive\n\nid: e{n}\nevent: photo.ready\ndata: {data}\n\n".encode()
+        )
+        if n == 2:
+            await response.write(
+                b'event: reset\ndata: {"reason": "fell_behind", "detail": "d"}\n\n'
+            )
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/events", stream)
+    sleeps = Sleeps()
+    async with serve_local(app) as url, Client(url, "token", retry=policy(sleeps)) as dr:
+        events = dr.events()
+        got = [await anext(events) for _ in range(3)]
+        await events.aclose()
+    assert [(e.id, e.type, e.data) for e in got] == [
+        ("e1", "photo.ready", {"n": 1}),
+        ("e2", "photo.ready", {"n": 2}),
+        (None, "reset", {"reason": "fell_behind", "detail": "d"}),
+    ]
+    assert asked == [None, "e1"]
+    assert len(sleeps.delays) == 1  # one backoff between the two connections

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -13,9 +14,10 @@ import aiohttp
 
 from darkroom_client.errors import DarkroomError, NotFound, error_for
 from darkroom_client.models import Event, Photo
-from darkroom_client.retry import RETRIED_STATUSES
+from darkroom_client.retry import RETRIED_STATUSES, parse_retry_after
 from darkroom_client.transport import NETWORK_ERRORS, Transport
 
+log = logging.getLogger(__name__)
 # Longer than the server's keep-alive comments (15 s): silence this long means the
 # connection is dead, so reconnect.
 READ_TIMEOUT = 60.0
@@ -30,6 +32,7 @@ async def stream(
     sending `Last-Event-ID` so the server resumes after the last event seen."""
     failures = 0
     while True:
+        retry_after: float | None = None
         headers = {**t.headers, "Accept": "text/event-stream"}
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
@@ -42,9 +45,12 @@ async def stream(
                     body: Any = await resp.text()
                     with contextlib.suppress(ValueError):
                         body = json.loads(body)
-                    error = error_for(resp.status, body)
+                    error = error_for(
+                        resp.status, body, parse_retry_after(resp.headers.get("Retry-After"))
+                    )
                     if resp.status not in RETRIED_STATUSES:
                         raise error
+                    retry_after = error.retry_after
                 else:
                     async for event in _parse(resp.content):
                         failures = 0
@@ -55,7 +61,7 @@ async def stream(
         if not reconnect:
             return
         failures += 1
-        await t.retry.sleep(t.retry.delay(1, None) * min(2**failures, 60))
+        await t.retry.sleep(t.retry.wait(failures, retry_after))
 
 
 async def _parse(content: aiohttp.StreamReader) -> AsyncIterator[Event]:
@@ -149,8 +155,10 @@ class Waiter:
                         woken.set()
         except NotFound:
             pass  # a server without the stream: polling alone
-        except DarkroomError:
-            pass  # refused (too many streams...): polling alone
+        except Exception:
+            # Whatever else ends the stream leaves polling alone to do the work:
+            # waiting must not fail because a wake-up call did.
+            log.warning("the event stream ended; polling instead", exc_info=True)
         finally:
             self.streaming = False
 

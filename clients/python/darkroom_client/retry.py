@@ -33,12 +33,16 @@ class RetryPolicy:
         it was the last one or the server asks for more than we wait."""
         if attempt >= self.attempts:
             return None
+        if retry_after is not None and retry_after > self.max_retry_after:
+            return None
+        return self.wait(attempt, retry_after)
+
+    def wait(self, attempt: int, retry_after: float | None = None) -> float:
+        """The delay after failure number `attempt`, however many came before."""
         if retry_after is not None:
-            if retry_after > self.max_retry_after:
-                return None
             # The server's time, plus a little spread so its callers do not return at once.
             return retry_after + random.uniform(0, self.base)
-        ceiling = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** min(attempt - 1, 32))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
