@@ -74,7 +74,7 @@ class Client:
             await self._waiter.close()
         if self._session is not None and self._own_session:
             await self._session.close()
-        self._session = None
+            self._session = None
 
     @property
     def transport(self) -> Transport:
@@ -167,6 +167,7 @@ class Client:
     # Photos
 
     async def photo(self, photo_id: str) -> Photo:
+        """One photo (`GET /v1/photos/{id}`): the sealed view while its album is sealed."""
         return Photo.of(await self._call("GET", f"/v1/photos/{_seg(photo_id)}"))
 
     async def photos(self, *, limit: int = 50, **filters: str) -> AsyncIterator[Photo]:
@@ -202,9 +203,11 @@ class Client:
         return target
 
     async def delete(self, photo_id: str) -> None:
+        """Delete a photo: gone from the API at once, purged from storage soon after."""
         await self._call("DELETE", f"/v1/photos/{_seg(photo_id)}")
 
     async def delete_account(self) -> dict[str, Any]:
+        """Delete every photo and record of the caller (`DELETE /v1/me`)."""
         result: dict[str, Any] = await self._call("DELETE", "/v1/me")
         return result
 
@@ -219,6 +222,7 @@ class Client:
     # Albums, members and share links: see docs/api.md for the fields
 
     async def create_album(self, title: str, reveal_at: str | None = None) -> dict[str, Any]:
+        """A new album owned by the caller; sealed until `reveal_at` (RFC 3339) if given."""
         body: dict[str, Any] = {"title": title}
         if reveal_at is not None:
             body["reveal_at"] = reveal_at
@@ -226,10 +230,12 @@ class Client:
         return result
 
     async def albums(self, *, limit: int = 50) -> AsyncIterator[dict[str, Any]]:
+        """Every album the caller owns or belongs to, newest first, page by page."""
         async for album in self._pages("/v1/albums", limit):
             yield album
 
     async def album(self, album_id: str) -> dict[str, Any]:
+        """One album, for its members."""
         result: dict[str, Any] = await self._call("GET", f"/v1/albums/{_seg(album_id)}")
         return result
 
@@ -240,13 +246,16 @@ class Client:
         return result
 
     async def delete_album(self, album_id: str) -> None:
+        """Delete an album (owner): members and links go, photos stay their uploaders'."""
         await self._call("DELETE", f"/v1/albums/{_seg(album_id)}")
 
     async def album_photos(self, album_id: str, *, limit: int = 50) -> AsyncIterator[Photo]:
+        """The album's photos, page by page (none while it is sealed)."""
         async for raw in self._pages(f"/v1/albums/{_seg(album_id)}/photos", limit):
             yield Photo.of(raw)
 
     async def remove_from_album(self, album_id: str, photo_id: str) -> None:
+        """Take a photo out of an album (owner); it stays its uploader's."""
         await self._call("DELETE", f"/v1/albums/{_seg(album_id)}/photos/{_seg(photo_id)}")
 
     async def add_member(self, album_id: str, user_id: str, role: str) -> dict[str, Any]:
@@ -256,10 +265,12 @@ class Client:
         return result
 
     async def members(self, album_id: str) -> list[dict[str, Any]]:
+        """The album's members, the owner first."""
         page = await self._call("GET", f"/v1/albums/{_seg(album_id)}/members")
         return list(page["items"])
 
     async def remove_member(self, album_id: str, user_id: str) -> None:
+        """Remove a member (owner), or leave (the member themself)."""
         await self._call("DELETE", f"/v1/albums/{_seg(album_id)}/members/{_seg(user_id)}")
 
     async def create_link(
@@ -273,16 +284,19 @@ class Client:
     async def links(
         self, *, album_id: str | None = None, photo_id: str | None = None
     ) -> list[dict[str, Any]]:
+        """The share links of an album or a photo (without their tokens)."""
         page = await self._call("GET", _links(album_id, photo_id))
         return list(page["items"])
 
     async def revoke_link(
         self, link_id: str, *, album_id: str | None = None, photo_id: str | None = None
     ) -> None:
+        """Revoke a share link: it answers 404 from the next request on."""
         await self._call("DELETE", f"{_links(album_id, photo_id)}/{_seg(link_id)}")
 
     async def shared(self, token: str, password: str | None = None) -> dict[str, Any]:
-        """What a share link shows (no account needed, but sent with this client's)."""
+        """What a share link shows, as a visitor sees it: sent without this client's
+        credential (a link needs none), with the link's password if it has one."""
         headers = {"X-Darkroom-Link-Password": password} if password else {}
         url = f"{self.transport.base_url}/v1/shared/{_seg(token)}"
         async with self.transport.session.get(url, headers=headers) as resp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -150,6 +151,9 @@ class Uploader:
             try:
                 await multipart.complete(self.t, resume)
             except (Conflict, NotFound, InvalidRequest):
+                # Gone for good: free its place among the pending uploads at once.
+                with contextlib.suppress(DarkroomError):
+                    await self.t.api("DELETE", f"/v1/uploads/{resume.photo_id}")
                 return False
             return True
         if state is None:
