@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -21,6 +21,8 @@ from pydantic import SecretStr, ValidationError
 from services.dev import run_dev
 from services.gateway.auth import issue_token
 from services.gateway.downloads import content_disposition
+from services.ingest_worker.handlers import Ingest
+from services.ingest_worker.sweep import abort_strays
 from shared.keys import original_key
 from shared.settings import MAX_PRESIGNED_TTL, Settings
 from tests import images
@@ -418,3 +420,16 @@ async def test_storage_refuses_a_part_of_another_size_than_its_url_signs(
     # The signed Content-Length left out: aiohttp sends the body's own.
     status, code = await put_upload(http, last["url"], body, {})
     assert (status, code) in ((403, "SignatureDoesNotMatch"), (403, "AccessDenied")), code
+
+
+async def test_the_sweep_spares_an_upload_begun_too_recently_to_judge(in_parts: Gateway) -> None:
+    """A grant begins its upload before recording its intent: an unrecorded upload is
+    only aborted once begun `sweep_after` ago (moto dates every upload 2010, SeaweedFS
+    dates them as S3 does)."""
+    stray = original_key("alice", "f" * 32)
+    await in_parts.res.storage.multipart.begin(stray, content_type="image/jpeg")
+    ingest = Ingest(in_parts.res)
+    assert await abort_strays(ingest) == 0
+    later = datetime.now(UTC) + timedelta(seconds=in_parts.res.settings.sweep_after + 60)
+    assert await abort_strays(ingest, now=later) == 1
+    assert [u async for u in in_parts.res.storage.multipart.open_uploads("originals/")] == []
