@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chaos.tcp_proxy import TcpProxy
 from services.gateway.auth import issue_token
 from services.gateway.context import LIVE
 from services.gateway.live import LIVE_EVENTS
@@ -22,10 +23,12 @@ from shared.events import PhotoReady
 from shared.facts import PhotoFacts
 from shared.resources import open_resources
 from shared.settings import Settings
-from tests.conftest import JWT_SECRET
+from shared.topology import Topology
+from tests.conftest import JWT_SECRET, delete_topology
 from tests.gateway_harness import Gateway, gateway, problem_of, ready_photo
 from tests.harness import free_port
 from tests.sse import SseReader
+from tests.test_reconnect import through
 
 
 @pytest.fixture
@@ -265,3 +268,26 @@ async def test_gateway_shutdown_ends_open_streams_without_waiting_out_the_grace(
             # Far below the 60 s grace: a stream that held the drain would fail here.
             assert await sse.ended(timeout=20)
             await asyncio.wait_for(server, 20)
+
+
+async def test_a_broker_reconnect_tells_open_streams_to_list_again(
+    settings: Settings, amqp_url: str, proxy: TcpProxy
+) -> None:
+    """Events sent while the replica's connection was down never reached its queue."""
+    rabbit = settings.model_copy(
+        update={"broker_url": through(amqp_url, proxy), "rate_limit_user": 0}
+    )
+    try:
+        async with gateway(rabbit) as gw, stream(gw, "alice") as sse:
+            first = await marker(gw, "alice")
+            assert (await sse.message()).json()["data"]["photo_id"] == first
+            proxy.cut()
+            reset = await sse.message()
+            assert (reset.event, reset.json()["reason"]) == ("reset", "events_interrupted")
+            mark = await marker(gw, "alice")
+            assert (await sse.message()).json()["data"]["photo_id"] == mark
+            # The window before the gap has holes: resuming from inside it is a reset.
+            async with stream(gw, "alice", first) as resumed:
+                assert (await resumed.message()).event == "reset"
+    finally:
+        await delete_topology(amqp_url, Topology.from_settings(rabbit))
