@@ -4,7 +4,7 @@ queues with delivery limits, retry-by-TTL queues and explicit dead-lettering."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -25,6 +25,7 @@ from shared.broker import (
     Backlog,
     Message,
     OnDelivery,
+    OnGap,
 )
 from shared.errors import BrokerUnavailable
 from shared.logging import get_logger
@@ -199,7 +200,9 @@ class RabbitBroker:
         tag = await amqp_queue.consume(callback, no_ack=False)
         return _Subscription(amqp_queue, tag)
 
-    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+    async def listen(
+        self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
+    ) -> _Subscription:
         try:
             # Classic, exclusive, auto-delete: gone with its consumer or its connection, so
             # a replica that dies leaves nothing behind; the robust channel declares it
@@ -220,7 +223,16 @@ class RabbitBroker:
             tag = await amqp_queue.consume(callback, no_ack=False)
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"cannot listen on {queue.name}: {exc!r}") from exc
-        return _Subscription(amqp_queue, tag)
+        if on_gap is None:
+            return _Subscription(amqp_queue, tag)
+
+        def reconnected(*_: Any) -> None:
+            on_gap()
+
+        # Called once the robust connection has restored its channels, queues included.
+        callbacks = self._connection.reconnect_callbacks
+        callbacks.add(reconnected)
+        return _Subscription(amqp_queue, tag, lambda: callbacks.discard(reconnected))
 
     async def close(self) -> None:
         await self._connection.close()
@@ -233,11 +245,16 @@ class RabbitBroker:
 
 
 class _Subscription:
-    def __init__(self, queue: AbstractQueue, tag: str) -> None:
+    def __init__(
+        self, queue: AbstractQueue, tag: str, on_cancel: Callable[[], None] | None = None
+    ) -> None:
         self._queue = queue
         self._tag = tag
+        self._on_cancel = on_cancel
 
     async def cancel(self) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel()
         try:
             await self._queue.cancel(self._tag)
         except CONNECTION_EXCEPTIONS as exc:

@@ -70,7 +70,7 @@ class StreamReset(BaseModel):
     """An `event: reset` message's `data`: events may have been missed; list again."""
 
     model_config = ConfigDict(frozen=True)
-    reason: Literal["unknown_last_event_id", "fell_behind"]
+    reason: Literal["unknown_last_event_id", "fell_behind", "events_interrupted"]
     detail: str
 
 
@@ -216,7 +216,9 @@ class LiveHub:
         delay = 0.2
         while True:
             try:
-                self._subscription = await self._res.broker.listen(self.queue, self._inbox_put)
+                self._subscription = await self._res.broker.listen(
+                    self.queue, self._inbox_put, self._gap
+                )
             except BrokerUnavailable as exc:
                 log.debug("live events wait for the broker", error=str(exc))
                 await asyncio.sleep(delay)
@@ -224,6 +226,18 @@ class LiveHub:
                 continue
             log.info("live events listening", queue=self.queue.name)
             return
+
+    def _gap(self) -> None:
+        """Events sent while the broker connection was down never reached this replica:
+        its window would replay with holes, so it starts over, and its streams are told."""
+        self._ring.clear()
+        self._seq_of.clear()
+        detail = "this server lost its broker connection for a while"
+        frame = reset_frame("events_interrupted", detail, None)
+        for mine in self._streams.values():
+            for stream in mine:
+                stream.push(frame)
+        log.warning("live events interrupted", streams=self.stream_count())
 
     async def _inbox_put(self, delivery: Delivery) -> None:
         # One at a time, in arrival order: the broker may run callbacks concurrently.
