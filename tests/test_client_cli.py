@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -45,8 +46,9 @@ async def test_a_folder_with_two_invalid_photos_ends_in_a_table_and_exit_code_2(
         assert set(rows) == set(valid) | set(invalid), out
         for name in valid:
             assert "ready" in rows[name] and "rejected" not in rows[name], rows[name]
-        for name in invalid:
-            assert "rejected" in rows[name], rows[name]
+        # Rejected rows name the photo and the API's reason.
+        assert re.search(r"rejected\s*│\s*[0-9a-f]{32}\s*│\s*unsupported_type: ", rows[invalid[0]])
+        assert re.search(r"rejected\s*│\s*[0-9a-f]{32}\s*│\s*truncated: ", rows[invalid[1]])
         assert "18 ready, 2 rejected, 0 failed" in out
         # Nothing is left pending: every file reached an outcome.
         pending = json.loads((tmp_path / "state" / "darkroom" / "pending.json").read_text())
