@@ -75,7 +75,7 @@ export class Gallery {
     figure.dataset.photoId = photo.id;
     figure.dataset.status = photo.sealed ? "sealed" : photo.status;
     const img = document.createElement("img");
-    img.alt = photo.filename || "sealed photo";
+    img.alt = photo.status === "ready" && !photo.sealed ? photo.filename : "";
     img.width = 160; img.height = 160;
     const caption = document.createElement("figcaption");
     if (photo.sealed) {

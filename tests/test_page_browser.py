@@ -1,0 +1,108 @@
+"""Darkroom's upload page in Chromium, against every service on real components: the
+progress bars, the gallery filled by live events, a rejection with its reason, and the
+ThumbHash placeholders the page paints first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from services.thumbnail_worker.placeholder import thumbhash
+from shared.settings import Settings
+from tests.browser import artifact, drive, stack, token
+from tests.gateway_harness import gateway
+from tests.harness import WebhookReceiver
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+HTML = b"<html><script>alert(1)</script></html>\n" * 50
+
+
+def colourful(width: int, height: int, hue: int) -> Image.Image:
+    """A smooth two-way gradient, so the thumbnails and placeholders are told apart."""
+    x = Image.linear_gradient("L").rotate(90).resize((width, height))
+    y = Image.linear_gradient("L").resize((width, height))
+    return Image.merge("RGB", (x, y, Image.new("L", (width, height), hue)))
+
+
+def jpeg_file(path: Path, img: Image.Image) -> str:
+    img.save(path, "JPEG", quality=90)
+    return str(path)
+
+
+def noise_png(path: Path, side: int) -> str:
+    """Random pixels stored uncompressed: about 3 * side² bytes."""
+    Image.frombytes("RGB", (side, side), os.urandom(3 * side * side)).save(
+        path, "PNG", compress_level=0
+    )
+    return str(path)
+
+
+async def test_the_page_shows_progress_each_outcome_and_a_gallery_of_every_photo(
+    real: Settings, hooks: WebhookReceiver, unique: str, tmp_path: Path
+) -> None:
+    files = [jpeg_file(tmp_path / f"photo-{i}.jpg", colourful(900, 600, 60 * i)) for i in range(3)]
+    # Over the multipart threshold (16 MiB): the page sends it in parts.
+    files.append(noise_png(tmp_path / "large.png", 2600))
+    (tmp_path / "not-a-photo.jpg").write_bytes(HTML)
+    files.append(str(tmp_path / "not-a-photo.jpg"))
+    async with stack(real, unique, origins=[]) as base:
+        seen = await drive(
+            "page.mjs",
+            {
+                "base": base,
+                "token": token("pia"),
+                "files": files,
+                "gallery": len(files),
+                "timeout": 180_000,
+                "screenshot": artifact("upload-page.png"),
+                "thumbhashes": [],
+            },
+        )
+    rows = {row["name"]: row for row in seen["rows"]}
+    assert set(rows) == {Path(f).name for f in files}
+    rejected = rows.pop("not-a-photo.jpg")
+    assert rejected["state"] == "rejected" and "html" in rejected["status"], rejected
+    assert all(r["state"] == "ready" and r["progress"] == 100 for r in rows.values()), rows
+    cards = seen["cards"]
+    assert [c["status"] for c in cards].count("ready") == 4
+    [refused] = [c for c in cards if c["status"] == "rejected"]
+    assert refused["caption"].startswith("rejected: html")
+    assert all(
+        c["placeholder"] == "painted" and c["thumb"] == "loaded"
+        for c in cards
+        if c["status"] == "ready"
+    )
+    assert len(hooks.received) == len(files), "one outcome each, all shown"
+    assert Path(artifact("upload-page.png")).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("size", "colour"), [((64, 32), (200, 30, 30)), ((24, 96), (20, 120, 220))]
+)
+async def test_the_page_decodes_a_thumbhash_to_the_shape_and_colour_it_encodes(
+    settings: Settings, size: tuple[int, int], colour: tuple[int, int, int]
+) -> None:
+    hashed = thumbhash(Image.new("RGB", size, colour))
+    async with gateway(settings) as gw:
+        base = str(gw.client.make_url("")).rstrip("/")
+        seen = await drive(
+            "page.mjs",
+            {
+                "base": base,
+                "token": token("pia"),
+                "files": [],
+                "gallery": 0,
+                "timeout": 30_000,
+                "screenshot": artifact("thumbhash.png"),
+                "thumbhashes": [hashed],
+            },
+        )
+    [decoded] = seen["thumbhashes"]
+    w, h = decoded["w"], decoded["h"]
+    # The hash keeps the aspect ratio only roughly (in the count of its cosine terms).
+    assert max(w, h) == 32 and abs((w / h) / (size[0] / size[1]) - 1) < 0.2
+    assert all(abs(m - c) < 12 for m, c in zip(decoded["mean"], (*colour, 255), strict=True))
