@@ -77,6 +77,9 @@ class NewPhoto(_Record):
     trace_id: str
     keep_location: bool = False  # the owner's opt-in to recording GPS
     album_id: str | None = None  # uploaded into this album
+    # A multipart upload: S3's id for it, and the size of every part but the last.
+    upload_id: str | None = None
+    part_size: int | None = None
 
 
 class Verified(_Record):
@@ -120,3 +123,19 @@ class PhotoRecord(_Record):
     keep_location: bool = False
     facts: PhotoFacts | None = None  # once rendered
     album_id: str | None = None
+    upload_id: str | None = None
+    part_size: int | None = None
+
+    @property
+    def part_count(self) -> int:
+        """Parts of a multipart upload (0 for a single one)."""
+        if not self.part_size:
+            return 0
+        return max(1, -(-self.declared_size // self.part_size))
+
+    def part_length(self, number: int) -> int:
+        """The exact size of part `number` (1-based): part_size, but the last is the rest."""
+        assert self.part_size
+        if number < self.part_count:
+            return self.part_size
+        return self.declared_size - self.part_size * (self.part_count - 1)

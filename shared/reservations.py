@@ -147,8 +147,13 @@ async def usage_of(conn: AsyncConnection, owners: Sequence[str]) -> dict[str, Us
     # Deleting a photo does not stop its URL from storing bytes, so grant-delete cycles
     # must not mint URLs beyond the quota. A rejected photo frees its place at once (the
     # owner may retry; the worker empties its key whenever bytes appear there).
+    # A deleted multipart upload is the exception: only the gateway completes one, never
+    # once deleted, so parts sent later cannot become an object.
     pending = sa.and_(
-        c.status.in_([PhotoStatus.PENDING.value, PhotoStatus.DELETED.value]),
+        sa.or_(
+            c.status == PhotoStatus.PENDING.value,
+            sa.and_(c.status == PhotoStatus.DELETED.value, c.upload_id.is_(None)),
+        ),
         c.upload_expires_at > datetime.now(UTC),
     )
     kept = sa.or_(c.status.in_([PhotoStatus.VERIFIED.value, PhotoStatus.READY.value]), pending)

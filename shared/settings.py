@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     # The upload page at `/`; production gateways serving only the API turn it off.
     upload_page: bool = True
     max_upload_bytes: PositiveInt = 50 * MiB
+    # Larger uploads (or any the client asks so) go in parts: S3 multipart with a URL
+    # per part. Every part but the last is exactly multipart_part_size (S3's minimum is
+    # 5 MiB, its maximum part count 10,000). A multipart grant stays open for
+    # multipart_upload_ttl: a phone resuming a 200 MiB upload needs longer than a PUT.
+    multipart_threshold: PositiveInt = 16 * MiB
+    max_multipart_bytes: PositiveInt = 200 * MiB
+    multipart_part_size: int = Field(8 * MiB, ge=5 * MiB, le=5 * 1024 * MiB)
+    multipart_upload_ttl: PresignedTtl = 86_400
     # SigV4 presigned URLs live at most a week: S3 refuses a longer X-Amz-Expires.
     upload_url_ttl: PresignedTtl = 900
     download_url_ttl: PresignedTtl = 3600
@@ -185,6 +193,11 @@ class Settings(BaseSettings):
             )
         if self.retry_base_ms > self.retry_cap_ms:
             raise ValueError("DARKROOM_RETRY_BASE_MS must not exceed DARKROOM_RETRY_CAP_MS")
+        if self.max_multipart_bytes > 10_000 * self.multipart_part_size:
+            raise ValueError(
+                "DARKROOM_MAX_MULTIPART_BYTES needs more than S3's 10,000 parts of "
+                "DARKROOM_MULTIPART_PART_SIZE"
+            )
         if self.webhook_url and not self.webhook_secret.get_secret_value():
             raise ValueError("DARKROOM_WEBHOOK_URL is set but DARKROOM_WEBHOOK_SECRET is empty")
         return self

@@ -20,6 +20,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ConfigurationError, PermanentError, StorageUnavailable
+from shared.multipart import MultipartUploads
 from shared.settings import Settings
 from shared.sigv4 import Credentials, PresignedPost, Signer
 from shared.tracing import traced_client
@@ -69,6 +70,7 @@ class Storage:
         self._client = client
         self.presigner = presigner
         self.bucket = bucket
+        self.multipart = MultipartUploads(client, presigner, bucket)
 
     async def presign_post(
         self, key: str, *, content_type: str, size: int, expires_in: int

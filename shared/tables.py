@@ -37,6 +37,10 @@ photos = sa.Table(
     # The album it was uploaded into, if any (shared/albums.py); the photo stays its
     # uploader's when the album goes.
     sa.Column("album_id", sa.Text),
+    # A multipart upload's S3 id and part size (shared.records.NewPhoto); NULL for a
+    # single-request upload.
+    sa.Column("upload_id", sa.Text),
+    sa.Column("part_size", sa.BigInteger),
     # An owner's listing pages on (created_at, id); the sweep finds lapsed pending uploads.
     sa.Index("photos_owner_created", "owner_id", "created_at", "id"),
     sa.Index("photos_status_expiry", "status", "upload_expires_at"),

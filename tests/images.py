@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
@@ -208,3 +209,10 @@ def marker_top_left(data: bytes) -> bool:
         ]
         found = [is_marker(rgb.getpixel(c)) for c in corners]  # type: ignore[arg-type]
     return found == [True, False, False, False]
+
+
+def noise_png(width: int, height: int, seed: int = 7) -> bytes:
+    """A valid PNG of random pixels: it compresses to no less than width*height*3 bytes,
+    so tests get large files of a known least size from small dimensions."""
+    pixels = random.Random(seed).randbytes(width * height * 3)
+    return encode(Image.frombytes("RGB", (width, height), pixels), "PNG", compress_level=1)

@@ -104,6 +104,34 @@ async def test_an_upload_put_is_the_one_botocore_signs(
 
 
 @pytest.mark.parametrize("key", KEYS)
+async def test_a_multipart_part_put_is_the_one_botocore_signs(
+    botocore_client: Any, credentials: Credentials, key: str
+) -> None:
+    upload_id = "2~Zq/Ab+c=d_e-f.g"  # ids carry characters that must be encoded
+    expected = await botocore_client.generate_presigned_url(
+        "upload_part",
+        Params={
+            "Bucket": "photos-bucket",
+            "Key": key,
+            "PartNumber": 7,
+            "UploadId": upload_id,
+            "ContentLength": 8388608,
+        },
+        ExpiresIn=900,
+    )
+    got = signer(botocore_client).presign_url(
+        credentials,
+        "PUT",
+        key,
+        signed_at=SIGNED_AT.replace(tzinfo=UTC),
+        expires_in=900,
+        query={"partNumber": "7", "uploadId": upload_id},
+        headers={"Content-Length": "8388608"},
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize("key", KEYS)
 async def test_an_upload_post_is_the_one_botocore_signs(
     botocore_client: Any, credentials: Credentials, key: str
 ) -> None:

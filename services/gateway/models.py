@@ -92,6 +92,11 @@ class UploadRequest(_Shape):
     album_id: AlbumId | None = Field(
         None, description="upload into this album (its owner and contributors may)"
     )
+    multipart: StrictBool = Field(
+        False,
+        description="upload in parts (S3 multipart); any size over the multipart threshold "
+        "is granted in parts anyway, and `method` is then ignored",
+    )
 
 
 class BatchRequest(_Shape):
@@ -198,9 +203,19 @@ class PutUpload(_Shape):
     headers: dict[str, str]
 
 
+class MultipartUpload(_Shape):
+    """Upload in parts: URLs from `POST /v1/uploads/{photo_id}/parts`, then `complete`
+    with every part's ETag. Every part but the last is exactly `part_size` bytes."""
+
+    method: Literal["MULTIPART"]
+    upload_id: str
+    part_size: int
+    part_count: int
+
+
 class Grant(_Shape):
     photo_id: PhotoId
-    upload: Annotated[PostUpload | PutUpload, Field(discriminator="method")]
+    upload: Annotated[PostUpload | PutUpload | MultipartUpload, Field(discriminator="method")]
     expires_at: datetime = Field(description="when the upload URL lapses")
 
 

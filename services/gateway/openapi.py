@@ -135,7 +135,7 @@ def _operation(op: Operation, every: Sequence[Operation], parts: _Components) ->
         doc["parameters"] = parameters
     if op.body is not None:
         body = {JSON: {"schema": parts.ref(op.body, "validation")}}
-        doc["requestBody"] = {"required": True, "content": body}
+        doc["requestBody"] = {"required": op.body_required, "content": body}
     answers = {str(s): _answer(a, every, parts) for s, a in sorted(op.answers.items())}
     doc["responses"] = answers | _problems(op.all_faults, parts)
     return doc

@@ -49,6 +49,7 @@ class Operation:
     faults: tuple[Fault, ...] = ()
     description: str = ""
     headers: type[BaseModel] | None = None  # request headers it reads (by alias)
+    body_required: bool = True  # False: the body may be left out (an older call's shape)
 
     @property
     def all_faults(self) -> tuple[Fault, ...]:
@@ -76,6 +77,7 @@ class Routes:
         params: type[BaseModel] | None = None,
         faults: tuple[Fault, ...] = (),
         headers: type[BaseModel] | None = None,
+        body_required: bool = True,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -94,6 +96,7 @@ class Routes:
                     faults,
                     inspect.cleandoc(handler.__doc__ or ""),
                     headers,
+                    body_required,
                 )
             )
             return handler

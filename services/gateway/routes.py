@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway import albums, docs, links, members, photos, uploads
+from services.gateway import albums, docs, links, members, multipart, photos, uploads
 from services.gateway.pages import page_routes
 from services.gateway.registry import Answer, Operation, route_defs
 from shared.health import Liveness, Readiness
@@ -28,6 +28,7 @@ def operations() -> list[Operation]:
     # Links before photos: /v1/photos/{photo_id}/links must not be taken for a rendition.
     return [
         *uploads.api.operations,
+        *multipart.api.operations,
         *links.api.operations,
         *photos.api.operations,
         *albums.api.operations,

@@ -15,16 +15,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.access import Act, album_access, photo_access
+from services.gateway.access import Act, album_access
 from services.gateway.context import RESOURCES, TRACE_ID
 from services.gateway.inputs import display_name, field_errors, json_body, parsed_body
 from services.gateway.models import (
     BatchRequest,
     BatchResult,
-    Completion,
     Duplicate,
     Grant,
-    PhotoPath,
+    MultipartUpload,
     PostUpload,
     PutUpload,
     UploadRequest,
@@ -45,13 +44,13 @@ from services.gateway.problems import (
 )
 from services.gateway.registry import PHOTO_ID_OF_GRANT, Answer, Routes
 from services.gateway.security import authenticate
-from services.gateway.views import shown_status, view_of
-from shared.events import Envelope, UploadCompleted
+from services.gateway.views import view_of
+from shared.errors import DarkroomError
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
 from shared.resources import Resources
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
-from shared.store import Check, NewPhoto, PhotoStatus, Usage
+from shared.store import Check, NewPhoto, Usage
 from shared.tracing import anchor
 
 log = get_logger(__name__)
@@ -60,7 +59,12 @@ QUOTAS = (TOO_MANY_PENDING, PHOTO_QUOTA, BYTE_QUOTA)
 INTO_ALBUM = (NOT_FOUND, INSUFFICIENT_ROLE)  # an album the caller may not add photos to
 
 
-def item_problem(item: UploadRequest, max_bytes: int) -> ApiError | None:
+def in_parts(item: UploadRequest, s: Settings) -> bool:
+    return item.multipart or item.size > s.multipart_threshold
+
+
+def item_problem(item: UploadRequest, s: Settings) -> ApiError | None:
+    max_bytes = s.max_multipart_bytes if in_parts(item, s) else s.max_upload_bytes
     if item.content_type not in ALLOWED_CONTENT_TYPES:
         return UNSUPPORTED_TYPE(
             f"{item.content_type!r} is not an accepted image type",
@@ -128,7 +132,7 @@ async def create_upload(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:write")).user_id
     item = await parsed_body(request, UploadRequest)
     res = request.app[RESOURCES]
-    if problem := item_problem(item, res.settings.max_upload_bytes):
+    if problem := item_problem(item, res.settings):
         raise problem
     await _may_upload(request, owner, [item])
     with log_context(owner_id=owner):
@@ -158,7 +162,7 @@ async def create_batch(request: web.Request) -> web.Response:
     """Each item is answered as the single route would; any refused item refuses the
     batch (422, one error per item)."""
     owner = (await authenticate(request, "photos:write")).user_id
-    batch = _valid_batch(await json_body(request), request.app[RESOURCES].settings.max_upload_bytes)
+    batch = _valid_batch(await json_body(request), request.app[RESOURCES].settings)
     res = request.app[RESOURCES]
     await _may_upload(request, owner, batch)
     with log_context(owner_id=owner):
@@ -175,7 +179,7 @@ async def _may_upload(request: web.Request, owner: str, items: list[UploadReques
         await album_access(request, owner, album_id, Act.UPLOAD)
 
 
-def _valid_batch(body: Any, max_bytes: int) -> list[UploadRequest]:
+def _valid_batch(body: Any, settings: Settings) -> list[UploadRequest]:
     """Every item valid, or a 422 listing each failing item by index."""
     try:
         items = BatchRequest.model_validate(body).items
@@ -189,7 +193,7 @@ def _valid_batch(body: Any, max_bytes: int) -> list[UploadRequest]:
     errors = [
         {"index": i, "field": f"items.{i}", "code": p.code, "message": p.detail}
         for i, item in enumerate(items)
-        if (p := item_problem(item, max_bytes))
+        if (p := item_problem(item, settings))
     ]
     if errors:
         raise INVALID("some batch items are not accepted", errors=errors)
@@ -208,8 +212,10 @@ async def _duplicate(
     return Duplicate(photo_id=photo.id, photo=await view_of(request, photo))
 
 
-def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhoto:
+def _intent(owner: str, item: UploadRequest, trace_id: str, s: Settings) -> NewPhoto:
     photo_id = uuid.uuid4().hex
+    parts = in_parts(item, s)
+    ttl = s.multipart_upload_ttl if parts else s.upload_url_ttl
     return NewPhoto(
         id=photo_id,
         owner_id=owner,
@@ -221,6 +227,7 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, ttl: int) -> NewPhot
         trace_id=trace_id,
         keep_location=item.keep_location,
         album_id=item.album_id,
+        part_size=s.multipart_part_size if parts else None,
     )
 
 
@@ -229,11 +236,18 @@ async def grant_all(
 ) -> list[Grant]:
     """Sign every upload, then record every intent within the owner's quotas (all or
     none). The ingest worker learns of an upload from storage, not from the grant."""
-    ttl = res.settings.upload_url_ttl
-    intents = [_intent(owner, item, trace_id, ttl) for item in items]
+    intents = [_intent(owner, item, trace_id, res.settings) for item in items]
     pairs = zip(intents, [item.method for item in items], strict=True)
     uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
-    await res.store.reserve(owner, intents, quota_check(res, items))
+    intents = [
+        i.model_copy(update={"upload_id": u.upload_id}) if isinstance(u, MultipartUpload) else i
+        for i, u in zip(intents, uploads, strict=True)
+    ]
+    try:
+        await res.store.reserve(owner, intents, quota_check(res, items))
+    except BaseException:
+        await abort_all(res, intents)  # begun for a grant refused: nothing may use them
+        raise
     for granted in intents:
         anchor(granted.id)  # where the ingest worker picks the photo's trace up
     log.info("uploads granted", count=len(intents))
@@ -243,9 +257,26 @@ async def grant_all(
     ]
 
 
-async def _presign(res: Resources, intent: NewPhoto, method: str) -> PostUpload | PutUpload:
+async def abort_all(res: Resources, intents: list[NewPhoto]) -> None:
+    for intent in intents:
+        if intent.upload_id is not None:
+            try:
+                await res.storage.multipart.abort(intent.object_key, intent.upload_id)
+            except DarkroomError as exc:  # nothing records it, so nothing can complete it
+                log.warning("could not abort a refused multipart upload", error=str(exc))
+
+
+async def _presign(
+    res: Resources, intent: NewPhoto, method: str
+) -> PostUpload | PutUpload | MultipartUpload:
     key, ttl = intent.object_key, res.settings.upload_url_ttl
     content_type, size = intent.declared_type, intent.declared_size
+    if intent.part_size is not None:
+        upload_id = await res.storage.multipart.begin(key, content_type=content_type)
+        parts = max(1, -(-size // intent.part_size))
+        return MultipartUpload(
+            method="MULTIPART", upload_id=upload_id, part_size=intent.part_size, part_count=parts
+        )
     if method == "POST":
         post = await res.storage.presign_post(
             key, content_type=content_type, size=size, expires_in=ttl
@@ -255,32 +286,3 @@ async def _presign(res: Resources, intent: NewPhoto, method: str) -> PostUpload 
         key, content_type=content_type, size=size, expires_in=ttl
     )
     return PutUpload(method="PUT", url=url, headers=headers)
-
-
-@api.route(
-    "POST",
-    "/v1/uploads/{photo_id}/complete",
-    "completeUpload",
-    "Hint that the upload finished (verification starts now)",
-    {
-        202: Answer("verification requested", Completion),
-        200: Answer("already past pending", Completion),
-    },
-    scope="photos:write",
-    params=PhotoPath,
-    faults=(NOT_FOUND, INSUFFICIENT_ROLE),
-)
-async def complete_upload(request: web.Request) -> web.Response:
-    """Only a hint to verify sooner: the ingest worker trusts nothing in it and checks
-    the stored object as always. By the uploader only."""
-    owner = (await authenticate(request, "photos:write")).user_id
-    res = request.app[RESOURCES]
-    photo = (await photo_access(request, owner, request.match_info["photo_id"], own=True)).photo
-    answer = Completion(id=photo.id, status=shown_status(photo))
-    if photo.status is not PhotoStatus.PENDING:
-        return respond(answer)
-    hint = UploadCompleted(photo_id=photo.id, owner_id=owner)
-    envelope = Envelope.wrap(hint, trace_id=request[TRACE_ID])
-    await res.outbox.queue(envelope)
-    await res.outbox.publish_or_defer(envelope)
-    return respond(answer, 202)

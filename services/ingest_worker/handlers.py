@@ -91,6 +91,10 @@ class Ingest:
 
     async def on_photo_deleted(self, event: PhotoDeleted, meta: Meta) -> None:
         storage = self.res.storage
+        photo = await self.res.store.get(event.photo_id)
+        if photo is not None and photo.upload_id is not None:
+            # Deleted while parts were still being sent: drop them.
+            await storage.multipart.abort(photo.object_key, photo.upload_id)
         removed = await storage.delete_prefix(renditions_prefix(event.owner_id, event.photo_id))
         await storage.delete(original_key(event.owner_id, event.photo_id))
         log.info("photo purged from storage", renditions=removed)
@@ -232,6 +236,10 @@ class Ingest:
         return True
 
     async def _purge(self, photo: PhotoRecord) -> None:
+        if photo.upload_id is not None and photo.status is PhotoStatus.PENDING:
+            # Rejected while pending (its grant lapsed, say): no part may linger, and no
+            # later completion may assemble an object.
+            await self.res.storage.multipart.abort(photo.object_key, photo.upload_id)
         for rendition in await self.res.store.renditions(photo.id):
             await self.res.storage.delete(rendition.object_key)
         await self.res.storage.delete(photo.object_key)

@@ -70,11 +70,9 @@ class Rejected(Exception):
 def check_size(info: ObjectInfo, photo: PhotoRecord, settings: Settings) -> None:
     if info.size == 0:
         raise Rejected(Reason.EMPTY, "the uploaded object is empty")
-    if info.size > settings.max_upload_bytes:
-        raise Rejected(
-            Reason.TOO_LARGE,
-            f"{info.size} bytes exceeds the limit of {settings.max_upload_bytes} bytes",
-        )
+    limit = settings.max_multipart_bytes if photo.upload_id else settings.max_upload_bytes
+    if info.size > limit:
+        raise Rejected(Reason.TOO_LARGE, f"{info.size} bytes exceeds the limit of {limit} bytes")
     if info.size != photo.declared_size:
         raise Rejected(
             Reason.SIZE_MISMATCH,
