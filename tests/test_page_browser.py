@@ -77,6 +77,9 @@ async def test_the_page_shows_progress_each_outcome_and_a_gallery_of_every_photo
         if c["status"] == "ready"
     )
     assert len(hooks.received) == len(files), "one outcome each, all shown"
+    large = next(c["id"] for c in cards if c["caption"] == "large.png")
+    signed = [r for r in seen["requests"] if r.startswith(f"POST {base}/v1/uploads/{large}/parts")]
+    assert len(signed) == 1, "one call signs all three parts"
     assert Path(artifact("upload-page.png")).stat().st_size > 0
 
 

@@ -51,7 +51,7 @@ export function useDarkroom(uppy, AwsS3, options) {
 
     async getUploadParameters(file) {
       const { upload } = await grant(file, { method: "PUT" });
-      return { method: "PUT", url: upload.url, headers: upload.headers };
+      return { method: "PUT", url: upload.url, headers: sendable(upload.headers) };
     },
 
     async createMultipartUpload(file) {
@@ -64,7 +64,7 @@ export function useDarkroom(uppy, AwsS3, options) {
 
     async signPart(file, { key, partNumber }) {
       const { parts } = await call("POST", `/v1/uploads/${key}/parts`, { part_numbers: [partNumber] });
-      return { method: "PUT", url: parts[0].url, headers: parts[0].headers };
+      return { method: "PUT", url: parts[0].url, headers: sendable(parts[0].headers) };
     },
 
     async listParts(file, { key }) {
@@ -90,4 +90,9 @@ export function useDarkroom(uppy, AwsS3, options) {
       call("POST", `/v1/uploads/${file.meta.photoId}/complete`).catch(() => {});
     }
   });
+}
+
+// Browsers refuse to set Content-Length: they send the body's own length, the one signed.
+function sendable(headers) {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => name.toLowerCase() !== "content-length"));
 }

@@ -20,10 +20,12 @@ export async function readConfig() {
 export async function newPage(browser) {
   const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
   const log = [];
+  const requests = [];
+  page.on("request", (r) => requests.push(`${r.method()} ${r.url()}`));
   page.on("console", (m) => { if (m.type() === "error") log.push(`console: ${m.text()}`); });
   page.on("pageerror", (e) => log.push(`pageerror: ${e.message}`));
   page.on("requestfailed", (r) => log.push(`failed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
-  return { page, log };
+  return { page, log, requests };
 }
 
 // Opens Darkroom's own upload page signed in with the token.

@@ -5,8 +5,8 @@ import { launch, newPage, openUploadPage, readConfig, settledGallery } from "./c
 
 const config = await readConfig();
 const browser = await launch();
-const { page, log } = await newPage(browser);
-const result = { log };
+const { page, log, requests } = await newPage(browser);
+const result = { log, requests };
 try {
   await openUploadPage(page, config.base, config.token);
   await page.setInputFiles("#file", config.files);

@@ -38,7 +38,10 @@ export function send({ method, url, body, headers = {}, onProgress = () => {} })
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open(method, url);
-    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    for (const [name, value] of Object.entries(headers)) {
+      // The browser sends the body's own length, which is the length that was signed.
+      if (name.toLowerCase() !== "content-length") xhr.setRequestHeader(name, value);
+    }
     xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded));
     xhr.addEventListener("load", () => {
       if (xhr.status >= 200 && xhr.status < 300) resolve(xhr);

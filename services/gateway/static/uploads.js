@@ -48,13 +48,15 @@ async function sendParts(api, photoId, upload, file, onProgress) {
   const { part_size: partSize, part_count: count } = upload;
   const sent = new Array(count).fill(0);
   const report = () => onProgress(sent.reduce((a, b) => a + b, 0), file.size);
+  // Part number -> a promise of its signed URL; one request signs a batch of parts.
   const signed = new Map();
-  const sign = async (number) => {
+  const sign = (number) => {
     if (!signed.has(number)) {
       const wanted = [];
-      for (let n = number; n <= Math.min(count, number + SIGN_BATCH - 1); n++) wanted.push(n);
-      const { parts } = await api.post(`/v1/uploads/${photoId}/parts`, { part_numbers: wanted });
-      for (const part of parts) signed.set(part.part_number, part);
+      for (let n = number; n <= count && n < number + SIGN_BATCH && !signed.has(n); n++) wanted.push(n);
+      const batch = api.post(`/v1/uploads/${photoId}/parts`, { part_numbers: wanted })
+        .then(({ parts }) => new Map(parts.map((part) => [part.part_number, part])));
+      for (const n of wanted) signed.set(n, batch.then((parts) => parts.get(n)));
     }
     return signed.get(number);
   };
