@@ -6,8 +6,10 @@ import { thumbHashToDataURL } from "./thumbhash.js";
 const PAGE = 24;
 
 export class Gallery {
-  constructor(api, grid, sentinel) {
+  // `onPending(id)` for each photo shown before it is ready or rejected.
+  constructor(api, grid, sentinel, onPending) {
     this.api = api;
+    this.onPending = onPending;
     this.grid = grid;
     this.sentinel = sentinel;
     this.albumId = "";
@@ -88,6 +90,7 @@ export class Gallery {
       paint(img, photo);
     } else {
       caption.textContent = `${photo.filename}: processing`;
+      this.onPending(photo.id);
     }
     figure.append(img, caption);
     return figure;

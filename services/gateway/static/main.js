@@ -13,7 +13,12 @@ const tokenInput = $("token");
 tokenInput.value = devToken || localStorage.getItem("darkroom-token") || "";
 
 const api = new Api("");
-const gallery = new Gallery(api, $("gallery"), $("more"));
+const pending = new Set(); // photos shown while still being processed
+const polled = new Set();
+const gallery = new Gallery(api, $("gallery"), $("more"), (id) => {
+  pending.add(id);
+  if (polling) poll(id);
+});
 const albums = new Albums(api, {
   select: $("album"), form: $("new-album"), countdown: $("countdown"),
   onPick: (albumId) => gallery.reload(albumId),
@@ -29,7 +34,12 @@ function start() {
   albums.reload().catch(() => {});
   gallery.reload();
   polling = false;
-  stream = new EventStream(api, { onEvent, onUnavailable: () => { polling = true; } }).start();
+  stream = new EventStream(api, { onEvent, onUnavailable }).start();
+}
+
+function onUnavailable() {
+  polling = true;
+  pending.forEach(poll);
 }
 
 tokenInput.addEventListener("change", () => {
@@ -53,11 +63,15 @@ async function onEvent(type, payload) {
 
 // Without a live stream (an older gateway), ask after the photo until it settles.
 async function poll(photoId) {
+  if (polled.has(photoId)) return;
+  polled.add(photoId);
   for (let wait = 250; ; wait = Math.min(wait * 1.5, 3000)) {
     await new Promise((done) => setTimeout(done, wait));
     const photo = await gallery.refresh(photoId);
     if (!photo || photo.sealed || ["ready", "rejected"].includes(photo.status)) {
       if (photo) rows.get(photoId)?.settled(photo);
+      pending.delete(photoId);
+      polled.delete(photoId);
       return;
     }
   }
@@ -96,7 +110,6 @@ async function upload(file) {
     row.set("processing", duplicate ? "already uploaded" : "verifying");
     const photo = await gallery.refresh(photoId);
     if (photo && (duplicate || photo.sealed || ["ready", "rejected"].includes(photo.status))) row.settled(photo);
-    else if (polling) poll(photoId);
   } catch (error) {
     row.set("error", error.message);
   }
