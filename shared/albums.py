@@ -9,7 +9,7 @@ announced once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
-from shared.events import AlbumRevealed, Envelope, album_event_id, new_trace_id
+from shared.events import AlbumDeleted, AlbumRevealed, Envelope, album_event_id, new_trace_id
 from shared.outbox import queued
 from shared.records import PhotoRecord, PhotoStatus, UtcDatetime
 from shared.tables import album_members, albums, photos, share_links
@@ -158,42 +158,54 @@ class Albums:
             row = (await conn.execute(sa.select(albums).where(albums.c.id == album_id))).one()
         return _album(row), claimed
 
-    async def delete(self, album_id: str, envelope: Envelope) -> bool:
-        """The album, its members and links go; its photos stay with their uploaders."""
+    async def delete(self, album_id: str, owner_id: str, trace_id: str) -> Envelope | None:
+        """The album, its members and links go (its photos stay with their uploaders).
+        Its album.deleted, queued with it, for the caller to publish; None if gone."""
         async with self.db.transaction() as conn:
-            return await self._delete(conn, [album_id], [envelope])
+            gone = await self._delete(conn, [album_id], owner_id, trace_id)
+        return gone[0] if gone else None
 
     async def _delete(
-        self, conn: AsyncConnection, album_ids: list[str], envelopes: Sequence[Envelope]
-    ) -> bool:
+        self, conn: AsyncConnection, album_ids: list[str], owner_id: str, trace_id: str
+    ) -> list[Envelope]:
+        """Queue an album.deleted for each album deleted, naming its members (gone too)."""
+        m = album_members.c
+        members: dict[str, list[str]] = {album_id: [] for album_id in album_ids}
+        listed = sa.select(m.album_id, m.user_id).where(m.album_id.in_(album_ids))
+        for row in (await conn.execute(listed.order_by(m.added_at, m.user_id))).all():
+            members[row.album_id].append(row.user_id)
         await conn.execute(sa.delete(share_links).where(share_links.c.album_id.in_(album_ids)))
-        await conn.execute(sa.delete(album_members).where(album_members.c.album_id.in_(album_ids)))
+        await conn.execute(sa.delete(album_members).where(m.album_id.in_(album_ids)))
         await conn.execute(
             sa.update(photos).where(photos.c.album_id.in_(album_ids)).values(album_id=None)
         )
-        gone = (await conn.execute(sa.delete(albums).where(albums.c.id.in_(album_ids)))).rowcount
-        if gone:
-            for envelope in envelopes:
-                await conn.execute(queued(envelope))
-        return bool(gone)
+        stmt = sa.delete(albums).where(albums.c.id.in_(album_ids)).returning(albums.c.id)
+        gone = [row.id for row in (await conn.execute(stmt)).all()]
+        envelopes = [
+            Envelope.wrap(
+                AlbumDeleted(album_id=album_id, owner_id=owner_id, member_ids=members[album_id]),
+                trace_id=trace_id,
+            )
+            for album_id in gone
+        ]
+        for envelope in envelopes:
+            await conn.execute(queued(envelope))
+        return envelopes
 
-    async def owned_by(self, user_id: str) -> list[str]:
-        query = sa.select(albums.c.id).where(albums.c.owner_id == user_id)
+    async def forget_user(self, user_id: str, trace_id: str) -> list[Envelope]:
+        """Account deletion: the user's albums, their memberships and the links they made
+        to their photos. Returns an album.deleted for each album, queued with it."""
         async with self.db.transaction() as conn:
-            return [row.id for row in (await conn.execute(query)).all()]
-
-    async def forget_user(self, user_id: str, envelopes: dict[str, Envelope]) -> None:
-        """Account deletion: the user's albums (`envelopes` announce each by id), their
-        memberships and the links they made to their photos."""
-        async with self.db.transaction() as conn:
-            if envelopes:
-                await self._delete(conn, list(envelopes), list(envelopes.values()))
+            owned = sa.select(albums.c.id).where(albums.c.owner_id == user_id)
+            album_ids = [row.id for row in (await conn.execute(owned)).all()]
+            gone = await self._delete(conn, album_ids, user_id, trace_id) if album_ids else []
             await conn.execute(sa.delete(album_members).where(album_members.c.user_id == user_id))
             await conn.execute(
                 sa.delete(share_links).where(
                     share_links.c.created_by == user_id, share_links.c.photo_id.is_not(None)
                 )
             )
+        return gone
 
     # --- members ---
 

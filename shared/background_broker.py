@@ -94,6 +94,9 @@ class BackgroundBroker:
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
         return await self._connected().consume(queue, on_delivery)
 
+    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
+        return await self._connected().listen(queue, on_delivery)
+
     async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
         return await self._connected().backlog(queue, retry_delays_ms)
 

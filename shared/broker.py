@@ -109,6 +109,12 @@ class Broker(Protocol):
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription: ...
 
+    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
+        """Declare `queue` as this process's own and consume it: bound to its routing keys,
+        exclusive to this connection and deleted with it or on cancel; no retries, no
+        dead letters, and the oldest messages are dropped past a bound. For what only
+        matters while the process runs (each gateway's live event streams)."""
+
     async def close(self) -> None: ...
 
 

@@ -3,9 +3,10 @@
 Workers trust what arrives on their queues, so who may write where is the security
 boundary: the storage's user may only publish to the storage exchange, the notifier may
 publish `album.revealed` and no other event (a topic permission on the events exchange),
-and no service may configure anything (a set-up step with the
-administrator's user declares the topology: `darkroom broker declare`). Passive declares,
-which services use to find their queues, need no permission.
+and no service may configure anything shared (a set-up step with the administrator's user
+declares the topology: `darkroom broker declare`); the gateway declares only its replicas'
+own live-event queues. Passive declares, which services use to find their queues, need no
+permission.
 
 Patterns are RabbitMQ's configure / write / read regular expressions on exchange and
 queue names. `definitions()` renders them, with password hashes, as a definitions file
@@ -43,6 +44,10 @@ def _any(*names: str) -> str:
     return "^(" + "|".join(re.escape(n) for n in names) + ")$"
 
 
+def _either(*patterns: str) -> str:
+    return "|".join(f"(?:{p})" for p in patterns)
+
+
 def _consumes(*specs: QueueSpec) -> str:
     return _any(*(s.name for s in specs))
 
@@ -56,11 +61,18 @@ def accounts(topology: Topology) -> dict[str, Access]:
         """A consumer retries (through its own retry exchange) and parks (in the DLX)."""
         return [dlx, *(s.retry_exchange for s in specs)]
 
+    # Topology.live_events names each gateway replica's queue by a hex id.
+    live = "^" + re.escape(t.live_events_prefix) + "[0-9a-f]+$"
     p = f"darkroom-{t.prefix}" if t.prefix != "darkroom" else "darkroom"
     ingest = (t.ingest_intents, t.ingest_storage)
     return {
-        # Publishes the gateway's events (upload hints, deletions) and nothing else.
-        f"{p}-gateway": Access(NOTHING, _any(events), NOTHING),
+        # Publishes the gateway's events (upload hints, deletions); declares, binds to the
+        # events exchange and consumes its replicas' own live-event queues, and no other.
+        f"{p}-gateway": Access(
+            live,
+            _either(_any(events), live),
+            _either(_any(events), live),
+        ),
         # Verified and rejected photos; the SQS bridge moves AWS notifications onto the
         # storage exchange.
         f"{p}-ingest-worker": Access(

@@ -121,6 +121,11 @@ class AlbumDeleted(Event):
     TYPE = "album.deleted"
     album_id: str
     owner_id: str
+    member_ids: tuple[str, ...] = Field(
+        (),
+        description="who was a member when it was deleted, the owner aside: the album's "
+        "records are gone, so only the event can say whom to tell",
+    )
 
 
 E = TypeVar("E", bound=Event)

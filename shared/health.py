@@ -44,15 +44,17 @@ def add_health_routes(
     app: web.Application,
     resources: Callable[[], Resources],
     needs: Collection[str] = WORKER_NEEDS,
+    extra: Callable[[], dict[str, bool]] | None = None,
 ) -> None:
     """`resources` is called per request: the gateway opens its resources after routing.
-    Readiness is 503 when a check in `needs` fails; the others are reported only."""
+    Readiness is 503 when a check in `needs` fails; the others, and `extra`'s, are
+    reported only."""
 
     async def healthz(_: web.Request) -> web.Response:
         return _json(Liveness())
 
     async def readyz(_: web.Request) -> web.Response:
-        checks = await resources().readiness()
+        checks = await resources().readiness() | (extra() if extra else {})
         status = 200 if all(checks[name] for name in needs) else 503
         return _json(Readiness(ready=status == 200, checks=checks), status)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,21 @@ class MemoryBroker:
         subscription.start()
         return subscription
 
+    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+        self._check_open()
+        own = self._queues.setdefault(queue.name, _Queue(queue.name))
+        for key in queue.routing_keys:
+            self._bind(queue.exchange, key, queue.name)
+
+        def forget() -> None:
+            self._queues.pop(queue.name, None)
+            for bindings in self._bindings.values():
+                bindings[:] = [b for b in bindings if b[1] != queue.name]
+
+        subscription = _Subscription(self, own, on_delivery, on_cancel=forget)
+        subscription.start()
+        return subscription
+
     def outstanding(self, queue: QueueSpec) -> int:
         """Messages queued or handed out and not yet settled (RabbitMQ's ready + unacked)."""
         q = self._queues[queue.name]
@@ -176,10 +191,17 @@ class MemoryBroker:
 
 
 class _Subscription:
-    def __init__(self, broker: MemoryBroker, queue: _Queue, on_delivery: OnDelivery) -> None:
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        queue: _Queue,
+        on_delivery: OnDelivery,
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
         self._broker = broker
         self._queue = queue
         self._on_delivery = on_delivery
+        self._on_cancel = on_cancel
         self._window = asyncio.Semaphore(broker._prefetch)
         self._pump: asyncio.Task[None] | None = None
 
@@ -202,6 +224,8 @@ class _Subscription:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
+        if self._on_cancel is not None:
+            self._on_cancel()
 
 
 class _MemoryDelivery:

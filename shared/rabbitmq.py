@@ -38,6 +38,8 @@ log = get_logger(__name__)
 # wedged the broker under queue churn in our tests; revisit on a newer broker. Darkroom's
 # own parking (the reasons operators read) is a confirmed publish, so it loses nothing.
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+# A process's own queue (`listen`) drops its oldest messages past this many.
+LISTEN_MAX_LENGTH = 10_000
 
 
 class RabbitBroker:
@@ -195,6 +197,29 @@ class RabbitBroker:
             await on_delivery(_RabbitDelivery(self, queue, incoming))
 
         tag = await amqp_queue.consume(callback, no_ack=False)
+        return _Subscription(amqp_queue, tag)
+
+    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+        try:
+            # Classic, exclusive, auto-delete: gone with its consumer or its connection, so
+            # a replica that dies leaves nothing behind; the robust channel declares it
+            # again (empty: what was sent meanwhile is lost) after a reconnect.
+            amqp_queue = await self._channel("consume").declare_queue(
+                queue.name,
+                durable=False,
+                exclusive=True,
+                auto_delete=True,
+                arguments={"x-max-length": LISTEN_MAX_LENGTH, "x-overflow": "drop-head"},
+            )
+            for key in queue.routing_keys:
+                await amqp_queue.bind(queue.exchange, key)
+
+            async def callback(incoming: AbstractIncomingMessage) -> None:
+                await on_delivery(_RabbitDelivery(self, queue, incoming))
+
+            tag = await amqp_queue.consume(callback, no_ack=False)
+        except CONNECTION_EXCEPTIONS as exc:
+            raise BrokerUnavailable(f"cannot listen on {queue.name}: {exc!r}") from exc
         return _Subscription(amqp_queue, tag)
 
     async def close(self) -> None:

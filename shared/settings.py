@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # comma-separated origins, or *
     # Wrong share-link passwords a minute per link (0 = off), across replicas with Redis.
     link_password_attempts: int = Field(10, ge=0)
+    # Live events (GET /v1/events): open streams per user on each gateway replica, the
+    # keep-alive comment interval, and the window of recent events each replica keeps in
+    # memory for `Last-Event-ID` resumes (both bounds hold: events and seconds).
+    events_max_streams_per_user: PositiveInt = 5
+    events_keepalive: Seconds = 15.0
+    events_replay_events: PositiveInt = 1000
+    events_replay_seconds: Seconds = 600.0
 
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal

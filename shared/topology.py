@@ -125,6 +125,24 @@ class Topology:
             "album.deleted",
         )
 
+    # Each gateway replica's own queue of the events its live streams carry: exclusive
+    # to the replica's connection and gone with it, so never in `all_queues()`.
+    @property
+    def live_events_prefix(self) -> str:
+        return f"{self.prefix}.live."
+
+    def live_events(self, replica: str) -> QueueSpec:
+        return self._queue(
+            f"live.{replica}",
+            self.events_exchange,
+            "photo.ready",
+            "photo.rejected",
+            "photo.deleted",
+            "album.revealed",
+            "album.member_added",
+            "album.deleted",
+        )
+
     def exchange_names(self) -> tuple[str, ...]:
         retries = tuple(spec.retry_exchange for spec in self.all_queues())
         return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange, *retries)

@@ -235,6 +235,8 @@ async def schemathesis(
         + "[phases.stateful.generation]\nmax-examples = 60\n\n"
         f'[[operations]]\ninclude-operation-id = "deleteAccount"\n'
         f'headers = {{ Authorization = "Bearer {bob}" }}\n\n'
+        # The event stream never ends by itself: tests/test_live_events.py covers it.
+         + '[[operations]]\ninclude-operation-id = "streamEvents"\nenabled = false\n\n'
         # Hundreds of grants bury the ready photo in listings: read it by its id.
         f'[[operations]]\ninclude-operation-id = "getPhoto"\n'
         f'parameters = {{ photo_id = "{ready_id}" }}\n'

@@ -7,6 +7,7 @@ topology of this module's own, which the administrator declares first.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import uuid
@@ -17,7 +18,7 @@ import aio_pika
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
-from shared.broker import open_broker
+from shared.broker import Delivery, open_broker
 from shared.broker_access import ADMIN, accounts, definitions
 from shared.settings import Settings
 from shared.topology import Topology
@@ -147,5 +148,33 @@ async def test_a_service_cannot_consume_another_services_queue(broker: Broker) -
         queue = await channel.get_queue(topology.thumbnail.name, ensure=False)
         with pytest.raises(ChannelAccessRefused):
             await queue.get(fail=False)
+    finally:
+        await connection.close()
+
+
+async def test_the_gateway_listens_on_a_live_queue_of_its_own_and_declares_nothing_else(
+    broker: Broker,
+) -> None:
+    settings, topology, _ = broker
+    own = settings.model_copy(
+        update={"broker_url": login(broker, "gateway"), "broker_declare": False}
+    )
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_delivery(delivery: Delivery) -> None:
+        received.put_nowait(delivery.message.routing_key)
+        await delivery.ack()
+
+    async with open_broker(own) as connected:
+        subscription = await connected.listen(topology.live_events("0123abcd"), on_delivery)
+        await publish(login(broker, "gateway"), topology.events_exchange, "photo.deleted")
+        assert await asyncio.wait_for(received.get(), 10) == "photo.deleted"
+        await subscription.cancel()
+    connection = await aio_pika.connect(login(broker, "gateway"))
+    try:
+        for name in (f"{topology.live_events_prefix}x", f"{topology.thumbnail.name}.live"):
+            channel = await connection.channel()
+            with pytest.raises(ChannelAccessRefused):
+                await channel.declare_queue(name, exclusive=True, auto_delete=True)
     finally:
         await connection.close()

@@ -35,7 +35,6 @@ from services.gateway.registry import ALBUM_ID_OF_VIEW, Answer, Routes
 from services.gateway.security import authenticate
 from services.gateway.views import EVERYTHING, Exposure, views_of
 from shared.albums import AlbumRecord, Role
-from shared.events import AlbumDeleted, Envelope
 from shared.logging import get_logger, log_context
 
 log = get_logger(__name__)
@@ -188,11 +187,9 @@ async def delete_album(request: web.Request) -> web.Response:
     user = (await authenticate(request, "photos:write")).user_id
     access = await album_access(request, user, request.match_info["album_id"], Act.MANAGE)
     res, album_id = request.app[RESOURCES], access.album.id
-    envelope = Envelope.wrap(
-        AlbumDeleted(album_id=album_id, owner_id=user), trace_id=request[TRACE_ID]
-    )
     with log_context(album_id=album_id):
-        if not await res.albums.delete(album_id, envelope):
+        envelope = await res.albums.delete(album_id, user, request[TRACE_ID])
+        if envelope is None:
             raise NOT_FOUND("no such album")
         await res.outbox.publish_or_defer(envelope)
         log.info("album deleted")

@@ -15,6 +15,7 @@ from services.gateway.context import (
     DEV_USER,
     DOWNLOADS,
     LIMITER,
+    LIVE,
     OPENAPI,
     PASSWORDS,
     RESOURCES,
@@ -24,6 +25,7 @@ from services.gateway.context import (
 from services.gateway.cors import cors_middleware, parse_origins
 from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
+from services.gateway.live import LiveHub
 from services.gateway.openapi import build_document
 from services.gateway.pages import plain_server_header
 from services.gateway.passwords import Passwords
@@ -104,12 +106,26 @@ def create_app(
             app[VERIFIER] = JwtVerifier.from_settings(
                 settings, await _jwks(settings, stack) if settings.auth_jwks_url else None
             )
+            app[LIVE] = LiveHub(app[RESOURCES])
+            await stack.enter_async_context(app[LIVE].running())
             yield
 
+    async def end_streams(app: web.Application) -> None:
+        # Before the runner waits for handlers: open event streams end now, and their
+        # clients reconnect (with Last-Event-ID) to another replica.
+        app[LIVE].close_all()
+
     app.cleanup_ctx.append(resources_ctx)
+    app.on_shutdown.append(end_streams)
     app.add_routes(all_routes(settings))
-    # Probes only: `/metrics` is on the health port (shared/health.py).
-    add_health_routes(app, lambda: app[RESOURCES], needs=GATEWAY_NEEDS)
+    # Probes only: `/metrics` is on the health port (shared/health.py). Whether this
+    # replica receives live events is reported, not required.
+    add_health_routes(
+        app,
+        lambda: app[RESOURCES],
+        needs=GATEWAY_NEEDS,
+        extra=lambda: {"events": app[LIVE].listening},
+    )
     return app
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.gateway.auth import JwtVerifier
 from services.gateway.downloads import Downloads
+from services.gateway.live import LiveHub
 from services.gateway.passwords import Passwords
 from shared.ratelimit import RateLimiter
 from shared.resources import Resources
@@ -19,5 +20,9 @@ DOWNLOADS = web.AppKey("downloads", Downloads)
 DEV_USER = web.AppKey("dev_user", str)
 # The OpenAPI document, generated once per app (it states the app's own limits).
 OPENAPI = web.AppKey("openapi", bytes)
+# Live events of this replica, fanned out to its event streams.
+LIVE = web.AppKey("live", LiveHub)
 # Per request: the trace id (from X-Request-ID or new), echoed back and put in every event.
 TRACE_ID = web.RequestKey("trace_id", str)
+# Per request: the CORS headers its answer gets; a stream sends them before it starts.
+CORS_HEADERS = web.RequestKey("cors_headers", dict[str, str])

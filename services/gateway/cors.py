@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from services.gateway.context import CORS_HEADERS
 from services.gateway.problems import Handler
 
-ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Darkroom-User"
+ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Darkroom-User, Last-Event-ID"
 EXPOSE_HEADERS = "X-Request-ID, Retry-After, Location, WWW-Authenticate"
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 MAX_AGE_S = "600"
@@ -25,6 +26,18 @@ def cors_middleware(origins: frozenset[str]) -> Middleware:
         preflight = (
             request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
         )
+        # Credentials travel in the Authorization header, never cookies, so the origin
+        # is echoed without Allow-Credentials.
+        granted = (
+            {
+                "Access-Control-Allow-Origin": origin or "",
+                "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+            }
+            if allowed
+            else {}
+        )
+        # An event stream sends its headers before this middleware sees its answer.
+        request[CORS_HEADERS] = {**granted, "Vary": "Origin"}
         if preflight and allowed:
             response: web.StreamResponse = web.Response(
                 status=204,
@@ -36,11 +49,9 @@ def cors_middleware(origins: frozenset[str]) -> Middleware:
             )
         else:
             response = await handler(request)
-        if allowed:
-            # Credentials travel in the Authorization header, never cookies, so the
-            # origin is echoed without Allow-Credentials.
-            response.headers["Access-Control-Allow-Origin"] = origin or ""
-            response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        if response.prepared:
+            return response
+        response.headers.update(granted)
         response.headers.add("Vary", "Origin")
         return response
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from services.gateway.live import StreamReset
 from services.gateway.models import Problem, UploadRequest
 from services.gateway.problems import PROBLEM_JSON, Fault
 from services.gateway.registry import Answer, Operation
@@ -30,6 +31,7 @@ from shared.settings import Settings
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
+EVENT_STREAM = "text/event-stream"
 # Events a webhook receiver gets, in the payload the notifier sends.
 WEBHOOK_EVENTS: tuple[type[Event], ...] = (
     PhotoReady,
@@ -68,7 +70,13 @@ def webhook_payload(event: type[Event]) -> type[BaseModel]:
 class _Components:
     """Every model the document names, generated together so they share definitions."""
 
-    def __init__(self, operations: Sequence[Operation], webhooks: Iterable[type[BaseModel]]):
+    def __init__(
+        self,
+        operations: Sequence[Operation],
+        payloads: Mapping[str, type[BaseModel]],
+        extra: Iterable[type[BaseModel]] = (),
+    ):
+        self.payloads = payloads  # each event's webhook / stream payload, by type
         wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {
             (Problem, "serialization"): None
         }
@@ -79,7 +87,7 @@ class _Components:
             for answer in op.answers.values():
                 if answer.model is not None:
                     wanted[(answer.model, "serialization")] = None
-        wanted |= dict.fromkeys((hook, "serialization") for hook in webhooks)
+        wanted |= dict.fromkeys((m, "serialization") for m in (*payloads.values(), *extra))
         self.refs, top = models_json_schema(list(wanted), ref_template=REF)
         self.schemas: Schemas = top.get("$defs", {})
 
@@ -93,8 +101,11 @@ class _Components:
 
 
 def build_document(operations: Sequence[Operation], settings: Settings) -> dict[str, Any]:
-    hooks = {event.TYPE: webhook_payload(event) for event in WEBHOOK_EVENTS}
-    parts = _Components(operations, hooks.values())
+    streamed = [e for op in operations for answer in op.answers.values() for e in answer.events]
+    # One payload model per event, shared by the webhooks and the event stream.
+    payloads = {event.TYPE: webhook_payload(event) for event in (*WEBHOOK_EVENTS, *streamed)}
+    hooks = {event.TYPE: payloads[event.TYPE] for event in WEBHOOK_EVENTS}
+    parts = _Components(operations, payloads, [StreamReset] if streamed else [])
     # The size limit is a setting, so the document states this deployment's.
     upload = parts.schema(UploadRequest, "validation")
     upload["properties"]["size"]["maximum"] = settings.max_upload_bytes
@@ -162,6 +173,8 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
     doc: Schemas = {"description": answer.description}
     if answer.model is not None:
         doc["content"] = {JSON: {"schema": parts.ref(answer.model, "serialization")}}
+    if answer.stream:
+        doc["content"] = {EVENT_STREAM: _stream(answer, parts)}
     if answer.headers:
         doc["headers"] = {
             name: {"description": text, "schema": {"type": "string"}}
@@ -181,6 +194,14 @@ def _answer(answer: Answer, every: Sequence[Operation], parts: _Components) -> S
     if links:
         doc["links"] = links
     return doc
+
+
+def _stream(answer: Answer, parts: _Components) -> Schemas:
+    """OpenAPI 3.1 cannot type the messages of a stream: each message's `data` schema,
+    by its `event:` name, goes in `x-events` (a reset's too)."""
+    events = {e.TYPE: parts.ref(parts.payloads[e.TYPE], "serialization") for e in answer.events}
+    events["reset"] = parts.ref(StreamReset, "serialization")
+    return {"schema": {"type": "string", "description": answer.stream}, "x-events": events}
 
 
 def _supplied(params: type[BaseModel], supplied: Mapping[str, str]) -> bool:

@@ -33,7 +33,7 @@ from services.gateway.problems import (
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
 from services.gateway.views import download_name, view_of, views_of
-from shared.events import AccountDeleted, AlbumDeleted, Envelope, PhotoDeleted, outcome_envelope
+from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.store import PhotoStatus
 
@@ -213,14 +213,8 @@ async def delete_account(request: web.Request) -> web.Response:
     res, trace_id = request.app[RESOURCES], request[TRACE_ID]
     envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=trace_id)
     with log_context(owner_id=owner):
-        gone = {
-            album_id: Envelope.wrap(
-                AlbumDeleted(album_id=album_id, owner_id=owner), trace_id=trace_id
-            )
-            for album_id in await res.albums.owned_by(owner)
-        }
-        await res.albums.forget_user(owner, gone)
+        gone = await res.albums.forget_user(owner, trace_id)
         photos = await res.store.mark_owner_deleted(owner, envelope)
-        await res.outbox.publish_or_defer(envelope, *gone.values())
+        await res.outbox.publish_or_defer(envelope, *gone)
         log.info("account deletion accepted", photos=photos)
     return respond(AccountDeletion(photos=photos), 202)

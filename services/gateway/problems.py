@@ -83,6 +83,7 @@ BYTE_QUOTA = Fault(413, "byte_quota_exceeded", "the byte quota would be exceeded
 UNSUPPORTED_TYPE = Fault(415, "unsupported_type", "not an accepted image type")
 INVALID = Fault(422, "invalid_request", "the request does not fit its schema (see errors)")
 RATE_LIMITED = Fault(429, "rate_limited", "too many requests (see Retry-After)")
+TOO_MANY_STREAMS = Fault(429, "too_many_streams", "too many event streams open for the user")
 INTERNAL = Fault(500, "internal_error", "the server failed; the error has been logged")
 UNAVAILABLE = Fault(503, "unavailable", "a backing service is away (see Retry-After)")
 HTTP_ERROR = Fault(400, "http_error", "the request is not HTTP the server can read")

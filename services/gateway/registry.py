@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from services.gateway.problems import EVERY_CALL, Fault, Handler
+from shared.events import Event
 
 PHOTO_ID_OF_GRANT = "$response.body#/photo_id"
 ALBUM_ID_OF_VIEW = "$response.body#/id"
@@ -31,6 +32,10 @@ class Answer:
     # album id): linked to every operation whose parameters they all supply.
     ids: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+    # A `text/event-stream` answer instead of JSON: what it says, and the events it
+    # carries (their payloads are described as the webhooks' are).
+    stream: str = ""
+    events: tuple[type[Event], ...] = ()
 
 
 @dataclass(frozen=True)
