@@ -80,6 +80,12 @@ async def test_the_page_shows_progress_each_outcome_and_a_gallery_of_every_photo
     large = next(c["id"] for c in cards if c["caption"] == "large.png")
     signed = [r for r in seen["requests"] if r.startswith(f"POST {base}/v1/uploads/{large}/parts")]
     assert len(signed) == 1, "one call signs all three parts"
+    # Outcomes arrive on the event stream: each photo is read once after its upload and
+    # once after its event, never polled.
+    assert f"GET {base}/v1/events" in seen["requests"]
+    for card in cards:
+        reads = seen["requests"].count(f"GET {base}/v1/photos/{card['id']}")
+        assert 1 <= reads <= 2, (card, reads)
     assert Path(artifact("upload-page.png")).stat().st_size > 0
 
 
