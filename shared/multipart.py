@@ -10,6 +10,7 @@ but through the gateway, and an aborted upload can never become one.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,13 @@ class StoredPart:
     number: int
     etag: str
     size: int
+
+
+@dataclass(frozen=True)
+class OpenUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
 
 
 class MultipartUploads:
@@ -94,6 +102,16 @@ class MultipartUploads:
         """AbortMultipartUpload; an upload already gone is not an error."""
         with contextlib.suppress(UploadGone):
             await self._call("abort", key, UploadId=upload_id)
+
+    async def open_uploads(self, prefix: str) -> AsyncIterator[OpenUpload]:
+        """Every multipart upload begun under `prefix` and neither completed nor aborted."""
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    yield OpenUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageUnavailable(f"storage multipart listing {prefix!r} failed: {exc}") from exc
 
     async def _call(self, op: str, key: str, **params: Any) -> Any:
         method = {

@@ -64,7 +64,7 @@ async def test_bad_credentials_get_401_problem(
         (json.dumps(grant_body(surprise=True)), 422, "invalid_request"),
         (json.dumps(grant_body(method="PATCH")), 422, "invalid_request"),
         (json.dumps(grant_body(content_type="image/svg+xml")), 415, "unsupported_type"),
-        (json.dumps(grant_body(size=50 * 1024 * 1024 + 1)), 413, "too_large"),
+        (json.dumps(grant_body(size=200 * 1024 * 1024 + 1)), 413, "too_large"),
     ],
 )
 async def test_bad_requests_get_problems_and_no_grant(

@@ -24,6 +24,20 @@ def test_every_format_yields_the_exact_key(fmt: str, key: str) -> None:
     assert obj.event.startswith("ObjectCreated:")
 
 
+@pytest.mark.parametrize(
+    ("fmt", "event"),
+    [
+        ("minio", "s3:ObjectCreated:CompleteMultipartUpload"),
+        ("ceph", "ObjectCreated:CompleteMultipartUpload"),
+        ("aws", "ObjectCreated:CompleteMultipartUpload"),
+    ],
+)
+def test_a_completed_multipart_upload_is_an_object_created_like_a_put(fmt: str, event: str) -> None:
+    body = getattr(s3events, fmt)("bkt", "originals/a/b", 9_000_000, event=event)
+    [obj] = parse_notification(body)
+    assert (obj.key, obj.event) == ("originals/a/b", "ObjectCreated:CompleteMultipartUpload")
+
+
 def test_ceph_string_size_and_missing_size() -> None:
     [obj] = parse_notification(s3events.ceph("b", "k", None))
     assert obj.size is None

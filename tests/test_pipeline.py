@@ -212,6 +212,39 @@ async def test_same_flow_in_dev_mode(
     assert (tmp_path / "darkroom.sqlite3").exists() == (parts == "embedded")
 
 
+async def test_a_photo_sent_in_parts_becomes_ready_in_dev_mode(
+    tmp_path: Any, hooks: WebhookReceiver, unique: str
+) -> None:
+    """Grant in parts, part URLs, PUTs straight to the embedded moto, completion: the
+    photo is verified and rendered like any other (moto announces the assembled object
+    as ObjectCreated:CompleteMultipartUpload to the SQS queue the bridge reads)."""
+    settings = Settings(
+        data_dir=tmp_path,
+        gateway_port=free_port(),
+        dev_s3_port=0,
+        auth_jwt_secret=SecretStr(JWT_SECRET),
+        webhook_url=hooks.url,
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        sqs_wait_seconds=1,
+        log_json=True,
+        health_port=0,
+        s3_bucket=f"dev-{unique}",
+        topology_prefix=f"dev-{unique}",
+        multipart_part_size=5 * 1024 * 1024,
+    )
+    photo = images.noise_png(1400, 1300)
+    async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, "newcomer"))
+        grant = await client.grant(photo, "image/png", multipart=True)
+        assert (grant["upload"]["method"], grant["upload"]["part_count"]) == ("MULTIPART", 2)
+        await client.upload_in_parts(grant, photo)
+        await hooks.wait_for(grant["photo_id"], "photo.ready")
+        view = await client.photo(grant["photo_id"])
+        assert (view["status"], view["size"], view["width"]) == ("ready", len(photo), 1400)
+        original, _ = await client.download(view["original"]["url"])
+        assert original == photo
+
+
 async def test_webhook_failures_are_retried_until_delivered(
     real: Settings, hooks: WebhookReceiver, unique: str
 ) -> None:

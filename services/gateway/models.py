@@ -60,6 +60,8 @@ def _date_time(value: object) -> object:
 
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+# S3 numbers a multipart upload's parts from 1 to 10,000.
+PartNumber = Annotated[int, Field(ge=1, le=10_000), BeforeValidator(_whole_number)]
 DateTime = Annotated[AwareDatetime, BeforeValidator(_date_time)]
 
 

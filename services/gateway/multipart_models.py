@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from pydantic import Field
 
-from services.gateway.models import WholeNumber, _Shape
+from services.gateway.models import PartNumber, _Shape
 
 MAX_PARTS_PER_CALL = 100
-# S3 numbers parts 1 to 10,000.
-PartNumber = Annotated[WholeNumber, Field(ge=1, le=10_000)]
 
 
 class PartsRequest(_Shape):

@@ -106,9 +106,12 @@ def build_document(operations: Sequence[Operation], settings: Settings) -> dict[
     payloads = {event.TYPE: webhook_payload(event) for event in (*WEBHOOK_EVENTS, *streamed)}
     hooks = {event.TYPE: payloads[event.TYPE] for event in WEBHOOK_EVENTS}
     parts = _Components(operations, payloads, [StreamReset] if streamed else [])
-    # The size limit is a setting, so the document states this deployment's.
+    # The size limits are settings, so the document states this deployment's: the larger
+    # one, for an upload in parts (a single request's is in the description).
     upload = parts.schema(UploadRequest, "validation")
-    upload["properties"]["size"]["maximum"] = settings.max_upload_bytes
+    size = upload["properties"]["size"]
+    size["maximum"] = max(settings.max_upload_bytes, settings.max_multipart_bytes)
+    size["description"] += f"; at most {settings.max_upload_bytes} in one request, larger in parts"
     paths: dict[str, dict[str, Any]] = defaultdict(dict)
     for op in operations:
         paths[op.path][op.method.lower()] = _operation(op, operations, parts)

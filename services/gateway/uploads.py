@@ -238,11 +238,15 @@ async def grant_all(
     none). The ingest worker learns of an upload from storage, not from the grant."""
     intents = [_intent(owner, item, trace_id, res.settings) for item in items]
     pairs = zip(intents, [item.method for item in items], strict=True)
-    uploads = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs))
+    signed = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs), return_exceptions=True)
     intents = [
         i.model_copy(update={"upload_id": u.upload_id}) if isinstance(u, MultipartUpload) else i
-        for i, u in zip(intents, uploads, strict=True)
+        for i, u in zip(intents, signed, strict=True)
     ]
+    if failed := next((u for u in signed if isinstance(u, BaseException)), None):
+        await abort_all(res, intents)  # the uploads begun for the rest of a failed batch
+        raise failed
+    uploads = [u for u in signed if not isinstance(u, BaseException)]
     try:
         await res.store.reserve(owner, intents, quota_check(res, items))
     except BaseException:

@@ -5,7 +5,8 @@ some uploads never happen. Every interval, each pending photo older than `sweep_
 is looked at: if its object exists it is verified now; if its upload URL lapsed
 `sweep_after` ago with nothing stored, it leaves pending as `rejected/upload_expired`.
 The keys of deleted and rejected photos whose URL could still be used are looked at too:
-anything stored there is deleted.
+anything stored there is deleted. Multipart uploads open in storage that no pending photo
+holds (begun for a grant that was then refused, or outliving their photo) are aborted.
 Running it on every replica at once is harmless: every step is idempotent.
 """
 
@@ -17,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.errors import DarkroomError
+from shared.keys import ORIGINALS, photo_id_of
 from shared.logging import get_logger, log_context
+from shared.store import PhotoStatus
 
 if TYPE_CHECKING:
     from services.ingest_worker.handlers import Ingest
@@ -46,6 +49,7 @@ async def sweep_once(ingest: Ingest) -> dict[str, int]:
                 log.warning("sweep could not settle a photo", error=str(exc))
                 counts["failed"] += 1
     counts["removed"] = await _empty_closed_keys(ingest)
+    counts["aborted"] = await abort_strays(ingest)
     if any(counts.values()):
         log.info("sweep round", **counts)
     return counts
@@ -72,6 +76,25 @@ async def _empty_closed_keys(ingest: Ingest) -> int:
                     log.warning("sweep could not empty a closed photo's key", error=str(exc))
         after = (page[-1].upload_expires_at, page[-1].id)
     return removed
+
+
+async def abort_strays(ingest: Ingest, *, now: datetime | None = None) -> int:
+    """Abort the open multipart uploads no pending photo holds. A grant begins its upload
+    before recording its intent, so only uploads begun `sweep_after` ago are judged."""
+    res = ingest.res
+    begun_before = (now or datetime.now(UTC)) - timedelta(seconds=res.settings.sweep_after)
+    aborted = 0
+    async for upload in res.storage.multipart.open_uploads(ORIGINALS):
+        if upload.initiated > begun_before:
+            continue
+        photo_id = photo_id_of(upload.key)
+        photo = await res.store.get(photo_id) if photo_id else None
+        if photo and photo.status is PhotoStatus.PENDING and photo.upload_id == upload.upload_id:
+            continue  # its uploader's until the grant lapses; expire() ends it then
+        await res.storage.multipart.abort(upload.key, upload.upload_id)
+        log.info("aborted a multipart upload no pending photo holds", key=upload.key)
+        aborted += 1
+    return aborted
 
 
 async def run_sweeper(ingest: Ingest, stop: asyncio.Event) -> None:
