@@ -62,3 +62,10 @@ async def test_uppy_uploads_a_small_and_a_multipart_photo_that_both_become_ready
         large_id: "ready",
     }
     assert hooks.deliveries(large_id, "photo.ready") == 1
+
+
+def test_the_docs_quote_the_adapter_the_browser_test_runs() -> None:
+    root = Path(__file__).parent.parent
+    adapter = (root / "docs/examples/darkroom-uppy.js").read_text()
+    guide = (root / "docs/clients.md").read_text()
+    assert f"```js\n{adapter}```" in guide.split("## Uppy adapter", 1)[1]
