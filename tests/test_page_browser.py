@@ -5,6 +5,7 @@ ThumbHash placeholders the page paints first."""
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 from services.thumbnail_worker.placeholder import thumbhash
 from shared.settings import Settings
 from tests.browser import artifact, drive, stack, token
-from tests.gateway_harness import gateway
+from tests.gateway_harness import gateway, ready_photo
 from tests.harness import WebhookReceiver
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -120,3 +121,31 @@ async def test_the_page_decodes_a_thumbhash_to_the_shape_and_colour_it_encodes(
     # The hash keeps the aspect ratio only roughly (in the count of its cosine terms).
     assert max(w, h) == 32 and abs((w / h) / (size[0] / size[1]) - 1) < 0.2
     assert all(abs(m - c) < 12 for m, c in zip(decoded["mean"], (*colour, 255), strict=True))
+
+
+async def test_the_gallery_scrolls_on_and_a_sealed_album_counts_down_to_its_reveal(
+    settings: Settings,
+) -> None:
+    async with gateway(settings) as gw:
+        for _ in range(30):
+            await ready_photo(gw, "pia", store_objects=False)
+        reveal = datetime.now(UTC) + timedelta(days=2, hours=3)
+        seen = await drive(
+            "browse.mjs",
+            {
+                "base": str(gw.client.make_url("")).rstrip("/"),
+                "token": token("pia"),
+                "photos": 30,
+                "album": {"title": "Wedding", "reveal": reveal.strftime("%Y-%m-%dT%H:%M")},
+                "screenshot": artifact("sealed-album.png"),
+            },
+        )
+        albums = await (await gw.client.get("/v1/albums", headers=gw.auth("pia"))).json()
+    assert (seen["before"], seen["after"]) == (24, 30), "a page of 24, then the rest"
+    assert seen["countdown"].startswith("sealed: reveals in 2d 2h") or seen["countdown"].startswith(
+        "sealed: reveals in 2d 3h"
+    ), seen["countdown"]
+    assert seen["picked"] == "Wedding · sealed" and seen["albumCards"] == 0
+    [album] = albums["items"]
+    assert album["title"] == "Wedding" and album["sealed"]
+    assert album["reveal_at"].startswith(reveal.strftime("%Y-%m-%dT%H:%M"))

@@ -57,6 +57,11 @@ export class Albums {
   tick() {
     const album = this.current;
     const left = album?.reveal_at ? Date.parse(album.reveal_at) - Date.now() : 0;
+    if (album?.sealed && left <= 0) {
+      // Revealed: the gateway shows everything from this moment on.
+      album.sealed = false;
+      this.reload().then(() => this.onPick(this.select.value), () => {});
+    }
     this.countdown.hidden = !(album && left > 0);
     if (album && left > 0) this.countdown.textContent = `sealed: reveals in ${duration(left)}`;
   }

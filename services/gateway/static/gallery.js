@@ -27,6 +27,8 @@ export class Gallery {
     this.albumId = albumId;
     this.generation++;
     this.grid.replaceChildren();
+    this.sentinel.textContent = "loading…";
+    this.sentinel.hidden = false;
     this.cursor = undefined;
     this.loading = null;
     return this.more();
@@ -38,16 +40,20 @@ export class Gallery {
     const query = new URLSearchParams({ limit: PAGE });
     if (this.cursor) query.set("cursor", this.cursor);
     if (this.albumId) query.set("album_id", this.albumId);
+    this.sentinel.dataset.loading = "yes";
     this.loading = this.api.json(`/v1/photos?${query}`).then((page) => {
       if (generation !== this.generation) return;
+      delete this.sentinel.dataset.loading;
       for (const photo of page.items) this.grid.append(this.card(photo));
       this.cursor = page.next_cursor;
-      this.sentinel.hidden = this.cursor === null;
+      if (this.cursor === null) this.sentinel.textContent = "no photos yet";
+      this.sentinel.hidden = this.cursor === null && this.grid.children.length > 0;
       this.loading = null;
       // A short first page may leave the sentinel in view: the observer will not fire again.
       if (this.cursor && this.sentinel.getBoundingClientRect().top < innerHeight) this.more();
     }, (error) => {
       this.loading = null;
+      delete this.sentinel.dataset.loading;
       this.sentinel.textContent = `could not load photos: ${error.message}`;
     });
     return this.loading;
@@ -66,6 +72,7 @@ export class Gallery {
     const old = this.find(id);
     if (old) old.replaceWith(this.card(photo));
     else this.grid.prepend(this.card(photo));
+    if (this.cursor === null) this.sentinel.hidden = true;
     return photo;
   }
 
