@@ -20,11 +20,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from aiobotocore.session import get_session
-
 from services.gateway.auth import issue_token
+from shared.embedded import allow_browsers
 from shared.settings import Settings
-from shared.storage import client_kwargs
 from tests.conftest import JWT_SECRET, require_tool
 from tests.harness import ALL_SERVICES, running, with_sqs
 
@@ -68,29 +66,6 @@ async def drive(script: str, config: dict[str, Any], timeout: float = 240) -> di
 def artifact(name: str) -> str:
     ARTIFACTS.mkdir(exist_ok=True)
     return str(ARTIFACTS / name)
-
-
-async def allow_browsers(settings: Settings, origins: list[str]) -> None:
-    """The bucket CORS rule of docs/clients.md: browsers on `origins` may send uploads
-    and read the ETag of each part."""
-    session = get_session()
-    async with session.create_client(
-        "s3", **client_kwargs(settings, settings.s3_endpoint_url)
-    ) as s3:
-        await s3.put_bucket_cors(
-            Bucket=settings.s3_bucket,
-            CORSConfiguration={
-                "CORSRules": [
-                    {
-                        "AllowedOrigins": origins,
-                        "AllowedMethods": ["GET", "HEAD", "PUT", "POST"],
-                        "AllowedHeaders": ["*"],
-                        "ExposeHeaders": ["ETag", "Location"],
-                        "MaxAgeSeconds": 600,
-                    }
-                ]
-            },
-        )
 
 
 @asynccontextmanager

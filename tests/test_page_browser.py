@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qs, urlsplit
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
+from services.dev import run_dev
 from services.thumbnail_worker.placeholder import thumbhash
 from shared.settings import Settings
 from tests.browser import artifact, drive, stack, token
+from tests.conftest import JWT_SECRET
 from tests.gateway_harness import gateway, ready_photo
-from tests.harness import WebhookReceiver
+from tests.harness import WEBHOOK_SECRET, WebhookReceiver, free_port, running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
+MiB = 1024 * 1024
 HTML = b"<html><script>alert(1)</script></html>\n" * 50
 
 
@@ -149,3 +153,45 @@ async def test_the_gallery_scrolls_on_and_a_sealed_album_counts_down_to_its_reve
     [album] = albums["items"]
     assert album["title"] == "Wedding" and album["sealed"]
     assert album["reveal_at"].startswith(reveal.strftime("%Y-%m-%dT%H:%M"))
+
+
+async def test_darkroom_dev_serves_a_page_that_uploads_in_parts_without_a_pasted_token(
+    tmp_path: Path, hooks: WebhookReceiver, unique: str
+) -> None:
+    """`darkroom dev` as a newcomer opens it: its own moto, whose bucket lets the page
+    read part ETags, and the token the page carries."""
+    settings = Settings(
+        data_dir=tmp_path,
+        gateway_port=free_port(),
+        dev_s3_port=0,
+        auth_jwt_secret=SecretStr(JWT_SECRET),
+        webhook_url=hooks.url,
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        sqs_wait_seconds=1,
+        log_json=True,
+        health_port=0,
+        s3_bucket=f"dev-{unique}",
+        topology_prefix=f"dev-{unique}",
+        multipart_threshold=6 * MiB,
+        multipart_part_size=5 * MiB,
+    )
+    files = [
+        jpeg_file(tmp_path / "small.jpg", colourful(640, 480, 200)),
+        noise_png(tmp_path / "parts.png", 1700),  # 8.7 MB: two parts
+    ]
+    async with running(settings, [run_dev]) as base:
+        seen = await drive(
+            "page.mjs",
+            {
+                "base": base,
+                "token": "",
+                "files": files,
+                "gallery": 2,
+                "timeout": 120_000,
+                "screenshot": artifact("dev-page.png"),
+            },
+        )
+    assert [(r["state"], r["progress"]) for r in seen["rows"]] == [("ready", 100)] * 2
+    assert {c["status"] for c in seen["cards"]} == {"ready"}
+    parts = [r for r in seen["requests"] if r.startswith("PUT ") and "partNumber=" in r]
+    assert len(parts) == 2

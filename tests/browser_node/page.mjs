@@ -27,6 +27,8 @@ try {
     status: r.querySelector(".status").textContent,
     progress: r.querySelector("progress").value,
   })));
+  const failed = result.rows.filter((r) => r.state === "error");
+  if (failed.length) throw new Error(`uploads failed: ${JSON.stringify(failed)}`);
   result.cards = await settledGallery(page, config.gallery, config.timeout);
   result.thumbhashes = await page.evaluate(async (hashes) => {
     const { decodeThumbHash } = await import("/assets/thumbhash.js");

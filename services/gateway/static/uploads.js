@@ -5,6 +5,8 @@ import { send } from "./api.js";
 const PART_CONCURRENCY = 3;
 const PART_ATTEMPTS = 4;
 const SIGN_BATCH = 10;
+const UNEXPOSED_ETAG =
+  "storage hides the ETag header from this page: the bucket's CORS rule must expose ETag (docs/clients.md)";
 
 // Resolves with the photo id once storage holds the file; `onProgress(sent, total)`.
 export async function uploadFile(api, file, { albumId, onProgress }) {
@@ -47,7 +49,9 @@ function sendWhole(upload, file, onProgress) {
 async function sendParts(api, photoId, upload, file, onProgress) {
   const { part_size: partSize, part_count: count } = upload;
   const sent = new Array(count).fill(0);
-  const report = () => onProgress(sent.reduce((a, b) => a + b, 0), file.size);
+  // Once a part has failed for good the upload has: the other lanes stop reporting.
+  let failed = false;
+  const report = () => failed || onProgress(sent.reduce((a, b) => a + b, 0), file.size);
   // Part number -> a promise of its signed URL; one request signs a batch of parts.
   const signed = new Map();
   const sign = (number) => {
@@ -69,10 +73,13 @@ async function sendParts(api, photoId, upload, file, onProgress) {
           method: "PUT", url, body: blob, headers,
           onProgress: (loaded) => { sent[number - 1] = loaded; report(); },
         });
+        const etag = xhr.getResponseHeader("ETag");
+        if (!etag) throw Object.assign(new Error(UNEXPOSED_ETAG), { final: true });
         sent[number - 1] = blob.size;
         report();
-        return { part_number: number, etag: xhr.getResponseHeader("ETag") };
+        return { part_number: number, etag };
       } catch (error) {
+        if (error.final || failed) throw error;
         sent[number - 1] = 0;
         report();
         if (attempt >= PART_ATTEMPTS) throw new Error(`part ${number}: ${error.message}`);
@@ -84,7 +91,12 @@ async function sendParts(api, photoId, upload, file, onProgress) {
   const queue = Array.from({ length: count }, (_, i) => i + 1);
   const done = [];
   const lane = async () => {
-    while (queue.length) done.push(await sendPart(queue.shift()));
+    try {
+      while (queue.length && !failed) done.push(await sendPart(queue.shift()));
+    } catch (error) {
+      failed = true;
+      throw error;
+    }
   };
   await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, lane));
   return done.sort((a, b) => a.part_number - b.part_number);
