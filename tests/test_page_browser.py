@@ -195,3 +195,21 @@ async def test_darkroom_dev_serves_a_page_that_uploads_in_parts_without_a_pasted
     assert {c["status"] for c in seen["cards"]} == {"ready"}
     parts = [r for r in seen["requests"] if r.startswith("PUT ") and "partNumber=" in r]
     assert len(parts) == 2
+
+
+async def test_the_page_acts_on_stream_events_and_resumes_after_the_last_one(
+    settings: Settings,
+) -> None:
+    async with gateway(settings) as gw:
+        photo_id, _ = await ready_photo(gw, "pia", store_objects=False)
+        base = str(gw.client.make_url("")).rstrip("/")
+        seen = await drive(
+            "events.mjs",
+            {"base": base, "token": token("pia"), "photoId": photo_id, "timeout": 20_000},
+        )
+    first, second = seen["streams"][:2]
+    assert "last-event-id" not in first
+    assert second["last-event-id"] == "e-2" and second["authorization"].startswith("Bearer ")
+    gets = [r.removeprefix(f"GET {base}") for r in seen["requests"] if r.startswith("GET ")]
+    assert f"/v1/photos/{photo_id}" in gets, "photo.ready: the photo is read again"
+    assert gets.count("/v1/photos?limit=24") >= 2, "reset: the gallery is listed again"
