@@ -146,6 +146,7 @@ async def test_the_gallery_scrolls_on_and_a_sealed_album_counts_down_to_its_reve
         )
         albums = await (await gw.client.get("/v1/albums", headers=gw.auth("pia"))).json()
     assert (seen["before"], seen["after"]) == (24, 30), "a page of 24, then the rest"
+    assert "file" in seen["tabStops"], seen["tabStops"]
     assert seen["countdown"].startswith("sealed: reveals in 2d 2h") or seen["countdown"].startswith(
         "sealed: reveals in 2d 3h"
     ), seen["countdown"]

@@ -20,6 +20,13 @@ try {
   await page.waitForFunction((n) => document.querySelectorAll("#gallery .card").length >= n, config.photos);
   await settled();
   result.after = await cards();
+  // The drop zone's file input is reachable from the keyboard.
+  result.tabStops = [];
+  await page.focus("#token");
+  for (let i = 0; i < 12; i++) {
+    await page.keyboard.press("Tab");
+    result.tabStops.push(await page.evaluate(() => document.activeElement.id));
+  }
   await page.fill("#album-title", config.album.title);
   await page.fill("#album-reveal", config.album.reveal);
   await page.click("#new-album button[type=submit]");
