@@ -82,6 +82,11 @@ class NewPhoto(_Record):
     part_size: int | None = None
 
 
+def part_count(size: int, part_size: int) -> int:
+    """Parts of `part_size` bytes, the last holding the rest (one at least)."""
+    return max(1, -(-size // part_size))
+
+
 class Verified(_Record):
     """What verification established about the stored object."""
 
@@ -129,9 +134,7 @@ class PhotoRecord(_Record):
     @property
     def part_count(self) -> int:
         """Parts of a multipart upload (0 for a single one)."""
-        if not self.part_size:
-            return 0
-        return max(1, -(-self.declared_size // self.part_size))
+        return part_count(self.declared_size, self.part_size) if self.part_size else 0
 
     def part_length(self, number: int) -> int:
         """The exact size of part `number` (1-based): part_size, but the last is the rest."""

@@ -48,6 +48,7 @@ from services.gateway.views import view_of
 from shared.errors import DarkroomError
 from shared.keys import original_key
 from shared.logging import get_logger, log_context
+from shared.records import part_count
 from shared.resources import Resources
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
 from shared.store import Check, NewPhoto, Usage
@@ -277,9 +278,11 @@ async def _presign(
     content_type, size = intent.declared_type, intent.declared_size
     if intent.part_size is not None:
         upload_id = await res.storage.multipart.begin(key, content_type=content_type)
-        parts = max(1, -(-size // intent.part_size))
         return MultipartUpload(
-            method="MULTIPART", upload_id=upload_id, part_size=intent.part_size, part_count=parts
+            method="MULTIPART",
+            upload_id=upload_id,
+            part_size=intent.part_size,
+            part_count=part_count(size, intent.part_size),
         )
     if method == "POST":
         post = await res.storage.presign_post(
