@@ -314,3 +314,21 @@ async def test_a_stream_ends_when_its_token_expires_or_its_api_key_is_revoked(
         assert (await sse.message()).json()["data"]["photo_id"] == mark
         assert await revoke_key(gw.res.database, key.id)
         assert await sse.ended(timeout=20)
+
+
+async def test_the_document_describes_the_stream_its_messages_and_its_faults(
+    gw: Gateway,
+) -> None:
+    doc = await (await gw.client.get("/openapi.json")).json()
+    op = doc["paths"]["/v1/events"]["get"]
+    assert op["operationId"] == "streamEvents" and op["security"] == [{"bearer": []}]
+    content = op["responses"]["200"]["content"]
+    assert list(content) == ["text/event-stream"]
+    events = content["text/event-stream"]["x-events"]
+    assert set(events) == {event.TYPE for event in LIVE_EVENTS} | {"reset"}
+    for ref in events.values():
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        assert name in doc["components"]["schemas"], name
+    assert "too_many_streams" in op["responses"]["429"]["description"]
+    params = {(p["name"], p["in"]) for p in op["parameters"]}
+    assert params == {("last_event_id", "query"), ("Last-Event-ID", "header")}
