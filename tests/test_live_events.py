@@ -17,7 +17,7 @@ from chaos.tcp_proxy import TcpProxy
 from services.gateway.apikeys import create_key, revoke_key
 from services.gateway.auth import issue_token
 from services.gateway.context import LIVE
-from services.gateway.live import LIVE_EVENTS
+from services.gateway.live import LIVE_EVENTS, STREAM_BACKLOG, Stream
 from services.gateway.service import serve
 from shared.broker import publish
 from shared.events import PhotoReady
@@ -70,6 +70,10 @@ async def add_member(gw: Gateway, owner: str, album_id: str, user: str) -> None:
         f"/v1/albums/{album_id}/members/{user}", json={"role": "viewer"}, headers=gw.auth(owner)
     )
     assert resp.status == 200, await resp.text()
+
+
+def sample(gw: Gateway, name: str, labels: dict[str, str] | None = None) -> float | None:
+    return gw.res.metrics.registry.get_sample_value(name, labels or {})
 
 
 async def marker(gw: Gateway, user: str) -> str:
@@ -196,6 +200,8 @@ async def test_an_unknown_last_event_id_answers_reset_then_carries_on(gw: Gatewa
         after = await sse.message()
     assert reset.event == "reset"
     assert reset.json()["reason"] == "unknown_last_event_id"
+    resets = {"reason": "unknown_last_event_id"}
+    assert sample(gw, "darkroom_event_stream_resets_total", resets) == 1
     assert reset.id is not None, "a reset names the newest event, to resume from after listing"
     assert after.json()["data"]["photo_id"] == mark
 
@@ -219,6 +225,7 @@ async def test_a_user_over_the_stream_cap_gets_429_too_many_streams(settings: Se
         resp = await gw.client.get("/v1/events", headers=gw.auth("alice"))
         body = await problem_of(resp, 429)
         assert body["code"] == "too_many_streams"
+        assert sample(gw, "darkroom_event_streams") == 2
         async with stream(gw, "bob") as other:
             assert other.response.status == 200
     async with gateway(capped) as gw:
@@ -332,3 +339,12 @@ async def test_the_document_describes_the_stream_its_messages_and_its_faults(
     assert "too_many_streams" in op["responses"]["429"]["description"]
     params = {(p["name"], p["in"]) for p in op["parameters"]}
     assert params == {("last_event_id", "query"), ("Last-Event-ID", "header")}
+
+
+async def test_a_stream_that_falls_behind_gets_a_reset_instead_of_a_growing_backlog() -> None:
+    stream = Stream("alice")
+    kept = [stream.push(b"event %d" % n, f"id-{n}") for n in range(STREAM_BACKLOG + 1)]
+    assert kept == [True] * STREAM_BACKLOG + [False]
+    [frame] = await stream.wait(1)
+    assert frame.startswith(f"id: id-{STREAM_BACKLOG}\nevent: reset\n".encode())
+    assert b"fell_behind" in frame
