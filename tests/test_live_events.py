@@ -348,3 +348,22 @@ async def test_a_stream_that_falls_behind_gets_a_reset_instead_of_a_growing_back
     [frame] = await stream.wait(1)
     assert frame.startswith(f"id: id-{STREAM_BACKLOG}\nevent: reset\n".encode())
     assert b"fell_behind" in frame
+
+
+async def test_a_browser_on_an_allowed_origin_may_read_the_stream(settings: Settings) -> None:
+    cors = settings.model_copy(update={"cors_origins": "https://app.example"})
+    async with gateway(cors) as gw:
+        preflight = await gw.client.options(
+            "/v1/events",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization, last-event-id",
+            },
+        )
+        assert "Last-Event-ID" in preflight.headers["Access-Control-Allow-Headers"]
+        headers = gw.auth() | {"Origin": "https://app.example"}
+        async with gw.client.get("/v1/events", headers=headers) as resp:
+            assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example"
+            assert "X-Request-ID" in resp.headers["Access-Control-Expose-Headers"]
+            assert resp.headers["Vary"] == "Origin"
