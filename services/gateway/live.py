@@ -1,8 +1,8 @@
 """Live events: each gateway replica's share of the events exchange, fanned out to the
 Server-Sent Events streams connected to it (services/gateway/events_stream.py).
 
-Every replica consumes every live event through a queue of its own (exclusive, gone with
-the replica: `Topology.live_events`), decides once per event who may see it, keeps the
+Every replica consumes every live event through a queue of its own (gone with the
+replica: `Topology.live_events`, `Broker.listen`), decides once per event who may see it, keeps the
 recent ones in a bounded ring for `Last-Event-ID` resumes, and hands each to the streams
 of the users allowed. Who sees what:
 
