@@ -10,7 +10,7 @@ from typing import Any
 
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
-from shared.broker import Backlog, OnDelivery, Subscription
+from shared.broker import Backlog, OnDelivery, OnGap, Subscription
 from shared.errors import BrokerUnavailable
 from shared.logging import get_logger
 from shared.rabbitmq import RabbitBroker
@@ -94,8 +94,10 @@ class BackgroundBroker:
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
         return await self._connected().consume(queue, on_delivery)
 
-    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
-        return await self._connected().listen(queue, on_delivery)
+    async def listen(
+        self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
+    ) -> Subscription:
+        return await self._connected().listen(queue, on_delivery, on_gap)
 
     async def backlog(self, queue: QueueSpec, retry_delays_ms: Sequence[int]) -> Backlog:
         return await self._connected().backlog(queue, retry_delays_ms)

@@ -67,6 +67,7 @@ class Delivery(Protocol):
 
 
 OnDelivery = Callable[[Delivery], Coroutine[Any, Any, None]]
+OnGap = Callable[[], None]
 
 
 class Subscription(Protocol):
@@ -109,11 +110,15 @@ class Broker(Protocol):
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription: ...
 
-    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> Subscription:
+    async def listen(
+        self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
+    ) -> Subscription:
         """Declare `queue` as this process's own and consume it: bound to its routing keys,
-        exclusive to this connection and deleted with it or on cancel; no retries, no
+        deleted once it has no consumer (the process gone, or on cancel); no retries, no
         dead letters, and the oldest messages are dropped past a bound. For what only
-        matters while the process runs (each gateway's live event streams)."""
+        matters while the process runs (each gateway's live event streams). `on_gap` is
+        called when messages may have been lost: the queue was declared anew after the
+        connection came back."""
 
     async def close(self) -> None: ...
 

@@ -21,6 +21,7 @@ from shared.broker import (
     Backlog,
     Message,
     OnDelivery,
+    OnGap,
 )
 from shared.errors import BrokerUnavailable
 from shared.topology import QueueSpec, Topology
@@ -120,7 +121,10 @@ class MemoryBroker:
         subscription.start()
         return subscription
 
-    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+    async def listen(
+        self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
+    ) -> _Subscription:
+        """Nothing is ever lost in between here: `on_gap` is never called."""
         self._check_open()
         own = self._queues.setdefault(queue.name, _Queue(queue.name))
         for key in queue.routing_keys:

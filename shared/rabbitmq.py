@@ -4,7 +4,7 @@ queues with delivery limits, retry-by-TTL queues and explicit dead-lettering."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -25,6 +25,7 @@ from shared.broker import (
     Backlog,
     Message,
     OnDelivery,
+    OnGap,
 )
 from shared.errors import BrokerUnavailable
 from shared.logging import get_logger
@@ -40,6 +41,8 @@ log = get_logger(__name__)
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 # A process's own queue (`listen`) drops its oldest messages past this many.
 LISTEN_MAX_LENGTH = 10_000
+# ... and is deleted when no consumer has used it for this long.
+LISTEN_EXPIRES_MS = 60_000
 
 
 class RabbitBroker:
@@ -199,17 +202,24 @@ class RabbitBroker:
         tag = await amqp_queue.consume(callback, no_ack=False)
         return _Subscription(amqp_queue, tag)
 
-    async def listen(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
+    async def listen(
+        self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
+    ) -> _Subscription:
         try:
-            # Classic, exclusive, auto-delete: gone with its consumer or its connection, so
-            # a replica that dies leaves nothing behind; the robust channel declares it
-            # again (empty: what was sent meanwhile is lost) after a reconnect.
+            # Classic, auto-delete: gone with its last consumer, so a replica that dies
+            # leaves nothing behind (x-expires: nor one that died before consuming). Not
+            # exclusive: after a reconnect the robust channel declares it again, which an
+            # exclusive queue refuses while the broker has not yet noticed the old
+            # connection is dead (a half-open one can take a heartbeat timeout).
             amqp_queue = await self._channel("consume").declare_queue(
                 queue.name,
                 durable=False,
-                exclusive=True,
                 auto_delete=True,
-                arguments={"x-max-length": LISTEN_MAX_LENGTH, "x-overflow": "drop-head"},
+                arguments={
+                    "x-max-length": LISTEN_MAX_LENGTH,
+                    "x-overflow": "drop-head",
+                    "x-expires": LISTEN_EXPIRES_MS,
+                },
             )
             for key in queue.routing_keys:
                 await amqp_queue.bind(queue.exchange, key)
@@ -220,7 +230,16 @@ class RabbitBroker:
             tag = await amqp_queue.consume(callback, no_ack=False)
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(f"cannot listen on {queue.name}: {exc!r}") from exc
-        return _Subscription(amqp_queue, tag)
+        if on_gap is None:
+            return _Subscription(amqp_queue, tag)
+
+        def reconnected(*_: Any) -> None:
+            on_gap()
+
+        # Called once the robust connection has restored its channels, queues included.
+        callbacks = self._connection.reconnect_callbacks
+        callbacks.add(reconnected)
+        return _Subscription(amqp_queue, tag, lambda: callbacks.discard(reconnected))
 
     async def close(self) -> None:
         await self._connection.close()
@@ -233,11 +252,16 @@ class RabbitBroker:
 
 
 class _Subscription:
-    def __init__(self, queue: AbstractQueue, tag: str) -> None:
+    def __init__(
+        self, queue: AbstractQueue, tag: str, on_cancel: Callable[[], None] | None = None
+    ) -> None:
         self._queue = queue
         self._tag = tag
+        self._on_cancel = on_cancel
 
     async def cancel(self) -> None:
+        if self._on_cancel is not None:
+            self._on_cancel()
         try:
             await self._queue.cancel(self._tag)
         except CONNECTION_EXCEPTIONS as exc:

@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     events_keepalive: Seconds = 15.0
     events_replay_events: PositiveInt = 1000
     events_replay_seconds: Seconds = 600.0
+    # How often an open stream checks its credentials again: an expired token or a
+    # revoked API key ends it (the client reconnects and is told 401).
+    events_recheck_seconds: Seconds = 60.0
 
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 from pydantic import Field, ValidationError
 
@@ -9,14 +11,16 @@ from services.gateway.context import CORS_HEADERS, LIVE, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.live import LIVE_EVENTS, Stream, TooManyStreams
 from services.gateway.models import _Shape
-from services.gateway.problems import INVALID, TOO_MANY_STREAMS
+from services.gateway.problems import INVALID, TOO_MANY_STREAMS, ApiError
 from services.gateway.registry import Answer, Routes
-from services.gateway.security import authenticate
+from services.gateway.security import authenticate, identify
+from shared.errors import TransientError
 from shared.logging import get_logger
 
 log = get_logger(__name__)
 api = Routes("events")
 
+SCOPE = "photos:read"
 LAST_EVENT_ID = "Last-Event-ID"
 KEEP_ALIVE = b": keep-alive\n\n"
 # An event id as SSE carries it: printable ASCII, no spaces (ours are UUIDs).
@@ -56,7 +60,7 @@ STREAM = (
     "streamEvents",
     "The caller's live photo and album events (Server-Sent Events)",
     {200: Answer("the event stream", events=LIVE_EVENTS, stream=STREAM)},
-    scope="photos:read",
+    scope=SCOPE,
     query=EventsQuery,
     headers=EventsHeaders,
     faults=(TOO_MANY_STREAMS, INVALID),
@@ -66,8 +70,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     `album.member_added` and `album.deleted` of albums the caller owns or is a member of.
     `Last-Event-ID` (or `last_event_id`) resumes after that event within the server's
     recent window; an id outside it answers `event: reset`. Streams per user are
-    capped on each server (429 `too_many_streams`)."""
-    user = (await authenticate(request, "photos:read")).user_id
+    capped on each server (429 `too_many_streams`). The credentials are checked again
+    while the stream is open: an expired token or revoked key ends it."""
+    user = (await authenticate(request, SCOPE)).user_id
     last_event_id = _last_event_id(request)
     hub = request.app[LIVE]
     try:
@@ -107,14 +112,41 @@ async def _serve(request: web.Request, stream: Stream) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    keepalive = request.app[RESOURCES].settings.events_keepalive
+    settings = request.app[RESOURCES].settings
+    recheck = Recheck(request, settings.events_recheck_seconds)
     try:
-        while not stream.closed:
-            frames = await stream.wait(keepalive)
+        while not stream.closed and await recheck.still_allowed():
+            frames = await stream.wait(min(settings.events_keepalive, recheck.due_in()))
             if request.transport is None or request.transport.is_closing():
                 break
-            await response.write(b"".join(frames) or KEEP_ALIVE)
+            if frames or recheck.due_in() > 0:
+                await response.write(b"".join(frames) or KEEP_ALIVE)
         await response.write_eof()
     except ConnectionError:
         pass  # the client went away: its slot is freed by the caller
     return response
+
+
+class Recheck:
+    """The stream's credentials, checked again every `every` seconds."""
+
+    def __init__(self, request: web.Request, every: float) -> None:
+        self._request = request
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def due_in(self) -> float:
+        return max(0.0, self._next - time.monotonic())
+
+    async def still_allowed(self) -> bool:
+        if self.due_in() > 0:
+            return True
+        self._next = time.monotonic() + self._every
+        try:
+            await identify(self._request, SCOPE)
+        except ApiError as exc:
+            log.info("event stream ends: credentials no longer accepted", code=exc.code)
+            return False
+        except TransientError as exc:
+            log.warning("event stream credentials not checked", error=str(exc))
+        return True

@@ -32,6 +32,14 @@ class Caller:
 
 async def authenticate(request: web.Request, scope: str) -> Caller:
     """The caller, allowed `scope` and within its rate limit; otherwise a 4xx problem."""
+    caller = await identify(request, scope)
+    await enforce_limit(request, f"user:{caller.user_id}", "user")
+    return caller
+
+
+async def identify(request: web.Request, scope: str) -> Caller:
+    """The caller, allowed `scope` (rate limits aside: a long request checking its
+    credentials again is not another request)."""
     header = request.headers.get("Authorization")
     try:
         token = bearer_token(header)
@@ -43,7 +51,6 @@ async def authenticate(request: web.Request, scope: str) -> Caller:
         challenge = 'Bearer realm="darkroom"' + (', error="invalid_token"' if header else "")
         fault = TOKEN_TOO_LONG if isinstance(exc, TokenTooLong) else UNAUTHORIZED
         raise fault(str(exc), headers={"WWW-Authenticate": challenge}) from exc
-    await enforce_limit(request, f"user:{caller.user_id}", "user")
     return caller
 
 
