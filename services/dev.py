@@ -20,7 +20,7 @@ from services.gateway.service import serve as serve_gateway
 from services.ingest_worker.service import serve as serve_ingest
 from services.notifier.service import serve as serve_notifier
 from services.thumbnail_worker.service import serve as serve_thumbnails
-from shared.embedded import moto_server, provision_bucket_with_sqs
+from shared.embedded import allow_browsers, moto_server, provision_bucket_with_sqs
 from shared.health import serve_health
 from shared.logging import get_logger
 from shared.resources import open_resources
@@ -62,6 +62,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             )
             queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
             settings = settings.model_copy(update={"sqs_queue_url": queue_url})
+            # The upload page sends its bytes straight to this moto, from another origin.
+            port = settings.gateway_port
+            await allow_browsers(settings, [f"http://{h}:{port}" for h in _page_hosts(settings)])
         await _run_services(settings, stop)
 
 
@@ -85,6 +88,14 @@ async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
                 serve_thumbnails(settings, stop, resources=res, health=False),
                 serve_notifier(settings, stop, resources=res, health=False),
             )
+
+
+def _page_hosts(settings: Settings) -> list[str]:
+    """The names a browser on this machine opens the upload page by."""
+    host = settings.gateway_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - compared, not bound
+        return ["127.0.0.1", "localhost"]
+    return sorted({host, "127.0.0.1", "localhost"})
 
 
 def redact_url(url: str) -> str:

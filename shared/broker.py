@@ -114,7 +114,7 @@ class Broker(Protocol):
         self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
     ) -> Subscription:
         """Declare `queue` as this process's own and consume it: bound to its routing keys,
-        exclusive to this connection and deleted with it or on cancel; no retries, no
+        deleted once it has no consumer (the process gone, or on cancel); no retries, no
         dead letters, and the oldest messages are dropped past a bound. For what only
         matters while the process runs (each gateway's live event streams). `on_gap` is
         called when messages may have been lost: the queue was declared anew after the

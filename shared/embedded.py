@@ -63,3 +63,27 @@ async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
             },
         )
         return queue_url
+
+
+async def allow_browsers(settings: Settings, origins: list[str]) -> None:
+    """The bucket CORS rule docs/clients.md gives: pages on `origins` may upload (a form
+    POST, a PUT, parts) and read each part's ETag, which completing a multipart upload
+    needs. (Dev and tests only, like the bucket itself.)"""
+    session = get_session()
+    async with session.create_client(
+        "s3", **client_kwargs(settings, settings.s3_endpoint_url)
+    ) as s3:
+        await s3.put_bucket_cors(
+            Bucket=settings.s3_bucket,
+            CORSConfiguration={
+                "CORSRules": [
+                    {
+                        "AllowedOrigins": origins,
+                        "AllowedMethods": ["GET", "HEAD", "PUT", "POST"],
+                        "AllowedHeaders": ["*"],
+                        "ExposeHeaders": ["ETag"],
+                        "MaxAgeSeconds": 600,
+                    }
+                ]
+            },
+        )

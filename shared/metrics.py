@@ -109,6 +109,15 @@ class Metrics:
             ["outcome"], registry=r,
         )  # fmt: skip
         self.render_memory = RenderMemory(r)
+        # Live event streams (the gateway's GET /v1/events).
+        self.event_streams = Gauge(
+            "darkroom_event_streams", "Live event streams open on this replica", registry=r
+        )
+        self.event_stream_resets = Counter(
+            "darkroom_event_stream_resets_total",
+            "Resets sent on live event streams (events may have been missed), by reason",
+            ["reason"], registry=r,
+        )  # fmt: skip
         # Shared state, refreshed at scrape time (shared/backlog.py).
         self.outbox_pending = Gauge(
             "darkroom_outbox_pending_events", "Events stored but not yet published", registry=r

@@ -41,6 +41,8 @@ log = get_logger(__name__)
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 # A process's own queue (`listen`) drops its oldest messages past this many.
 LISTEN_MAX_LENGTH = 10_000
+# ... and is deleted when no consumer has used it for this long.
+LISTEN_EXPIRES_MS = 60_000
 
 
 class RabbitBroker:
@@ -204,15 +206,20 @@ class RabbitBroker:
         self, queue: QueueSpec, on_delivery: OnDelivery, on_gap: OnGap | None = None
     ) -> _Subscription:
         try:
-            # Classic, exclusive, auto-delete: gone with its consumer or its connection, so
-            # a replica that dies leaves nothing behind; the robust channel declares it
-            # again (empty: what was sent meanwhile is lost) after a reconnect.
+            # Classic, auto-delete: gone with its last consumer, so a replica that dies
+            # leaves nothing behind (x-expires: nor one that died before consuming). Not
+            # exclusive: after a reconnect the robust channel declares it again, which an
+            # exclusive queue refuses while the broker has not yet noticed the old
+            # connection is dead (a half-open one can take a heartbeat timeout).
             amqp_queue = await self._channel("consume").declare_queue(
                 queue.name,
                 durable=False,
-                exclusive=True,
                 auto_delete=True,
-                arguments={"x-max-length": LISTEN_MAX_LENGTH, "x-overflow": "drop-head"},
+                arguments={
+                    "x-max-length": LISTEN_MAX_LENGTH,
+                    "x-overflow": "drop-head",
+                    "x-expires": LISTEN_EXPIRES_MS,
+                },
             )
             for key in queue.routing_keys:
                 await amqp_queue.bind(queue.exchange, key)

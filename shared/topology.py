@@ -125,8 +125,8 @@ class Topology:
             "album.deleted",
         )
 
-    # Each gateway replica's own queue of the events its live streams carry: exclusive
-    # to the replica's connection and gone with it, so never in `all_queues()`.
+    # Each gateway replica's own queue of the events its live streams carry: declared
+    # by the replica and gone with it, so never in `all_queues()`.
     @property
     def live_events_prefix(self) -> str:
         return f"{self.prefix}.live."

@@ -51,7 +51,7 @@ async def test_the_upload_page_may_reach_storage_and_nothing_else(dev: Gateway) 
     resp = await dev.client.get("/")
     storage = dev.res.settings.s3_endpoint_url.rstrip("/")
     assert f"connect-src 'self' {storage};" in resp.headers["Content-Security-Policy"]
-    for asset in ("/assets/upload.js", "/assets/upload.css"):
+    for asset in ("/assets/main.js", "/assets/thumbhash.js", "/assets/upload.css"):
         served = await dev.client.get(asset)
         assert served.status == 200 and served.headers["X-Content-Type-Options"] == "nosniff"
 
@@ -110,5 +110,5 @@ async def test_a_gateway_outside_dev_never_puts_a_token_in_the_page(settings: Se
 async def test_the_upload_page_can_be_turned_off(settings: Settings) -> None:
     async with gateway(settings.model_copy(update={"upload_page": False})) as gw:
         await problem_of(await gw.client.get("/"), 404)
-        await problem_of(await gw.client.get("/assets/upload.js"), 404)
+        await problem_of(await gw.client.get("/assets/main.js"), 404)
         assert (await gw.client.get("/docs")).status == 200

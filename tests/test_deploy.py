@@ -152,12 +152,16 @@ def allowed(pattern: str, names: list[str]) -> set[str]:
 
 def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topology) -> None:
     t = topology
-    names = [*t.exchange_names(), *t.queue_names(), "amq.default", "amq.topic"]
+    # A gateway replica's live-event queue, and names only like one.
+    live = t.live_events("0f1e2d3c4b5a6978").name
+    decoys = [f"{t.live_events_prefix}x", f"{live}.x", f"{t.thumbnail.name}.live"]
+    names = [*t.exchange_names(), *t.queue_names(), live, *decoys, "amq.default", "amq.topic"]
     retry = {q.name: q.retry_exchange for q in t.all_queues()}
     events, storage, dlx = t.events_exchange, t.storage_exchange, t.dead_letter_exchange
     intents, uploads = t.ingest_intents.name, t.ingest_storage.name
     expected = {
-        "darkroom-gateway": (set(), {events}, set()),
+        # Declares, binds and consumes its replicas' own live-event queues.
+        "darkroom-gateway": ({live}, {events, live}, {events, live}),
         "darkroom-ingest-worker": (
             set(),
             {events, storage, dlx, retry[intents], retry[uploads]},

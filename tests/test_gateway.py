@@ -183,8 +183,8 @@ async def test_request_id_is_echoed_and_health_endpoints_answer(gw: Gateway) -> 
 async def test_upload_page_is_served(gw: Gateway) -> None:
     resp = await gw.client.get("/")
     page = await resp.text()
-    assert resp.status == 200 and "<input" in page and "/assets/upload.js" in page
-    script = await (await gw.client.get("/assets/upload.js")).text()
+    assert resp.status == 200 and "<input" in page and "/assets/main.js" in page
+    script = await (await gw.client.get("/assets/uploads.js")).text()
     assert "/v1/uploads" in script
 
 

@@ -1,34 +1,25 @@
-"""`GET /v1/events` on one gateway with the in-process broker: who receives what, resumes,
-resets, the per-user cap, keep-alive comments, and a prompt end at shutdown."""
+"""`GET /v1/events` on one gateway with the in-process broker: who receives what,
+resumes and resets, and what the replica listens for and documents."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import aiohttp
 import pytest
 
 from chaos.tcp_proxy import TcpProxy
-from services.gateway.apikeys import create_key, revoke_key
-from services.gateway.auth import issue_token
 from services.gateway.context import LIVE
-from services.gateway.live import LIVE_EVENTS
-from services.gateway.service import serve
+from services.gateway.live import LIVE_EVENTS, STREAM_BACKLOG, Stream
 from shared.broker import publish
 from shared.events import PhotoReady
 from shared.facts import PhotoFacts
-from shared.resources import open_resources
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.conftest import JWT_SECRET, delete_topology
-from tests.gateway_harness import Gateway, gateway, problem_of, ready_photo
-from tests.harness import free_port
-from tests.sse import SseReader
+from tests.conftest import delete_topology
+from tests.gateway_harness import Gateway, gateway, ready_photo
+from tests.live_harness import add_member, delete_photo, marker, new_album, sample, stream
 from tests.test_reconnect import through
 
 
@@ -37,47 +28,6 @@ async def gw(settings: Settings) -> AsyncIterator[Gateway]:
     calm = settings.model_copy(update={"rate_limit_user": 0, "rate_limit_ip": 0})
     async with gateway(calm) as gw:
         yield gw
-
-
-@asynccontextmanager
-async def stream(
-    gw: Gateway, user: str, resume: str | None = None, **query: str
-) -> AsyncIterator[SseReader]:
-    """A stream for `user`, resuming after `resume` (sent as the Last-Event-ID header)."""
-    headers = gw.auth(user) | ({"Last-Event-ID": resume} if resume else {})
-    resp = await gw.client.get("/v1/events", headers=headers, params=query)
-    try:
-        yield SseReader(resp)
-    finally:
-        resp.close()
-
-
-async def delete_photo(gw: Gateway, user: str, photo_id: str) -> None:
-    resp = await gw.client.delete(f"/v1/photos/{photo_id}", headers=gw.auth(user))
-    assert resp.status == 204, await resp.text()
-
-
-async def new_album(gw: Gateway, owner: str, **fields: Any) -> str:
-    body = {"title": "Trip"} | fields
-    resp = await gw.client.post("/v1/albums", json=body, headers=gw.auth(owner))
-    assert resp.status == 201, await resp.text()
-    album_id: str = (await resp.json())["id"]
-    return album_id
-
-
-async def add_member(gw: Gateway, owner: str, album_id: str, user: str) -> None:
-    resp = await gw.client.put(
-        f"/v1/albums/{album_id}/members/{user}", json={"role": "viewer"}, headers=gw.auth(owner)
-    )
-    assert resp.status == 200, await resp.text()
-
-
-async def marker(gw: Gateway, user: str) -> str:
-    """An event only `user` may see (their photo deleted): what a stream receives next
-    once everything before it was delivered. Returns the photo id."""
-    photo_id, _ = await ready_photo(gw, user, store_objects=False)
-    await delete_photo(gw, user, photo_id)
-    return photo_id
 
 
 async def test_the_owner_receives_a_deleted_photo_as_an_sse_message_with_the_webhook_payload(
@@ -183,7 +133,9 @@ async def test_the_query_parameter_resumes_as_the_header_does(gw: Gateway) -> No
         seen = await sse.message()
     await delete_photo(gw, "alice", second)
     assert seen.id is not None
+    # The query string, not the header (no `resume`): for clients that cannot send one.
     async with stream(gw, "alice", last_event_id=seen.id) as resumed:
+        assert "Last-Event-ID" not in resumed.response.request_info.headers
         assert (await resumed.message()).json()["data"]["photo_id"] == second
 
 
@@ -196,6 +148,8 @@ async def test_an_unknown_last_event_id_answers_reset_then_carries_on(gw: Gatewa
         after = await sse.message()
     assert reset.event == "reset"
     assert reset.json()["reason"] == "unknown_last_event_id"
+    resets = {"reason": "unknown_last_event_id"}
+    assert sample(gw, "darkroom_event_stream_resets_total", resets) == 1
     assert reset.id is not None, "a reset names the newest event, to resume from after listing"
     assert after.json()["data"]["photo_id"] == mark
 
@@ -213,64 +167,12 @@ async def test_events_older_than_the_window_are_not_replayed(settings: Settings)
             assert (await resumed.message()).event == "reset"
 
 
-async def test_a_user_over_the_stream_cap_gets_429_too_many_streams(settings: Settings) -> None:
-    capped = settings.model_copy(update={"events_max_streams_per_user": 2, "rate_limit_user": 0})
-    async with gateway(capped) as gw, stream(gw, "alice"), stream(gw, "alice"):
-        resp = await gw.client.get("/v1/events", headers=gw.auth("alice"))
-        body = await problem_of(resp, 429)
-        assert body["code"] == "too_many_streams"
-        async with stream(gw, "bob") as other:
-            assert other.response.status == 200
-    async with gateway(capped) as gw:
-        async with stream(gw, "alice"), stream(gw, "alice"):
-            pass
-        async with stream(gw, "alice") as again:
-            assert again.response.status == 200, "closed streams free their slots"
-
-
-async def test_keep_alive_comments_arrive_while_nothing_happens(settings: Settings) -> None:
-    chatty = settings.model_copy(update={"events_keepalive": 0.05, "rate_limit_user": 0})
-    async with gateway(chatty) as gw, stream(gw, "alice") as sse:
-        assert await sse.comment() == "keep-alive"
-
-
-async def test_the_stream_needs_credentials_like_every_route(gw: Gateway) -> None:
-    resp = await gw.client.get("/v1/events")
-    assert (await problem_of(resp, 401))["code"] == "unauthorized"
-    resp = await gw.client.get("/v1/events", headers=gw.auth() | {"Last-Event-ID": "a b"})
-    assert (await problem_of(resp, 422))["code"] == "invalid_request"
-
-
 async def test_the_replica_listens_for_every_live_event_type(gw: Gateway) -> None:
     hub = gw.client.app[LIVE]
     assert hub.listening
     assert set(hub.queue.routing_keys) == {event.TYPE for event in LIVE_EVENTS}
     ready = await gw.client.get("/readyz")
     assert (await ready.json())["checks"]["events"] is True
-
-
-async def test_gateway_shutdown_ends_open_streams_without_waiting_out_the_grace(
-    settings: Settings,
-) -> None:
-    settings = settings.model_copy(update={"gateway_port": free_port(), "shutdown_grace": 60.0})
-    async with open_resources(settings) as res:
-        await res.storage.ensure_bucket()
-        stop = asyncio.Event()
-        server = asyncio.create_task(serve(settings, stop, resources=res, health=False))
-        base = f"http://127.0.0.1:{settings.gateway_port}"
-        token = {"Authorization": f"Bearer {issue_token(JWT_SECRET, 'alice')}"}
-        async with aiohttp.ClientSession() as http:
-            for _ in range(100):
-                try:
-                    resp = await http.get(f"{base}/v1/events", headers=token)
-                    break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-            sse = SseReader(resp)
-            stop.set()
-            # Far below the 60 s grace: a stream that held the drain would fail here.
-            assert await sse.ended(timeout=20)
-            await asyncio.wait_for(server, 20)
 
 
 async def test_a_broker_reconnect_tells_open_streams_to_list_again(
@@ -296,21 +198,28 @@ async def test_a_broker_reconnect_tells_open_streams_to_list_again(
         await delete_topology(amqp_url, Topology.from_settings(rabbit))
 
 
-async def test_a_stream_ends_when_its_token_expires_or_its_api_key_is_revoked(
-    settings: Settings,
+async def test_the_document_describes_the_stream_its_messages_and_its_faults(
+    gw: Gateway,
 ) -> None:
-    strict = settings.model_copy(
-        update={"auth_leeway": 0.0, "events_recheck_seconds": 0.05, "rate_limit_user": 0}
-    )
-    async with gateway(strict) as gw:
-        short = issue_token(JWT_SECRET, "alice", ttl_s=1)
-        resp = await gw.client.get("/v1/events", headers={"Authorization": f"Bearer {short}"})
-        assert await SseReader(resp).ended(timeout=20)
-        key, secret = await create_key(gw.res.database, "app", ["photos:read"])
-        headers = {"Authorization": f"Bearer {secret}", "X-Darkroom-User": "alice"}
-        resp = await gw.client.get("/v1/events", headers=headers)
-        sse = SseReader(resp)
-        mark = await marker(gw, "alice")
-        assert (await sse.message()).json()["data"]["photo_id"] == mark
-        assert await revoke_key(gw.res.database, key.id)
-        assert await sse.ended(timeout=20)
+    doc = await (await gw.client.get("/openapi.json")).json()
+    op = doc["paths"]["/v1/events"]["get"]
+    assert op["operationId"] == "streamEvents" and op["security"] == [{"bearer": []}]
+    content = op["responses"]["200"]["content"]
+    assert list(content) == ["text/event-stream"]
+    events = content["text/event-stream"]["x-events"]
+    assert set(events) == {event.TYPE for event in LIVE_EVENTS} | {"reset"}
+    for ref in events.values():
+        name = ref["$ref"].rsplit("/", 1)[-1]
+        assert name in doc["components"]["schemas"], name
+    assert "too_many_streams" in op["responses"]["429"]["description"]
+    params = {(p["name"], p["in"]) for p in op["parameters"]}
+    assert params == {("last_event_id", "query"), ("Last-Event-ID", "header")}
+
+
+async def test_a_stream_that_falls_behind_gets_a_reset_instead_of_a_growing_backlog() -> None:
+    stream = Stream("alice")
+    kept = [stream.push(b"event %d" % n, f"id-{n}") for n in range(STREAM_BACKLOG + 1)]
+    assert kept == [True] * STREAM_BACKLOG + [False]
+    [frame] = await stream.wait(1)
+    assert frame.startswith(f"id: id-{STREAM_BACKLOG}\nevent: reset\n".encode())
+    assert b"fell_behind" in frame

@@ -56,9 +56,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
         elapsed = time.perf_counter() - started
-        request.app[RESOURCES].metrics.http_seconds.labels(
-            request.method, name, str(response.status)
-        ).observe(elapsed)
+        # An event stream the handler sent itself lasts minutes: no latency to measure
+        # (darkroom_event_streams counts them).
+        if not response.prepared:
+            request.app[RESOURCES].metrics.http_seconds.labels(
+                request.method, name, str(response.status)
+            ).observe(elapsed)
         # Probes come every few seconds from every kubelet: not worth an info line each.
         level = log.debug if name in PROBES else log.info
         level(

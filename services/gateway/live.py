@@ -1,8 +1,8 @@
 """Live events: each gateway replica's share of the events exchange, fanned out to the
 Server-Sent Events streams connected to it (services/gateway/events_stream.py).
 
-Every replica consumes every live event through a queue of its own (exclusive, gone with
-the replica: `Topology.live_events`), decides once per event who may see it, keeps the
+Every replica consumes every live event through a queue of its own (gone with the
+replica: `Topology.live_events`, `Broker.listen`), decides once per event who may see it, keeps the
 recent ones in a bounded ring for `Last-Event-ID` resumes, and hands each to the streams
 of the users allowed. Who sees what:
 
@@ -107,14 +107,17 @@ class Stream:
         self._frames: deque[bytes] = deque()
         self._bell = asyncio.Event()
 
-    def push(self, frame: bytes, resume_from: str | None = None) -> None:
-        if len(self._frames) >= STREAM_BACKLOG:
+    def push(self, frame: bytes, resume_from: str | None = None) -> bool:
+        """Queue `frame`; False if the stream had fallen behind and gets a reset instead."""
+        kept = len(self._frames) < STREAM_BACKLOG
+        if not kept:
             # A client that does not read must not hold the replica's memory: drop what
             # it has not read and tell it to list again.
             self._frames.clear()
             frame = reset_frame("fell_behind", "the stream fell behind", resume_from)
         self._frames.append(frame)
         self._bell.set()
+        return kept
 
     def close(self) -> None:
         self.closed = True
@@ -134,6 +137,7 @@ class Stream:
 class LiveHub:
     def __init__(self, res: Resources) -> None:
         self._res = res
+        self._metrics = res.metrics
         settings = res.settings
         self._cap = settings.events_max_streams_per_user
         self._window_s = settings.events_replay_seconds
@@ -165,6 +169,7 @@ class LiveHub:
             for frame in self._missed(user, last_event_id):
                 stream.push(frame)
         mine.add(stream)
+        self._metrics.event_streams.set(self.stream_count())
         return stream
 
     def _missed(self, user: str, last_event_id: str) -> Iterable[bytes]:
@@ -172,6 +177,7 @@ class LiveHub:
         if seq is None:
             newest = self._ring[-1].id if self._ring else None
             detail = "the last event id is older than this server's window, or unknown"
+            self._metrics.event_stream_resets.labels("unknown_last_event_id").inc()
             return [reset_frame("unknown_last_event_id", detail, newest)]
         start = seq - self._ring[0].seq + 1
         return [e.frame for e in list(self._ring)[start:] if user in e.audience]
@@ -183,6 +189,7 @@ class LiveHub:
             mine.discard(stream)
             if not mine:
                 del self._streams[stream.user]
+        self._metrics.event_streams.set(self.stream_count())
 
     def close_all(self) -> None:
         """Shutting down: every stream's writer returns at once, so the drain is quick."""
@@ -237,7 +244,9 @@ class LiveHub:
         for mine in self._streams.values():
             for stream in mine:
                 stream.push(frame)
-        log.warning("live events interrupted", streams=self.stream_count())
+        count = self.stream_count()
+        self._metrics.event_stream_resets.labels("events_interrupted").inc(count)
+        log.warning("live events interrupted", streams=count)
 
     async def _inbox_put(self, delivery: Delivery) -> None:
         # One at a time, in arrival order: the broker may run callbacks concurrently.
@@ -265,7 +274,8 @@ class LiveHub:
         self._remember(envelope.id, audience, frame)
         for user in audience:
             for stream in self._streams.get(user, ()):
-                stream.push(frame, envelope.id)
+                if not stream.push(frame, envelope.id):
+                    self._metrics.event_stream_resets.labels("fell_behind").inc()
 
     def _remember(self, event_id: str, audience: frozenset[str], frame: bytes) -> None:
         self._expire()

@@ -20,7 +20,9 @@ from services.gateway.auth import issue_token
 from services.gateway.context import DEV_USER, RESOURCES
 from shared.settings import Settings
 
-_ASSETS = {"upload.js": "application/javascript", "upload.css": "text/css"}
+# The page's ES modules and its style sheet: no bundler, no CDN.
+_SCRIPTS = ("main", "api", "uploads", "events", "gallery", "albums", "thumbhash")
+_ASSETS = {f"{name}.js": "text/javascript" for name in _SCRIPTS} | {"upload.css": "text/css"}
 _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
