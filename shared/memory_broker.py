@@ -116,7 +116,8 @@ class MemoryBroker:
         return [self._queues[n] for n in sorted(names)]
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
-        subscription = _Subscription(self, self._queues[queue.name], on_delivery)
+        window = queue.prefetch or self._prefetch
+        subscription = _Subscription(self, self._queues[queue.name], on_delivery, window)
         subscription.start()
         return subscription
 
@@ -176,11 +177,13 @@ class MemoryBroker:
 
 
 class _Subscription:
-    def __init__(self, broker: MemoryBroker, queue: _Queue, on_delivery: OnDelivery) -> None:
+    def __init__(
+        self, broker: MemoryBroker, queue: _Queue, on_delivery: OnDelivery, window: int
+    ) -> None:
         self._broker = broker
         self._queue = queue
         self._on_delivery = on_delivery
-        self._window = asyncio.Semaphore(broker._prefetch)
+        self._window = asyncio.Semaphore(window)
         self._pump: asyncio.Task[None] | None = None
 
     def start(self) -> None:

@@ -188,8 +188,10 @@ async def delete_album(request: web.Request) -> web.Response:
     user = (await authenticate(request, "photos:write")).user_id
     access = await album_access(request, user, request.match_info["album_id"], Act.MANAGE)
     res, album_id = request.app[RESOURCES], access.album.id
+    members = tuple(m.user_id for m in await res.albums.members(album_id))
     envelope = Envelope.wrap(
-        AlbumDeleted(album_id=album_id, owner_id=user), trace_id=request[TRACE_ID]
+        AlbumDeleted(album_id=album_id, owner_id=user, member_ids=members),
+        trace_id=request[TRACE_ID],
     )
     with log_context(album_id=album_id):
         if not await res.albums.delete(album_id, envelope):

@@ -215,11 +215,17 @@ async def delete_account(request: web.Request) -> web.Response:
     with log_context(owner_id=owner):
         gone = {
             album_id: Envelope.wrap(
-                AlbumDeleted(album_id=album_id, owner_id=owner), trace_id=trace_id
+                AlbumDeleted(
+                    album_id=album_id,
+                    owner_id=owner,
+                    member_ids=tuple(m.user_id for m in await res.albums.members(album_id)),
+                ),
+                trace_id=trace_id,
             )
             for album_id in await res.albums.owned_by(owner)
         }
         await res.albums.forget_user(owner, gone)
+        await res.webhooks.forget_user(owner)
         photos = await res.store.mark_owner_deleted(owner, envelope)
         await res.outbox.publish_or_defer(envelope, *gone.values())
         log.info("account deletion accepted", photos=photos)
