@@ -153,6 +153,9 @@ class Topology:
             "album.revealed",
             "album.member_added",
             "album.deleted",
+            # Routed here so it is never unroutable (the outbox relay would stall on it);
+            # the mail sender binds its own queue to it.
+            "webhook.disabled",
         )
 
     # Routing key of one delivery to one webhook endpoint (services/notifier/fanout.py).

@@ -15,7 +15,8 @@ WebhookId = Annotated[str, Field(pattern=PHOTO_ID_PATTERN, examples=["0" * 32])]
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 # A host name or IPv4 address, an optional port, an optional path: what can be checked
 # before it is stored. http only where DARKROOM_WEBHOOK_ALLOW_PRIVATE_TARGETS allows.
-URL_PATTERN = rf"^https?://{_LABEL}(\.{_LABEL})*(:[1-9][0-9]{{0,3}})?(/[^\s#]*)?$"
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[^\s#]*)?$"
 EventName = Literal[
     "photo.ready",
     "photo.rejected",

@@ -8,12 +8,15 @@ from services.notifier.fanout import Fanout
 from services.notifier.reveal import reveal_loop
 from services.notifier.webhooks import secret_key
 from shared.errors import ConfigurationError
-from shared.events import WebhookDelivery
+from shared.events import WebhookDelivery, WebhookDisabled
+from shared.logging import get_logger
 from shared.resources import Resources
-from shared.runtime import Route, on_events
+from shared.runtime import Meta, Route, on_events
 from shared.secrets import webhook_secret_problem
 from shared.service import Job
 from shared.webhooks import SUBSCRIBABLE
+
+log = get_logger(__name__)
 
 
 class Notifier:
@@ -33,6 +36,14 @@ class Notifier:
     def routes(self) -> list[Route]:
         topology = self.res.topology
         return [
-            on_events(topology.notifier, dict.fromkeys(SUBSCRIBABLE, self.fanout.on_event)),
+            on_events(
+                topology.notifier,
+                {**dict.fromkeys(SUBSCRIBABLE, self.fanout.on_event), WebhookDisabled: _noted},
+            ),
             on_events(topology.webhooks, {WebhookDelivery: self.deliverer.on_delivery}),
         ]
+
+
+async def _noted(event: WebhookDisabled, meta: Meta) -> None:
+    """For the operator's log; the owner is told by mail (the mail sender's queue)."""
+    log.warning("webhook endpoint disabled", webhook_id=event.webhook_id, user_id=event.user_id)
