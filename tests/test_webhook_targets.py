@@ -108,11 +108,11 @@ async def test_a_name_that_rebinds_to_loopback_is_never_connected_to() -> None:
     async with serve_local(app) as base:
         port = base.rsplit(":", 1)[1]
         url = f"http://rebound.example:{port}/hook"
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(resolver=Rebinding())
-        ) as plain:
-            async with plain.post(url) as resp:  # the receiver is there, unguarded
-                assert resp.status == 204
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=Rebinding())) as plain,
+            plain.post(url) as resp,
+        ):  # the receiver is there, unguarded
+            assert resp.status == 204
         guarded = aiohttp.TCPConnector(resolver=GuardedResolver(Rebinding()))
         async with aiohttp.ClientSession(connector=guarded) as session:
             with pytest.raises(aiohttp.ClientConnectorError) as refused:

@@ -56,6 +56,10 @@ class Endpoint:
         async with self._arrived:
             await asyncio.wait_for(self._arrived.wait_for(enough), timeout)
 
+    async def wait_hanging(self, count: int, timeout: float = 30) -> None:
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: self.hanging >= count), timeout)
+
 
 @dataclass
 class Receivers:
@@ -72,7 +76,9 @@ class Receivers:
         endpoint = self.endpoints[request.match_info["name"]]
         body = await request.read()
         if endpoint.hang:
-            endpoint.hanging += 1
+            async with endpoint._arrived:
+                endpoint.hanging += 1
+                endpoint._arrived.notify_all()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._release.wait()
             endpoint.hanging -= 1
