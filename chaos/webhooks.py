@@ -1,4 +1,6 @@
-"""The app's webhook endpoint: verifies Standard Webhooks signatures, records deliveries."""
+"""The webhook endpoints of a chaos run: the operator's (every event) and one per user
+(registered through the API, photo.ready only). Both verify Standard Webhooks
+signatures and record what arrived."""
 
 from __future__ import annotations
 
@@ -47,11 +49,69 @@ class Receiver:
         return self.outcomes.get(photo_id, {})
 
 
-async def serve(receiver: Receiver) -> web.AppRunner:
+@dataclass
+class Subscribers:
+    """Users' own endpoints, at /user/{name}. A delivery counts as acknowledged when its
+    2xx goes back on a connection still open: a notifier killed mid-request never saw
+    that answer, and sending again is what it should do."""
+
+    base: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)  # user -> whsec_ secret
+    # (user, webhook-id) -> 2xx answers that reached the notifier
+    acks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # user -> photo id -> distinct webhook-ids of its photo.ready
+    ready: dict[str, dict[str, set[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
+    tally: Counter[str] = field(default_factory=Counter)
+
+    def url(self, user: str) -> str:
+        return f"{self.base}/user/{user}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        body = await request.read()
+        await asyncio.sleep(random.uniform(*LATENCY_S))
+        try:
+            payload = Webhook(self.secrets[user]).verify(body, dict(request.headers))
+        except (KeyError, WebhookVerificationError):
+            self.tally["bad_signature"] += 1
+            return web.Response(status=401)
+        msg_id = request.headers["webhook-id"]
+        if payload["type"] == "photo.ready":
+            self.ready[user][str(payload["data"]["photo_id"])].add(msg_id)
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            self.acks[(user, msg_id)] += 1
+            self.tally["acknowledged"] += 1
+        else:
+            self.tally["caller_gone"] += 1
+        return web.Response(status=204)
+
+    def check(self, ready_photos: dict[str, str]) -> tuple[int, int]:
+        """(misses, repeats) over ready photos (photo id -> owner): a miss is a photo
+        whose owner's endpoint acknowledged no photo.ready for it; a repeat, one that
+        arrived under more than one event id, or one event id acknowledged more than
+        once."""
+        misses = repeats = 0
+        for photo_id, user in ready_photos.items():
+            ids = self.ready.get(user, {}).get(photo_id, set())
+            acked = [self.acks[(user, i)] for i in ids]
+            if not any(acked):
+                misses += 1
+            elif len(ids) > 1 or any(n > 1 for n in acked):
+                repeats += 1
+        return misses, repeats
+
+
+async def serve(receiver: Receiver, subscribers: Subscribers) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
+    app.router.add_post("/user/{user}", subscribers.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    receiver.url = f"{base}/hook"
+    subscribers.base = base
     return runner
