@@ -165,6 +165,9 @@ webhook_deliveries = sa.Table(
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # An attempt in flight: a copy of its message redelivered meanwhile (a broker
+    # connection lost mid-request) does not send it a second time.
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("webhook_id", "event_id", name="webhook_deliveries_once"),

@@ -131,6 +131,23 @@ class Deliveries:
             row = (await conn.execute(query)).first()
         return DeliveryRecord.model_validate(dict(row._mapping)) if row else None
 
+    async def claim(self, delivery: str, *, lease_s: float) -> bool:
+        """Take the delivery for one attempt; False while another attempt holds it (or
+        it was delivered meanwhile)."""
+        now = datetime.now(UTC)
+        d = webhook_deliveries.c
+        stmt = (
+            sa.update(webhook_deliveries)
+            .where(
+                d.id == delivery,
+                d.status != DeliveryStatus.DELIVERED.value,
+                sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+            )
+            .values(claimed_until=now + timedelta(seconds=lease_s))
+        )
+        async with self.db.transaction() as conn:
+            return bool((await conn.execute(stmt)).rowcount)
+
     async def record(
         self,
         delivery: DeliveryRecord,
@@ -154,7 +171,12 @@ class Deliveries:
                 await conn.execute(
                     sa.update(webhook_deliveries)
                     .where(d.id == delivery.id)
-                    .values(attempts=d.attempts + 1, status=status.value, updated_at=attempt.at)
+                    .values(
+                        attempts=d.attempts + 1,
+                        status=status.value,
+                        updated_at=attempt.at,
+                        claimed_until=None,
+                    )
                     .returning(d.attempts)
                 )
             ).scalar_one_or_none()

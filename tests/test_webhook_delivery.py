@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from services.notifier.delivery import Deliverer
+from shared.broker import publish_envelope
+from shared.events import Envelope, WebhookDelivery
+from shared.runtime import Meta
 from shared.settings import Settings
+from shared.webhook_deliveries import Deliveries
 from tests.gateway_harness import Gateway
 from tests.webhook_stack import (
     Receivers,
@@ -197,3 +202,46 @@ async def _disabled(gw: Gateway, hook_id: str) -> dict[str, Any]:
             if view["disabled_at"]:
                 return view
             await asyncio.sleep(0.05)
+
+
+async def test_a_copy_of_a_delivery_in_flight_does_not_send_it_a_second_time(
+    settings: Settings, hooks: Receivers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when a broker connection drops mid-request and the message is handed out
+    again: the copy waits for the first attempt, then finds it delivered."""
+    refused = asyncio.Event()
+    claim = Deliveries.claim
+
+    async def watched(self: Deliveries, delivery: str, *, lease_s: float) -> bool:
+        taken = await claim(self, delivery, lease_s=lease_s)
+        if not taken:
+            refused.set()
+        return taken
+
+    monkeypatch.setattr(Deliveries, "claim", watched)
+    handled: list[str] = []
+    both = asyncio.Event()
+    deliver = Deliverer.on_delivery
+
+    async def counted(self: Deliverer, event: WebhookDelivery, meta: Meta) -> None:
+        await deliver(self, event, meta)
+        handled.append(event.delivery_id)
+        if len(handled) == 2:
+            both.set()
+
+    monkeypatch.setattr(Deliverer, "on_delivery", counted)
+    url, endpoint = hooks.add(hang=True)
+    async with stack(fast(settings)) as gw:
+        hook = await register(gw, url)
+        async with gw.client.post(f"/v1/webhooks/{hook['id']}/test", headers=gw.auth()) as resp:
+            queued = await resp.json()
+        await endpoint.wait_hanging(1)
+        copy = Envelope.wrap(WebhookDelivery(delivery_id=queued["delivery_id"]), trace_id="t")
+        await publish_envelope(gw.res.broker, gw.res.topology, copy)
+        await asyncio.wait_for(refused.wait(), 10)
+        assert endpoint.hanging == 1
+        hooks.release()
+        await endpoint.wait(1)
+        await asyncio.wait_for(both.wait(), 10)
+        delivery = await settled(gw, hook["id"], "delivered")
+    assert len(endpoint.hits) == 1 and len(delivery["attempts"]) == 1

@@ -10,6 +10,7 @@ holds only its own deliveries.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ import aiohttp
 from yarl import URL
 
 from services.notifier.webhooks import DeliveryFailed, deliver, secret_key
+from shared.errors import TransientError
 from shared.events import WebhookDelivery
 from shared.logging import get_logger
 from shared.resources import Resources
@@ -29,6 +31,19 @@ from shared.targets import GuardedResolver, TargetRefused, check_literal
 from shared.webhook_deliveries import OPERATOR, AttemptRecord, DeliveryRecord, DeliveryStatus
 
 log = get_logger(__name__)
+LEASE_MARGIN_S = 5.0  # beyond the attempt's own timeout
+MEMO_LIMIT = 10_000
+CLAIM_POLL_S = 0.5
+
+
+class DeliveryBusy(TransientError):
+    """Another attempt of the delivery is in flight: try again later."""
+
+
+def _outcome(attempt: AttemptRecord) -> str:
+    if attempt.response_status is not None:
+        return "refused"
+    return "forbidden" if (attempt.error or "").startswith("refused:") else "unreachable"
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,8 @@ class Deliverer:
         self.res = res
         self.sessions = sessions
         self.operator_key = operator_key
+        # Attempts made but not yet recorded (the database went away in between).
+        self._answered: dict[str, AttemptRecord] = {}
 
     async def target(self, webhook_id: str) -> Target | None:
         """Where the delivery goes and the keys that sign it; None if that is no more."""
@@ -88,9 +105,34 @@ class Deliverer:
         if target is None:
             log.info("endpoint deleted or disabled; delivery dropped", delivery_id=delivery.id)
             return
+        # An attempt answered while the database was away is recorded, not sent again.
+        attempt = self._answered.get(delivery.id) or await self._claimed_attempt(target, delivery)
+        if attempt is None:
+            log.info("delivered meanwhile by another attempt", delivery_id=delivery.id)
+            return
+        final = meta.attempt >= res.topology.webhooks.retry.max_attempts
+        queued = await res.deliveries.record(
+            delivery, attempt, final=final, disable_after_s=res.settings.webhook_disable_after
+        )
+        self._answered.pop(delivery.id, None)
+        if queued:
+            log.warning("endpoint disabled after failing too long", webhook_id=delivery.webhook_id)
+            await res.outbox.publish_or_defer(*queued)
+        if not attempt.succeeded:
+            raise DeliveryFailed(attempt.error or "not delivered", outcome=_outcome(attempt))
+        log.info("webhook delivered", event_type=delivery.event_type, attempt=meta.attempt)
+
+    async def _claimed_attempt(
+        self, target: Target, delivery: DeliveryRecord
+    ) -> AttemptRecord | None:
+        """One attempt, once no other is in flight for this delivery (a copy of the
+        message redelivered after a lost broker connection while the first still runs,
+        or after a replica died mid-request): None if that other one delivered it."""
+        if not await self._claim(delivery.id):
+            return None
         at, started = datetime.now(UTC), time.perf_counter()
         status, excerpt, error, outcome = await self._attempt(target, delivery)
-        res.metrics.webhooks.labels(outcome).inc()
+        self.res.metrics.webhooks.labels(outcome).inc()
         attempt = AttemptRecord(
             delivery_id=delivery.id,
             number=0,  # numbered by the store
@@ -100,16 +142,25 @@ class Deliverer:
             response_excerpt=excerpt,
             at=at,
         )
-        final = meta.attempt >= res.topology.webhooks.retry.max_attempts
-        queued = await res.deliveries.record(
-            delivery, attempt, final=final, disable_after_s=res.settings.webhook_disable_after
-        )
-        if queued:
-            log.warning("endpoint disabled after failing too long", webhook_id=delivery.webhook_id)
-            await res.outbox.publish_or_defer(*queued)
-        if not attempt.succeeded:
-            raise DeliveryFailed(error or "not delivered", outcome=outcome)
-        log.info("webhook delivered", event_type=delivery.event_type, attempt=meta.attempt)
+        if len(self._answered) >= MEMO_LIMIT:
+            self._answered.clear()
+        self._answered[delivery.id] = attempt
+        return attempt
+
+    async def _claim(self, delivery_id: str) -> bool:
+        """Wait out another attempt's lease (bounded by it): True once ours."""
+        deliveries = self.res.deliveries
+        lease = self.res.settings.webhook_timeout + LEASE_MARGIN_S
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + lease + LEASE_MARGIN_S
+        while not await deliveries.claim(delivery_id, lease_s=lease):
+            found = await deliveries.get(delivery_id)
+            if found is None or found.status is DeliveryStatus.DELIVERED:
+                return False
+            if loop.time() >= give_up_at:
+                raise DeliveryBusy("another attempt of this delivery holds it")
+            await asyncio.sleep(CLAIM_POLL_S)
+        return True
 
     async def _attempt(
         self, target: Target, delivery: DeliveryRecord
