@@ -24,7 +24,7 @@ from chaos import corpus, faults, fleet, infra, load, servers, verdict
 from chaos.config import ChaosConfig, load_config
 from chaos.s3_proxy import FaultyS3Proxy, Unreliability
 from chaos.tcp_proxy import TcpProxy
-from chaos.webhooks import Receiver, Subscribers, new_secret, serve
+from chaos.webhooks import Receiver, Subscribers, endpoints_settled, new_secret, serve, subscribe
 from services.gateway.auth import issue_token
 from shared import secrets
 from shared.embedded import moto_server, provision_bucket_with_sqs
@@ -290,33 +290,8 @@ async def under_faults(stage: Stage, uploads: list[load.Upload]) -> None:
         await restarting
 
 
-async def subscribe(stage: Stage) -> None:
-    """Every user registers an endpoint of their own for photo.ready, through the API."""
-    client = load.Client(stage.http, stage.services["gateway"].base_url, tokens(stage))
-    for user in sorted(tokens(stage)):
-        stage.subscribers.secrets[user] = await client.register_webhook(
-            user, stage.subscribers.url(user)
-        )
-
-
-async def endpoints_settled(
-    stage: Stage, uploads: list[load.Upload], outcomes: list[verdict.Outcome]
-) -> tuple[int, int]:
-    """(missed, repeated) once every ready photo reached its owner's endpoint, or the
-    time for that ran out; then a quiet period for late repeats."""
-    ready = {
-        u.photo_id: u.user
-        for u, o in zip(uploads, outcomes, strict=True)
-        if u.photo_id and o.status == "ready"
-    }
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ENDPOINTS_SETTLE_S
-    while loop.time() < deadline:
-        if not stage.subscribers.check(ready)[0]:
-            break
-        await asyncio.sleep(0.5)
-    await asyncio.sleep(verdict.QUIET_S)
-    return stage.subscribers.check(ready)
+def client_of(stage: Stage) -> load.Client:
+    return load.Client(stage.http, stage.services["gateway"].base_url, tokens(stage))
 
 
 def tokens(stage: Stage) -> dict[str, str]:
@@ -380,7 +355,7 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
     async with started(config, log_dir) as stage:
         say(f"{config.uploads} uploads at {config.upload_rate:.1f}/s, seed {config.seed}")
         uploads = plan_uploads(stage)
-        await subscribe(stage)
+        await subscribe(client_of(stage), stage.subscribers, sorted(tokens(stage)))
         await under_faults(stage, uploads)
         await revive(stage)
         say(
@@ -389,7 +364,12 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
         )
         client = load.Client(stage.http, stage.services["gateway"].base_url, tokens(stage))
         outcomes = await verdict.settle(client, stage.receiver, uploads, config.settle_timeout_s)
-        endpoints = await endpoints_settled(stage, uploads, outcomes)
+        ready = {
+            u.photo_id: u.user
+            for u, o in zip(uploads, outcomes, strict=True)
+            if u.photo_id and o.status == "ready"
+        }
+        endpoints = await endpoints_settled(stage.subscribers, ready, ENDPOINTS_SETTLE_S)
         figures = report(stage, uploads, outcomes, endpoints)
     say(f"took {time.monotonic() - started_at:.0f}s")
     return figures

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from chaos.load import Client
+
 LATENCY_S = (0.05, 0.4)
+QUIET_S = 6.0  # after all arrived: time for late repeats to show up
 
 
 def new_secret() -> str:
@@ -102,6 +105,27 @@ class Subscribers:
             elif len(ids) > 1 or any(n > 1 for n in acked):
                 repeats += 1
         return misses, repeats
+
+
+async def subscribe(client: Client, subscribers: Subscribers, users: list[str]) -> None:
+    """Every user registers an endpoint of their own for photo.ready, through the API."""
+    for user in users:
+        subscribers.secrets[user] = await client.register_webhook(user, subscribers.url(user))
+
+
+async def endpoints_settled(
+    subscribers: Subscribers, ready: dict[str, str], timeout_s: float
+) -> tuple[int, int]:
+    """(missed, repeated) once every ready photo (id -> owner) reached its owner's
+    endpoint or `timeout_s` passed; then a quiet period, for late repeats to show."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if not subscribers.check(ready)[0]:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(QUIET_S)
+    return subscribers.check(ready)
 
 
 async def serve(receiver: Receiver, subscribers: Subscribers) -> web.AppRunner:
