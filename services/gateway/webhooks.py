@@ -246,7 +246,16 @@ async def list_deliveries(request: web.Request) -> web.Response:
     "/v1/webhooks/{webhook_id}/test",
     "testWebhook",
     "Send the endpoint a webhook.test event",
-    {202: Answer("queued; follow it in the delivery log", DeliveryQueued)},
+    {
+        202: Answer(
+            "queued; follow it in the delivery log",
+            DeliveryQueued,
+            ids={
+                "webhook_id": "$request.path.webhook_id",
+                "delivery_id": "$response.body#/delivery_id",
+            },
+        )
+    },
     scope="photos:write",
     params=WebhookPath,
     faults=THEIRS,
