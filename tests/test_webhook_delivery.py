@@ -5,6 +5,7 @@ the user's retry, the check at delivery time, and disabling after the failing wi
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -245,3 +246,39 @@ async def test_a_copy_of_a_delivery_in_flight_does_not_send_it_a_second_time(
         await asyncio.wait_for(both.wait(), 10)
         delivery = await settled(gw, hook["id"], "delivered")
     assert len(endpoint.hits) == 1 and len(delivery["attempts"]) == 1
+
+
+async def test_album_events_reach_every_members_endpoints_and_only_the_types_they_chose(
+    settings: Settings, hooks: Receivers
+) -> None:
+    owner_url, owner = hooks.add()
+    member_url, member = hooks.add()
+    outsider_url, outsider = hooks.add()
+    async with stack(fast(settings)) as gw:
+        await register(gw, owner_url, user="alice")
+        await register(gw, member_url, user="bob", events=("album.deleted",))
+        await register(gw, outsider_url, user="carol")
+        body = {"title": "Saturday"}
+        async with gw.client.post("/v1/albums", json=body, headers=gw.auth()) as resp:
+            album = (await resp.json())["id"]
+        path = f"/v1/albums/{album}/members/bob"
+        async with gw.client.put(path, json={"role": "viewer"}, headers=gw.auth()) as resp:
+            assert resp.status == 200
+        await owner.wait(1)
+        async with gw.client.delete(f"/v1/albums/{album}", headers=gw.auth()) as resp:
+            assert resp.status == 204
+        await owner.wait(2)
+        await member.wait(1)
+        await photo_ready(gw, "alice")  # a later event: carol's endpoint had its chance
+        await owner.wait(3)
+    seen = {
+        name: [json.loads(h.body)["type"] for h in endpoint.hits]
+        for name, endpoint in (("alice", owner), ("bob", member), ("carol", outsider))
+    }
+    assert seen == {
+        "alice": ["album.member_added", "album.deleted", "photo.ready"],
+        "bob": ["album.deleted"],
+        "carol": [],
+    }
+    deleted = json.loads(member.hits[0].body)["data"]
+    assert deleted["album_id"] == album and deleted["member_ids"] == ["bob"]
