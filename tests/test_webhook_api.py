@@ -151,3 +151,14 @@ async def test_an_unknown_delivery_cannot_be_retried(gw: Gateway) -> None:
     path = f"/v1/webhooks/{made['id']}/deliveries/{'0' * 32}/retry"
     async with gw.client.post(path, headers=gw.auth()) as resp:
         await problem_of(resp, 404)
+
+
+async def test_deleting_an_account_removes_its_endpoints_and_their_log(gw: Gateway) -> None:
+    mine, theirs = await create(gw, "alice"), await create(gw, "bob")
+    async with gw.client.post(f"/v1/webhooks/{mine['id']}/test", headers=gw.auth()) as resp:
+        delivery = (await resp.json())["delivery_id"]
+    async with gw.client.delete("/v1/me", headers=gw.auth()) as resp:
+        assert resp.status == 202
+    assert await gw.res.webhooks.get(mine["id"]) is None
+    assert await gw.res.deliveries.get(delivery) is None
+    assert await gw.res.webhooks.get(theirs["id"]) is not None
