@@ -43,6 +43,17 @@ class Client:
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._tokens[user]}"}
 
+    async def register_webhook(self, user: str, url: str) -> str:
+        """A photo.ready endpoint of `user`'s; its signing secret."""
+        body = {"url": url, "events": ["photo.ready"], "description": "chaos"}
+        async with self.http.post(
+            f"{self.base}/v1/webhooks", json=body, headers=self.headers(user)
+        ) as resp:
+            if resp.status != 201:
+                raise GiveUp(f"webhook registration answered {resp.status}: {await resp.text()}")
+            secret: str = (await resp.json())["secret"]
+            return secret
+
     async def grant(self, upload: Upload) -> dict[str, Any]:
         sample = upload.sample
         body = {

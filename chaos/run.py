@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import shutil
@@ -23,7 +24,7 @@ from chaos import corpus, faults, fleet, infra, load, servers, verdict
 from chaos.config import ChaosConfig, load_config
 from chaos.s3_proxy import FaultyS3Proxy, Unreliability
 from chaos.tcp_proxy import TcpProxy
-from chaos.webhooks import Receiver, new_secret, serve
+from chaos.webhooks import Receiver, Subscribers, endpoints_settled, new_secret, serve, subscribe
 from services.gateway.auth import issue_token
 from shared import secrets
 from shared.embedded import moto_server, provision_bucket_with_sqs
@@ -33,6 +34,9 @@ from shared.topology import Topology
 USERS = 8
 S3_KEY_ID, S3_SECRET = "chaos", "chaos-secret"
 FAULT_TAIL_S = 30.0  # after the load: time left for kills still owed
+# Users' endpoints retry on this compressed schedule (the default spans a day and more).
+WEBHOOK_SCHEDULE = "0,200ms,500ms,1s,2s,2s,2s,2s"
+ENDPOINTS_SETTLE_S = 30.0  # after the photos: time for users' endpoints to catch up
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Stage:
     broker_proxy: TcpProxy
     s3_proxy: FaultyS3Proxy
     receiver: Receiver
+    subscribers: Subscribers
     services: dict[str, fleet.ServiceProcess]
     bucket: str
     database_url: str
@@ -62,7 +67,13 @@ def say(message: str) -> None:
 
 def topology_for(prefix: str) -> Topology:
     return Topology.from_settings(
-        Settings(topology_prefix=prefix, retry_base_ms=200, retry_cap_ms=200, retry_max_attempts=8)
+        Settings(
+            topology_prefix=prefix,
+            retry_base_ms=200,
+            retry_cap_ms=200,
+            retry_max_attempts=8,
+            webhook_retry_schedule=WEBHOOK_SCHEDULE,
+        )
     )
 
 
@@ -101,6 +112,9 @@ def common_env(
         "DARKROOM_WEBHOOK_URL": hook.url,
         "DARKROOM_WEBHOOK_SECRET": hook.secret,
         "DARKROOM_WEBHOOK_TIMEOUT": "5",
+        "DARKROOM_WEBHOOK_RETRY_SCHEDULE": WEBHOOK_SCHEDULE,
+        # Users' endpoints are on this machine too.
+        "DARKROOM_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
         "DARKROOM_LOG_JSON": "true",
     }
 
@@ -163,8 +177,8 @@ async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
         s3_proxy = FaultyS3Proxy(moto_url, unreliable, tally, rng)
         await s3_proxy.start()
         stack.push_async_callback(s3_proxy.close)
-        receiver = Receiver(new_secret())
-        stack.push_async_callback((await serve(receiver)).cleanup)
+        receiver, subscribers = Receiver(new_secret()), Subscribers()
+        stack.push_async_callback((await serve(receiver, subscribers)).cleanup)
         urls = {
             "broker": f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/",
             "database": postgres.url,
@@ -189,6 +203,7 @@ async def started(config: ChaosConfig, log_dir: Path) -> AsyncIterator[Stage]:
             broker_proxy,
             s3_proxy,
             receiver,
+            subscribers,
             services,
             bucket,
             postgres.url,
@@ -275,6 +290,10 @@ async def under_faults(stage: Stage, uploads: list[load.Upload]) -> None:
         await restarting
 
 
+def client_of(stage: Stage) -> load.Client:
+    return load.Client(stage.http, stage.services["gateway"].base_url, tokens(stage))
+
+
 def tokens(stage: Stage) -> dict[str, str]:
     users = {f"chaos-user-{i}" for i in range(USERS)}
     return {user: issue_token(stage.jwt_secret, user) for user in users}
@@ -305,11 +324,21 @@ def fault_count(tally: Counter[str]) -> int:
 
 
 def report(
-    stage: Stage, uploads: list[load.Upload], outcomes: list[verdict.Outcome]
+    stage: Stage,
+    uploads: list[load.Upload],
+    outcomes: list[verdict.Outcome],
+    endpoints: tuple[int, int],
 ) -> verdict.Figures:
     figures = verdict.figures(uploads, outcomes, fault_count(stage.tally))
+    figures = dataclasses.replace(
+        figures, endpoint_missed=endpoints[0], endpoint_repeated=endpoints[1]
+    )
     say("faults: " + ", ".join(f"{k}={v}" for k, v in sorted(stage.tally.items())))
     say("webhooks: " + ", ".join(f"{k}={v}" for k, v in sorted(stage.receiver.tally.items())))
+    say(
+        "users' endpoints: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(stage.subscribers.tally.items()))
+    )
     say(
         "invalid uploads: "
         + ", ".join(f"{k}={v}" for k, v in sorted(verdict.reasons(uploads, outcomes).items()))
@@ -326,6 +355,7 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
     async with started(config, log_dir) as stage:
         say(f"{config.uploads} uploads at {config.upload_rate:.1f}/s, seed {config.seed}")
         uploads = plan_uploads(stage)
+        await subscribe(client_of(stage), stage.subscribers, sorted(tokens(stage)))
         await under_faults(stage, uploads)
         await revive(stage)
         say(
@@ -334,7 +364,13 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
         )
         client = load.Client(stage.http, stage.services["gateway"].base_url, tokens(stage))
         outcomes = await verdict.settle(client, stage.receiver, uploads, config.settle_timeout_s)
-        figures = report(stage, uploads, outcomes)
+        ready = {
+            u.photo_id: u.user
+            for u, o in zip(uploads, outcomes, strict=True)
+            if u.photo_id and o.status == "ready"
+        }
+        endpoints = await endpoints_settled(stage.subscribers, ready, ENDPOINTS_SETTLE_S)
+        figures = report(stage, uploads, outcomes, endpoints)
     say(f"took {time.monotonic() - started_at:.0f}s")
     return figures
 

@@ -79,6 +79,10 @@ class Figures:
     stuck: int
     wrongly_accepted: int
     wrongly_rejected: int
+    # Users' endpoints: ready photos whose photo.ready their owner's endpoint never
+    # acknowledged, and those it acknowledged more than once (see chaos.webhooks).
+    endpoint_missed: int = 0
+    endpoint_repeated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -88,13 +92,16 @@ class Figures:
             or self.stuck
             or self.wrongly_accepted
             or self.wrongly_rejected
+            or self.endpoint_missed
+            or self.endpoint_repeated
         )
 
     def line(self) -> str:
         return (
             f"chaos: uploads={self.uploads} faults={self.faults} lost={self.lost} "
             f"duplicated={self.duplicated} stuck={self.stuck} "
-            f"wrongly_accepted={self.wrongly_accepted} wrongly_rejected={self.wrongly_rejected}"
+            f"wrongly_accepted={self.wrongly_accepted} wrongly_rejected={self.wrongly_rejected} "
+            f"endpoint_missed={self.endpoint_missed} endpoint_repeated={self.endpoint_repeated}"
         )
 
 

@@ -1,4 +1,6 @@
-"""The app's webhook endpoint: verifies Standard Webhooks signatures, records deliveries."""
+"""The webhook endpoints of a chaos run: the operator's (every event) and one per user
+(registered through the API, photo.ready only). Both verify Standard Webhooks
+signatures and record what arrived."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from chaos.load import Client
+
 LATENCY_S = (0.05, 0.4)
+QUIET_S = 6.0  # after all arrived: time for late repeats to show up
 
 
 def new_secret() -> str:
@@ -47,11 +52,90 @@ class Receiver:
         return self.outcomes.get(photo_id, {})
 
 
-async def serve(receiver: Receiver) -> web.AppRunner:
+@dataclass
+class Subscribers:
+    """Users' own endpoints, at /user/{name}. A delivery counts as acknowledged when its
+    2xx goes back on a connection still open: a notifier killed mid-request never saw
+    that answer, and sending again is what it should do."""
+
+    base: str = ""
+    secrets: dict[str, str] = field(default_factory=dict)  # user -> whsec_ secret
+    # (user, webhook-id) -> 2xx answers that reached the notifier
+    acks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # user -> photo id -> distinct webhook-ids of its photo.ready
+    ready: dict[str, dict[str, set[str]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(set))
+    )
+    tally: Counter[str] = field(default_factory=Counter)
+
+    def url(self, user: str) -> str:
+        return f"{self.base}/user/{user}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        user = request.match_info["user"]
+        body = await request.read()
+        await asyncio.sleep(random.uniform(*LATENCY_S))
+        try:
+            payload = Webhook(self.secrets[user]).verify(body, dict(request.headers))
+        except (KeyError, WebhookVerificationError):
+            self.tally["bad_signature"] += 1
+            return web.Response(status=401)
+        msg_id = request.headers["webhook-id"]
+        if payload["type"] == "photo.ready":
+            self.ready[user][str(payload["data"]["photo_id"])].add(msg_id)
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            self.acks[(user, msg_id)] += 1
+            self.tally["acknowledged"] += 1
+        else:
+            self.tally["caller_gone"] += 1
+        return web.Response(status=204)
+
+    def check(self, ready_photos: dict[str, str]) -> tuple[int, int]:
+        """(misses, repeats) over ready photos (photo id -> owner): a miss is a photo
+        whose owner's endpoint acknowledged no photo.ready for it; a repeat, one that
+        arrived under more than one event id, or one event id acknowledged more than
+        once."""
+        misses = repeats = 0
+        for photo_id, user in ready_photos.items():
+            ids = self.ready.get(user, {}).get(photo_id, set())
+            acked = [self.acks[(user, i)] for i in ids]
+            if not any(acked):
+                misses += 1
+            elif len(ids) > 1 or any(n > 1 for n in acked):
+                repeats += 1
+        return misses, repeats
+
+
+async def subscribe(client: Client, subscribers: Subscribers, users: list[str]) -> None:
+    """Every user registers an endpoint of their own for photo.ready, through the API."""
+    for user in users:
+        subscribers.secrets[user] = await client.register_webhook(user, subscribers.url(user))
+
+
+async def endpoints_settled(
+    subscribers: Subscribers, ready: dict[str, str], timeout_s: float
+) -> tuple[int, int]:
+    """(missed, repeated) once every ready photo (id -> owner) reached its owner's
+    endpoint or `timeout_s` passed; then a quiet period, for late repeats to show."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if not subscribers.check(ready)[0]:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(QUIET_S)
+    return subscribers.check(ready)
+
+
+async def serve(receiver: Receiver, subscribers: Subscribers) -> web.AppRunner:
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
+    app.router.add_post("/user/{user}", subscribers.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    receiver.url = f"{base}/hook"
+    subscribers.base = base
     return runner

@@ -45,7 +45,13 @@ def dev_secret(settings: Settings) -> str:
 
 
 async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
-    settings = settings.model_copy(update={"auth_jwt_secret": SecretStr(dev_secret(settings))})
+    settings = settings.model_copy(
+        update={
+            "auth_jwt_secret": SecretStr(dev_secret(settings)),
+            # Receivers on this machine (http://127.0.0.1:...) are what development uses.
+            "webhook_allow_private_targets": True,
+        }
+    )
     with ExitStack() as stack:
         if not settings.s3_endpoint_url:
             endpoint = stack.enter_context(moto_server(port=settings.dev_s3_port))

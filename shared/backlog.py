@@ -23,10 +23,9 @@ async def refresh(res: Resources) -> None:
     else:
         metrics.outbox_pending.set(pending)
         metrics.outbox_oldest.set(oldest_s)
-    delays = res.topology.retry.delays_ms()
     for spec in res.topology.all_queues():
         try:
-            backlog = await res.broker.backlog(spec, delays)
+            backlog = await res.broker.backlog(spec, spec.retry.delays_ms())
         except TransientError as exc:
             log.debug("queue depths not read", queue=spec.name, error=str(exc))
             return

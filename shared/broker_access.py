@@ -2,10 +2,11 @@
 
 Workers trust what arrives on their queues, so who may write where is the security
 boundary: the storage's user may only publish to the storage exchange, the notifier may
-publish `album.revealed` and no other event (a topic permission on the events exchange),
-and no service may configure anything shared (a set-up step with the administrator's user
-declares the topology: `darkroom broker declare`); the gateway declares only its replicas'
-own live-event queues. Passive declares, which services use to find their queues, need no
+publish `album.revealed`, `webhook.disabled` and its own `webhook.delivery` messages and
+no other event (a topic permission on the events exchange), and no service may configure
+anything shared (a set-up step with the administrator's user declares the topology:
+`darkroom broker declare`); the gateway declares only its replicas' own live-event
+queues. Passive declares, which services use to find their queues, need no
 permission.
 
 Patterns are RabbitMQ's configure / write / read regular expressions on exchange and
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.events import AlbumRevealed
+from shared.events import AlbumRevealed, WebhookDisabled
 from shared.topology import QueueSpec, Topology
 
 NOTHING = "^$"
@@ -81,12 +82,18 @@ def accounts(topology: Topology) -> dict[str, Access]:
         f"{p}-thumbnail-worker": Access(
             NOTHING, _any(events, *settles(t.thumbnail)), _consumes(t.thumbnail)
         ),
-        # Announces album reveals it claims, and no other event: it cannot fake a photo's.
+        # Announces album reveals it claims and endpoints it disables, and sends webhook
+        # deliveries to itself; no other event: it cannot fake a photo's.
         f"{p}-notifier": Access(
             NOTHING,
-            _any(events, *settles(t.notifier)),
-            _consumes(t.notifier),
-            topics=((events, _any(AlbumRevealed.TYPE)),),
+            _any(events, *settles(t.notifier, t.webhooks)),
+            _consumes(t.notifier, t.webhooks),
+            topics=(
+                (
+                    events,
+                    _any(AlbumRevealed.TYPE, WebhookDisabled.TYPE, t.webhook_delivery_key),
+                ),
+            ),
         ),
         # MinIO declares the storage exchange (passively the same) and publishes to it.
         f"{p}-storage": Access(_any(storage), _any(storage), NOTHING),

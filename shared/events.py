@@ -128,6 +128,28 @@ class AlbumDeleted(Event):
     )
 
 
+class WebhookTest(Event):
+    """Sent to one endpoint on request (POST /v1/webhooks/{id}/test)."""
+
+    TYPE = "webhook.test"
+    webhook_id: str
+
+
+class WebhookDelivery(Event):
+    """One delivery to one endpoint, queued for the notifier (internal, not a webhook)."""
+
+    TYPE = "webhook.delivery"
+    delivery_id: str
+
+
+class WebhookDisabled(Event):
+    TYPE = "webhook.disabled"
+    user_id: str
+    webhook_id: str
+    url: str
+    failing_since: datetime
+
+
 E = TypeVar("E", bound=Event)
 
 

@@ -117,7 +117,8 @@ class MemoryBroker:
         return [self._queues[n] for n in sorted(names)]
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
-        subscription = _Subscription(self, self._queues[queue.name], on_delivery)
+        window = queue.prefetch or self._prefetch
+        subscription = _Subscription(self, self._queues[queue.name], on_delivery, window)
         subscription.start()
         return subscription
 
@@ -135,7 +136,7 @@ class MemoryBroker:
             for bindings in self._bindings.values():
                 bindings[:] = [b for b in bindings if b[1] != queue.name]
 
-        subscription = _Subscription(self, own, on_delivery, on_cancel=forget)
+        subscription = _Subscription(self, own, on_delivery, self._prefetch, on_cancel=forget)
         subscription.start()
         return subscription
 
@@ -200,13 +201,14 @@ class _Subscription:
         broker: MemoryBroker,
         queue: _Queue,
         on_delivery: OnDelivery,
+        window: int,
         on_cancel: Callable[[], None] | None = None,
     ) -> None:
         self._broker = broker
         self._queue = queue
         self._on_delivery = on_delivery
         self._on_cancel = on_cancel
-        self._window = asyncio.Semaphore(broker._prefetch)
+        self._window = asyncio.Semaphore(window)
         self._pump: asyncio.Task[None] | None = None
 
     def start(self) -> None:

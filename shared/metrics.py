@@ -105,7 +105,7 @@ class Metrics:
         )
         self.webhooks = Counter(
             "darkroom_webhook_attempts_total",
-            "Webhook delivery attempts, by outcome (delivered, refused, unreachable)",
+            "Webhook delivery attempts, by outcome (delivered, refused, unreachable, forbidden)",
             ["outcome"], registry=r,
         )  # fmt: skip
         self.render_memory = RenderMemory(r)

@@ -115,7 +115,7 @@ class RabbitBroker:
         retry = await channel.declare_exchange(
             spec.retry_exchange, ExchangeType.DIRECT, durable=True
         )
-        for delay in topology.retry.delays_ms():
+        for delay in spec.retry.delays_ms():
             retry_queue = await channel.declare_queue(
                 spec.retry_queue(delay),
                 durable=True,
@@ -191,6 +191,13 @@ class RabbitBroker:
 
     async def consume(self, queue: QueueSpec, on_delivery: OnDelivery) -> _Subscription:
         channel = self._channel("consume")
+        if queue.prefetch is not None and queue.prefetch != self._settings.prefetch:
+            # A window of its own needs a channel of its own (prefetch is per channel).
+            try:
+                channel = await self._connection.channel(publisher_confirms=False)
+                await channel.set_qos(prefetch_count=queue.prefetch)
+            except CONNECTION_EXCEPTIONS as exc:
+                raise BrokerUnavailable(f"cannot open a channel: {exc!r}") from exc
         # A declared (here: passively) queue is tracked by the robust channel, which then
         # restores its consumer after a reconnect; one from get_queue(ensure=False) is not
         # (a known aio-pika behaviour, seen here as consumers silently gone after a restart).

@@ -16,6 +16,8 @@ from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import Store
 from shared.topology import Topology
+from shared.webhook_deliveries import Deliveries
+from shared.webhooks import Webhooks
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,14 @@ class Resources:
     @property
     def links(self) -> Links:
         return Links(self.database)
+
+    @property
+    def webhooks(self) -> Webhooks:
+        return Webhooks(self.database, self.settings.webhook_secrets_key.get_secret_value())
+
+    @property
+    def deliveries(self) -> Deliveries:
+        return Deliveries(self.database)
 
     async def readiness(self) -> dict[str, bool]:
         return {"broker": self.broker.is_ready, "database": await self.database.ping()}

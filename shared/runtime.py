@@ -10,8 +10,8 @@ that into an outcome, so no handler ever touches ack, nack or reject:
     StorageUnavailable     says so): hold the message, wait until the server is back, run
                            the handler again; no attempt is spent unless the hold passes
                            `max_hold`
-    anything else       -> retry after a capped exponential backoff, dead-letter once
-                           the attempts run out
+    anything else       -> retry after the queue's retry policy's delay (shared.topology),
+                           dead-letter once the attempts run out
     shutdown mid-flight -> requeue at once, for another replica
 
 `Worker.run()` consumes until its stop event is set, then drains: it stops taking
@@ -157,7 +157,7 @@ class Worker:
                 # Retrying or parking means publishing a copy; that failed, so hand the
                 # original back for redelivery (or, if the channel is gone too, the broker
                 # redelivers it anyway). Either way it is not lost and not left unacked.
-                pause = min(self._topology.retry.delay_ms(delivery.message.attempt), 5000)
+                pause = min(route.queue.retry.delay_ms(delivery.message.attempt), 5000)
                 log.warning(
                     "could not settle message; requeueing it",
                     queue=route.queue.name,
@@ -232,7 +232,7 @@ class Worker:
     async def _retry_or_park(self, route: Route, delivery: Delivery, exc: Exception) -> None:
         attempt = delivery.message.attempt
         reason = f"{type(exc).__name__}: {exc}"
-        policy = self._topology.retry
+        policy = route.queue.retry
         if attempt >= policy.max_attempts:
             log.error(
                 "message parked after retries",

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import math
 import secrets
 import string
 import sys
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 JWT_MIN_BYTES = 32
 WEBHOOK_MIN_BYTES = 24
@@ -60,6 +64,34 @@ def jwt_secret() -> str:
 
 def webhook_secret() -> str:
     return WEBHOOK_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def seal(secret: str, key: str) -> str:
+    """`secret` for storage: AES-256-GCM under a key derived from `key` when one is set
+    (a stolen database copy then holds no usable signing secret), else as it is."""
+    if not key:
+        return "plain:" + secret
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(_sealing_key(key)).encrypt(nonce, secret.encode(), b"darkroom-webhook")
+    return "v1:" + base64.b64encode(nonce + sealed).decode()
+
+
+def unseal(stored: str, key: str) -> str:
+    """The secret `seal` stored; ValueError if it was sealed under another key."""
+    if stored.startswith("plain:"):
+        return stored.removeprefix("plain:")
+    if not key:
+        raise ValueError("sealed secret but DARKROOM_WEBHOOK_SECRETS_KEY is empty")
+    raw = base64.b64decode(stored.removeprefix("v1:"))
+    try:
+        opened = AESGCM(_sealing_key(key)).decrypt(raw[:12], raw[12:], b"darkroom-webhook")
+    except InvalidTag as exc:
+        raise ValueError("sealed under another DARKROOM_WEBHOOK_SECRETS_KEY") from exc
+    return opened.decode()
+
+
+def _sealing_key(key: str) -> bytes:
+    return hashlib.sha256(b"darkroom-webhook-secrets:" + key.encode()).digest()
 
 
 def jwt_secret_problem(secret: str) -> str | None:

@@ -30,6 +30,25 @@ MAX_PRESIGNED_TTL = 7 * 86_400
 PresignedTtl = Annotated[int, Field(gt=0, le=MAX_PRESIGNED_TTL)]
 
 
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_schedule(text: str) -> tuple[int, ...]:
+    """ "0,5s,5m" -> (0, 5000, 300000): milliseconds, at least one attempt, none negative."""
+    delays = []
+    for part in text.split(","):
+        item = part.strip().lower()
+        unit = next((u for u in ("ms", "s", "m", "h", "d") if item.endswith(u)), "")
+        try:
+            amount = float(item.removesuffix(unit)) if item else -1.0
+        except ValueError:
+            amount = -1.0
+        if amount < 0:
+            raise ValueError(f"{part.strip()!r} is not a delay such as 0, 500ms, 5s, 5m, 2h or 1d")
+        delays.append(round(amount * _UNITS_MS[unit or "s"]))
+    return tuple(delays)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DARKROOM_", extra="ignore", frozen=True)
 
@@ -125,6 +144,20 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     webhook_secret: SecretStr = SecretStr("")
     webhook_timeout: Seconds = 10.0
+    # Users' own endpoints (POST /v1/webhooks): each attempt's delay, the first's included
+    # (units ms, s, m, h, d; a bare number is seconds). Runs through broker delay queues.
+    webhook_retry_schedule: str = "0,5s,5m,30m,2h,5h,10h,10h"
+    # Deliveries in flight at once per notifier: a hanging endpoint holds only its own.
+    webhook_concurrency: PositiveInt = 64
+    # An endpoint whose deliveries all failed for this long is disabled (its owner told).
+    webhook_disable_after: Seconds = 5 * 86_400.0
+    # After a rotation the old secret signs too for this long.
+    webhook_rotation_overlap: Seconds = 86_400.0
+    # Users' URLs may be http and reach loopback/private addresses (`darkroom dev`, tests).
+    webhook_allow_private_targets: bool = False
+    # Encrypts endpoint secrets at rest (any 32+ random bytes, e.g. a whsec_ value); empty
+    # stores them as they are. Changing it makes existing endpoints' secrets unreadable.
+    webhook_secrets_key: SecretStr = SecretStr("")
     # Seconds between the notifier's looks for albums whose reveal time came.
     reveal_interval: Seconds = 5.0
 
@@ -186,13 +219,23 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "webhook_secrets_key")
     @classmethod
     def _strong_webhook_secret(cls, value: SecretStr) -> SecretStr:
         secret = value.get_secret_value()
         if secret and (problem := webhook_secret_problem(secret)):
             raise ValueError(problem)
         return value
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @property
+    def webhook_retry_delays_ms(self) -> tuple[int, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

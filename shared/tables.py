@@ -134,3 +134,59 @@ share_links = sa.Table(
     sa.Index("share_links_album", "album_id"),
     sa.Index("share_links_photo", "photo_id"),
 )
+
+# Users' webhook endpoints (shared/webhooks.py). `secret` (and `previous_secret` for a
+# day after a rotation) is sealed with DARKROOM_WEBHOOK_SECRETS_KEY when that is set:
+# deliveries need it back, so it cannot be hashed.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("previous_secret", sa.Text),
+    sa.Column("previous_until", sa.DateTime(timezone=True)),
+    # Set by the first failed delivery after a success; cleared by the next success.
+    sa.Column("failing_since", sa.DateTime(timezone=True)),
+    sa.Column("disabled_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("webhooks_user", "user_id", "created_at"),
+)
+
+# One event for one endpoint: its body is fixed when planned, so every attempt sends
+# the same bytes under the same webhook-id. `webhook_id` is "operator" for
+# DARKROOM_WEBHOOK_URL, which has no row above.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("webhook_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    # An attempt in flight: a copy of its message redelivered meanwhile (a broker
+    # connection lost mid-request) does not send it a second time.
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("webhook_id", "event_id", name="webhook_deliveries_once"),
+    sa.Index("webhook_deliveries_page", "webhook_id", "created_at", "id"),
+)
+
+# Each attempt of a delivery: what the endpoint answered (None: no answer) and when.
+webhook_attempts = sa.Table(
+    "webhook_attempts",
+    metadata,
+    sa.Column("delivery_id", sa.Text, sa.ForeignKey("webhook_deliveries.id"), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("response_excerpt", sa.Text),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -6,7 +6,8 @@
     <queue>.retry direct, one per consumer queue: its retry queues, by name
 
 Each consumer owns one durable quorum queue with a delivery limit, dead-lettering to
-`<queue>.dlq`. Retries go through `<queue>.retry.<ms>` (published via `<queue>.retry`):
+`<queue>.dlq`. Retries go through `<queue>.retry.<ms>` (published via `<queue>.retry`),
+one per delay of that queue's own retry policy:
 classic durable queues with a fixed message TTL that dead-letter back into the
 consumer's queue. One queue per delay
 keeps expiry exact (a per-message TTL only expires at a queue's head).
@@ -23,11 +24,47 @@ from shared.settings import Settings
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed message is tried again: after attempt n fails it waits `delays[n-1]`
+    ms; after attempt `max_attempts` (one more than there are delays) it is parked."""
+
+    delays: tuple[int, ...]
+
+    @classmethod
+    def exponential(cls, base_ms: int, cap_ms: int, max_attempts: int) -> RetryPolicy:
+        """Capped exponential backoff: attempt n waits min(base * 2**(n-1), cap)."""
+        return cls(tuple(min(base_ms * 2 ** (n - 1), cap_ms) for n in range(1, max_attempts)))
+
+    @classmethod
+    def schedule(cls, attempt_delays_ms: tuple[int, ...]) -> RetryPolicy:
+        """From each attempt's delay, the first's (0: at once) included: "0,5s,5m" is
+        three attempts, the second 5 s after the first failed, the third 5 min later."""
+        return cls(attempt_delays_ms[1:])
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.delays) + 1
+
+    def delay_ms(self, attempt: int) -> int:
+        if not self.delays:
+            return 0
+        return self.delays[min(attempt, len(self.delays)) - 1]
+
+    def delays_ms(self) -> tuple[int, ...]:
+        """Every distinct delay the policy can ask for (one retry queue each)."""
+        return tuple(sorted(set(self.delays)))
+
+
+@dataclass(frozen=True)
 class QueueSpec:
     name: str
     exchange: str
     routing_keys: tuple[str, ...]
     dead_letter_exchange: str
+    # Each queue retries on its own schedule (webhooks for hours, the pipeline for minutes).
+    retry: RetryPolicy = RetryPolicy(())
+    # Deliveries handed out at once to one consumer; None: the broker's setting.
+    prefetch: int | None = None
 
     @property
     def dead_letter_queue(self) -> str:
@@ -45,35 +82,25 @@ class QueueSpec:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Capped exponential backoff: attempt n waits min(base * 2**(n-1), cap)."""
-
-    base_ms: int
-    cap_ms: int
-    max_attempts: int
-
-    def delay_ms(self, attempt: int) -> int:
-        return int(min(self.base_ms * 2 ** (attempt - 1), self.cap_ms))
-
-    def delays_ms(self) -> tuple[int, ...]:
-        """Every distinct delay the policy can ask for (one retry queue each)."""
-        return tuple(sorted({self.delay_ms(n) for n in range(1, self.max_attempts + 1)}))
-
-
-@dataclass(frozen=True)
 class Topology:
     prefix: str
     delivery_limit: int
     retry: RetryPolicy
+    # Deliveries to webhook endpoints: their own schedule (hours), and many at once so a
+    # hanging endpoint holds only its own slots.
+    webhook_retry: RetryPolicy = RetryPolicy(())
+    webhook_prefetch: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
         return cls(
             prefix=settings.topology_prefix,
             delivery_limit=settings.delivery_limit,
-            retry=RetryPolicy(
+            retry=RetryPolicy.exponential(
                 settings.retry_base_ms, settings.retry_cap_ms, settings.retry_max_attempts
             ),
+            webhook_retry=RetryPolicy.schedule(settings.webhook_retry_delays_ms),
+            webhook_prefetch=settings.webhook_concurrency,
         )
 
     @property
@@ -92,7 +119,9 @@ class Topology:
         return f"{self.prefix}.dlx"
 
     def _queue(self, name: str, exchange: str, *routing_keys: str) -> QueueSpec:
-        return QueueSpec(f"{self.prefix}.{name}", exchange, routing_keys, self.dead_letter_exchange)
+        return QueueSpec(
+            f"{self.prefix}.{name}", exchange, routing_keys, self.dead_letter_exchange, self.retry
+        )
 
     # One queue per consumer. Add a consumer here, never inline in a service.
     @property
@@ -120,9 +149,28 @@ class Topology:
             self.events_exchange,
             "photo.ready",
             "photo.rejected",
+            "photo.deleted",
             "album.revealed",
             "album.member_added",
             "album.deleted",
+            # Routed here so it is never unroutable (the outbox relay would stall on it);
+            # the mail sender binds its own queue to it.
+            "webhook.disabled",
+        )
+
+    # Routing key of one delivery to one webhook endpoint (services/notifier/fanout.py).
+    webhook_delivery_key = "webhook.delivery"
+
+    @property
+    def webhooks(self) -> QueueSpec:
+        """Deliveries to webhook endpoints, one message each, on the webhook schedule."""
+        return QueueSpec(
+            f"{self.prefix}.webhooks",
+            self.events_exchange,
+            (self.webhook_delivery_key,),
+            self.dead_letter_exchange,
+            self.webhook_retry,
+            self.webhook_prefetch,
         )
 
     # Each gateway replica's own queue of the events its live streams carry: declared
@@ -152,8 +200,14 @@ class Topology:
         names: list[str] = []
         for spec in self.all_queues():
             names += [spec.name, spec.dead_letter_queue]
-            names += [spec.retry_queue(d) for d in self.retry.delays_ms()]
+            names += [spec.retry_queue(d) for d in spec.retry.delays_ms()]
         return names
 
     def all_queues(self) -> tuple[QueueSpec, ...]:
-        return (self.ingest_intents, self.ingest_storage, self.thumbnail, self.notifier)
+        return (
+            self.ingest_intents,
+            self.ingest_storage,
+            self.thumbnail,
+            self.notifier,
+            self.webhooks,
+        )

@@ -245,6 +245,8 @@ def make_settings(**overrides: Any) -> Settings:
         "retry_base_ms": 100,
         "retry_cap_ms": 100,
         "retry_max_attempts": 4,
+        # Webhook deliveries: the same four attempts, 100 ms apart (one delay queue).
+        "webhook_retry_schedule": "0,100ms,100ms,100ms",
         "delivery_limit": 3,
         "shutdown_grace": 5.0,
         "sqs_wait_seconds": 1,

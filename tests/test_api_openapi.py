@@ -109,9 +109,11 @@ async def test_the_document_links_grants_to_their_photo_and_describes_webhooks(
     assert set(doc["webhooks"]) == {
         "photo.ready",
         "photo.rejected",
+        "photo.deleted",
         "album.revealed",
         "album.member_added",
         "album.deleted",
+        "webhook.test",
     }
 
 

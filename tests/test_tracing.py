@@ -82,11 +82,12 @@ async def test_one_upload_is_one_trace_across_real_rabbitmq(
         if s.instrumentation_scope and "aio_pika" in s.instrumentation_scope.name
     ]
     in_photo_trace = [s for s in pika if trace_of(s) == trace_of(grant)]
-    # photo.verified and photo.ready are sent and received within the photo's trace; only
-    # the completion hint belongs to the request that sent it.
+    # photo.verified, photo.ready and the webhook delivery it fans out to are sent and
+    # received within the photo's trace; only the completion hint belongs to the request
+    # that sent it.
     sent = [s.name.split(",")[-1] for s in in_photo_trace if s.kind is trace.SpanKind.PRODUCER]
-    assert sorted(sent) == ["photo.ready send", "photo.verified send"]
-    assert len([s for s in in_photo_trace if s.kind is trace.SpanKind.CONSUMER]) == 2
+    assert sorted(sent) == ["photo.ready send", "photo.verified send", "webhook.delivery send"]
+    assert len([s for s in in_photo_trace if s.kind is trace.SpanKind.CONSUMER]) == 3
     assert {trace_of(s) for s in pika} == {trace_of(grant), trace_of(hint)}
 
 

@@ -24,8 +24,10 @@ from shared.events import (
     AlbumMemberAdded,
     AlbumRevealed,
     Event,
+    PhotoDeleted,
     PhotoReady,
     PhotoRejected,
+    WebhookTest,
 )
 from shared.settings import Settings
 
@@ -36,14 +38,17 @@ EVENT_STREAM = "text/event-stream"
 WEBHOOK_EVENTS: tuple[type[Event], ...] = (
     PhotoReady,
     PhotoRejected,
+    PhotoDeleted,
     AlbumRevealed,
     AlbumMemberAdded,
     AlbumDeleted,
+    WebhookTest,
 )
 WEBHOOK_HEADERS = {
     "webhook-id": "the event id: the same on every retry and re-publish, so dedupe on it",
     "webhook-timestamp": "unix seconds of this attempt",
-    "webhook-signature": 'v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">',
+    "webhook-signature": 'v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">; during a '
+    "secret's rotation one such signature per secret, space-separated",
 }
 DESCRIPTION = (
     "Photo uploads through presigned URLs. Errors are RFC 9457 problem details with a "
@@ -61,7 +66,10 @@ def webhook_payload(event: type[Event]) -> type[BaseModel]:
         __config__=ConfigDict(json_schema_serialization_defaults_required=True),
         __doc__=f"Sent when a `{event.TYPE}` event is published.",
         type=(Literal[event.TYPE], event.TYPE),  # type: ignore[arg-type]
-        timestamp=(datetime, Field(description="when this delivery was made")),
+        timestamp=(
+            datetime,
+            Field(description="when the event was handed to endpoints; the same every attempt"),
+        ),
         data=(event, ...),
     )
     return payload

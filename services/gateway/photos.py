@@ -214,6 +214,7 @@ async def delete_account(request: web.Request) -> web.Response:
     envelope = Envelope.wrap(AccountDeleted(owner_id=owner), trace_id=trace_id)
     with log_context(owner_id=owner):
         gone = await res.albums.forget_user(owner, trace_id)
+        await res.webhooks.forget_user(owner)
         photos = await res.store.mark_owner_deleted(owner, envelope)
         await res.outbox.publish_or_defer(envelope, *gone)
         log.info("account deletion accepted", photos=photos)

@@ -65,7 +65,7 @@ WRONG_PASSWORD = Fault(401, "wrong_password", "not the share link's password")
 INSUFFICIENT_ROLE = Fault(
     403, "insufficient_role", "the caller's role in the album does not allow it"
 )
-NOT_FOUND = Fault(404, "not_found", "no such photo, album or link (or not yours to see)")
+NOT_FOUND = Fault(404, "not_found", "no such photo, album, link or webhook (or not yours to see)")
 LINK_EXPIRED = Fault(410, "link_expired", "the share link has expired")
 SEALED = Fault(409, "sealed", "the photo's album is not revealed yet")
 IS_OWNER = Fault(409, "is_owner", "the album's owner has no member role to change or leave")
@@ -86,6 +86,10 @@ RATE_LIMITED = Fault(429, "rate_limited", "too many requests (see Retry-After)")
 TOO_MANY_STREAMS = Fault(429, "too_many_streams", "too many event streams open for the user")
 INTERNAL = Fault(500, "internal_error", "the server failed; the error has been logged")
 UNAVAILABLE = Fault(503, "unavailable", "a backing service is away (see Retry-After)")
+UNSAFE_TARGET = Fault(
+    422, "unsafe_target", "the webhook URL is not https or reaches a private address"
+)
+TOO_MANY_WEBHOOKS = Fault(409, "too_many_webhooks", "the caller has the most endpoints allowed")
 HTTP_ERROR = Fault(400, "http_error", "the request is not HTTP the server can read")
 
 # What any authenticated operation may answer, whatever it does.

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway import albums, docs, events_stream, links, members, multipart, photos, uploads
+from services.gateway import (
+    albums,
+    docs,
+    events_stream,
+    links,
+    members,
+    multipart,
+    photos,
+    uploads,
+    webhooks,
+)
 from services.gateway.pages import page_routes
 from services.gateway.registry import Answer, Operation, route_defs
 from shared.health import Liveness, Readiness
@@ -34,6 +44,7 @@ def operations() -> list[Operation]:
         *albums.api.operations,
         *members.api.operations,
         *events_stream.api.operations,
+        *webhooks.api.operations,
         *HEALTH,
     ]
 

@@ -107,7 +107,7 @@ class Ingest:
         log.info("account purged", originals=originals, renditions=renditions, photos=photos)
 
     async def on_storage_notification(self, message: Message) -> None:
-        final = message.attempt >= self.res.topology.retry.max_attempts
+        final = message.attempt >= self.res.topology.ingest_storage.retry.max_attempts
         for obj in parse_notification(message.body):
             await self.ingest(obj, final_attempt=final)
 

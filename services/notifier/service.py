@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
-
+from services.notifier.delivery import open_sessions
 from services.notifier.handlers import Notifier
 from shared.resources import Resources
 from shared.service import require_real_broker, run_process, run_worker
@@ -19,14 +18,16 @@ async def serve(
     resources: Resources | None = None,
     health: bool = True,
 ) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with open_sessions(settings) as sessions:
         await run_worker(
             settings,
             stop,
-            lambda res: Notifier(res, session),
+            lambda res: Notifier(res, sessions),
             resources=resources,
             health=health,
-            # It publishes no event, and its broker user may not (shared/broker_access.py).
+            # It publishes only its own few events, and its broker user may publish no
+            # other (shared/broker_access.py): the relay of the other services sends
+            # what it leaves in the outbox.
             relay=False,
         )
 

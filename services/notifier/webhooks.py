@@ -2,7 +2,8 @@
 
     webhook-id:        the event id (stable across retries and re-publishes: dedupe on it)
     webhook-timestamp: unix seconds at this attempt
-    webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>
+    webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>, one
+                       per secret (space-separated) while a rotated secret still signs
 
 A `whsec_`-prefixed secret is base64 after the prefix, as the spec's libraries expect;
 any other secret is used as its UTF-8 bytes.
@@ -14,19 +15,22 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import aiohttp
 
 from shared.errors import ConfigurationError, TransientError
 
+RESPONSE_CAP = 4096  # bytes of a response body read
+EXCERPT_CHARS = 500  # of them kept in the delivery log
+
 
 class DeliveryFailed(TransientError):
     def __init__(self, message: str, *, outcome: str) -> None:
         super().__init__(message)
-        self.outcome = outcome  # refused (answered, not 2xx) or unreachable
+        self.outcome = outcome  # refused (answered, not 2xx), unreachable or forbidden
 
 
 def secret_key(secret: str) -> bytes:
@@ -43,26 +47,30 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def payload(event_type: str, time_iso: str, data: dict[str, Any]) -> bytes:
-    return json.dumps({"type": event_type, "timestamp": time_iso, "data": data}).encode()
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    excerpt: str  # the start of the response body, for the delivery log
 
 
 async def deliver(
     session: aiohttp.ClientSession,
     url: str,
-    key: bytes,
+    keys: Sequence[bytes],
     msg_id: str,
     body: bytes,
     *,
     timeout: float,
-) -> None:
-    """POST once; raise DeliveryFailed unless the receiver answers 2xx."""
+) -> Answer:
+    """POST once, signed with every key (several during a secret's rotation); the
+    answer, whatever its status. DeliveryFailed if there is none: unreachable, refused
+    by the target check, or slower than `timeout` in all."""
     timestamp = int(time.time())
     headers = {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(key, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(key, msg_id, timestamp, body) for key in keys),
     }
     try:
         async with session.post(
@@ -72,9 +80,22 @@ async def deliver(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as resp:
-            if not 200 <= resp.status < 300:
-                raise DeliveryFailed(f"webhook endpoint answered {resp.status}", outcome="refused")
-    except (aiohttp.ClientError, TimeoutError) as exc:
+            excerpt = await _read_capped(resp.content, RESPONSE_CAP)
+            return Answer(resp.status, excerpt.decode(errors="replace")[:EXCERPT_CHARS])
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         raise DeliveryFailed(
             f"webhook endpoint unreachable: {exc!r}", outcome="unreachable"
         ) from exc
+
+
+async def _read_capped(stream: aiohttp.StreamReader, cap: int) -> bytes:
+    """At most `cap` bytes of the body: a receiver answering with a flood costs nothing."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < cap:
+        chunk = await stream.read(cap - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
