@@ -188,7 +188,13 @@ async def test_a_fresh_database_upgrades_from_empty_to_the_tables_schema(
     engine: AsyncEngine,
 ) -> None:
     assert (await status(engine)).current is None
-    assert await upgrade(engine) == ["0001", "0002", "0003_albums", "0004_webhooks", "0006_multipart"]
+    assert await upgrade(engine) == [
+        "0001",
+        "0002",
+        "0003_albums",
+        "0004_webhooks",
+        "0006_multipart",
+    ]
     assert await upgrade(engine) == []
     async with engine.connect() as conn:
         assert await conn.run_sync(drift) == []
@@ -247,7 +253,11 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
     try:
         await build_legacy(engines[0])
         applied = await asyncio.gather(*(upgrade(e) for e in engines))
-        assert sorted(applied) == [[], [], ["0002", "0003_albums", "0004_webhooks", "0006_multipart"]]
+        assert sorted(applied) == [
+            [],
+            [],
+            ["0002", "0003_albums", "0004_webhooks", "0006_multipart"],
+        ]
     finally:
         for engine in engines:
             await engine.dispose()
