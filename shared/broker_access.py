@@ -2,8 +2,8 @@
 
 Workers trust what arrives on their queues, so who may write where is the security
 boundary: the storage's user may only publish to the storage exchange, the notifier may
-publish `album.revealed` and no other event (a topic permission on the events exchange),
-and no service may configure anything (a set-up step with the
+publish `album.revealed` and `mail.requested` and no other event (a topic permission on
+the events exchange), and no service may configure anything (a set-up step with the
 administrator's user declares the topology: `darkroom broker declare`). Passive declares,
 which services use to find their queues, need no permission.
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.events import AlbumRevealed
+from shared.events import AlbumRevealed, MailRequested
 from shared.topology import QueueSpec, Topology
 
 NOTHING = "^$"
@@ -69,12 +69,13 @@ def accounts(topology: Topology) -> dict[str, Access]:
         f"{p}-thumbnail-worker": Access(
             NOTHING, _any(events, *settles(t.thumbnail)), _consumes(t.thumbnail)
         ),
-        # Announces album reveals it claims, and no other event: it cannot fake a photo's.
+        # Announces album reveals it claims and requests the mails it fans out, and no
+        # other event: it cannot fake a photo's.
         f"{p}-notifier": Access(
             NOTHING,
-            _any(events, *settles(t.notifier)),
-            _consumes(t.notifier),
-            topics=((events, _any(AlbumRevealed.TYPE)),),
+            _any(events, *settles(t.notifier, t.mail)),
+            _consumes(t.notifier, t.mail),
+            topics=((events, _any(AlbumRevealed.TYPE, MailRequested.TYPE)),),
         ),
         # MinIO declares the storage exchange (passively the same) and publishes to it.
         f"{p}-storage": Access(_any(storage), _any(storage), NOTHING),

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.secrets import jwt_secret_problem, webhook_secret_problem
+from shared.smtp import sender_problem, smtp_url_problem
 
 ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "image/jpeg",
@@ -120,6 +121,13 @@ class Settings(BaseSettings):
     # Seconds between the notifier's looks for albums whose reveal time came.
     reveal_interval: Seconds = 5.0
 
+    # Mail over SMTP: smtp://user:pass@host:port (STARTTLS when offered; ?starttls=true
+    # requires it, ?starttls=false never tries) or smtps:// (TLS from the start). Empty:
+    # no mail. The password may be URL-encoded.
+    smtp_url: SecretStr = SecretStr("")
+    mail_from: str = ""
+    smtp_timeout: Seconds = 30.0
+
     # Health, readiness and metrics for the workers (the gateway serves them itself).
     health_host: str = "127.0.0.1"
     health_port: int = Field(8081, ge=0, le=65535)
@@ -187,6 +195,11 @@ class Settings(BaseSettings):
             raise ValueError("DARKROOM_RETRY_BASE_MS must not exceed DARKROOM_RETRY_CAP_MS")
         if self.webhook_url and not self.webhook_secret.get_secret_value():
             raise ValueError("DARKROOM_WEBHOOK_URL is set but DARKROOM_WEBHOOK_SECRET is empty")
+        if self.smtp_url.get_secret_value():
+            if problem := smtp_url_problem(self.smtp_url.get_secret_value()):
+                raise ValueError(f"DARKROOM_SMTP_URL: {problem}")
+            if problem := sender_problem(self.mail_from):
+                raise ValueError(f"DARKROOM_MAIL_FROM: {problem}")
         return self
 
     @property

@@ -125,6 +125,20 @@ class Topology:
             "album.deleted",
         )
 
+    @property
+    def mail(self) -> QueueSpec:
+        """The mail sender: events that mail people are fanned out here into one
+        mail.requested per recipient, so each mail is sent, retried and parked alone."""
+        return self._queue(
+            "notifier.mail",
+            self.events_exchange,
+            "user.created",
+            "album.member_added",
+            "album.revealed",
+            "webhook.disabled",
+            "mail.requested",
+        )
+
     def exchange_names(self) -> tuple[str, ...]:
         retries = tuple(spec.retry_exchange for spec in self.all_queues())
         return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange, *retries)
@@ -138,4 +152,4 @@ class Topology:
         return names
 
     def all_queues(self) -> tuple[QueueSpec, ...]:
-        return (self.ingest_intents, self.ingest_storage, self.thumbnail, self.notifier)
+        return (self.ingest_intents, self.ingest_storage, self.thumbnail, self.notifier, self.mail)
