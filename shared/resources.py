@@ -16,6 +16,7 @@ from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import Store
 from shared.topology import Topology
+from shared.users import Mails, Users
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class Resources:
     @property
     def links(self) -> Links:
         return Links(self.database)
+
+    @property
+    def users(self) -> Users:
+        return Users(self.database)
+
+    @property
+    def mails(self) -> Mails:
+        return Mails(self.database)
 
     async def readiness(self) -> dict[str, bool]:
         return {"broker": self.broker.is_ready, "database": await self.database.ping()}

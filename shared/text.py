@@ -53,7 +53,7 @@ def usable_email(value: object) -> str | None:
     that whatever a token claims cannot add recipients or headers to a mail."""
     if not isinstance(value, str) or not 3 <= len(value) <= MAX_EMAIL:
         return None
-    if any(c.isspace() or invisible(c) or c in "<>,;\"()[]\\" for c in value):
+    if any(c.isspace() or invisible(c) or c in '<>,;"()[]\\' for c in value):
         return None
     local, at, domain = value.rpartition("@")
     if not at or not local or "@" in local or "." not in domain.strip("."):

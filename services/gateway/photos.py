@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from services.gateway.access import photo_access
-from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
+from services.gateway.context import DOWNLOADS, KNOWN_USERS, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.models import (
     AccountDeletion,
@@ -220,6 +220,8 @@ async def delete_account(request: web.Request) -> web.Response:
             for album_id in await res.albums.owned_by(owner)
         }
         await res.albums.forget_user(owner, gone)
+        await res.users.forget(owner)
+        request.app[KNOWN_USERS].forget(owner)
         photos = await res.store.mark_owner_deleted(owner, envelope)
         await res.outbox.publish_or_defer(envelope, *gone.values())
         log.info("account deletion accepted", photos=photos)

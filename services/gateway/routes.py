@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway import albums, docs, links, members, photos, uploads
+from services.gateway import albums, docs, links, me, members, photos, uploads
 from services.gateway.pages import page_routes
 from services.gateway.registry import Answer, Operation, route_defs
 from shared.health import Liveness, Readiness
@@ -32,6 +32,7 @@ def operations() -> list[Operation]:
         *photos.api.operations,
         *albums.api.operations,
         *members.api.operations,
+        *me.api.operations,
         *HEALTH,
     ]
 

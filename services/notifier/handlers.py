@@ -1,5 +1,5 @@
-"""Notifier handlers: tell the app about finished photos and album events, and run the
-reveal loop."""
+"""Notifier handlers: tell the app about finished photos and album events, mail people
+(services/notifier/mail.py), and run the reveal loop."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
+from services.notifier.mail import Mailer
 from services.notifier.reveal import reveal_loop
 from services.notifier.webhooks import DeliveryFailed, deliver, payload, secret_key
 from shared.errors import ConfigurationError
@@ -32,6 +33,7 @@ class Notifier:
         if self.url and (problem := webhook_secret_problem(secret)):
             raise ConfigurationError(f"DARKROOM_WEBHOOK_SECRET: {problem}")
         self.key = secret_key(secret)
+        self.mailer = Mailer(res)
 
     def jobs(self) -> list[Job]:
         return [lambda stop: reveal_loop(self.res, stop)]
@@ -48,7 +50,8 @@ class Notifier:
                     AlbumMemberAdded: self.on_outcome,
                     AlbumDeleted: self.on_outcome,
                 },
-            )
+            ),
+            *self.mailer.routes(),
         ]
 
     async def on_outcome(self, event: Outcome, meta: Meta) -> None:
