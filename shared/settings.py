@@ -81,6 +81,8 @@ class Settings(BaseSettings):
 
     # `darkroom dev`: port of the embedded S3/SQS server (0 = any free port).
     dev_s3_port: int = Field(9100, ge=0, le=65535)
+    # `darkroom dev`: port of the SMTP catcher behind /dev/mail, unless smtp_url is set.
+    dev_smtp_port: int = Field(9125, ge=0, le=65535)
 
     # Gateway.
     gateway_host: str = "127.0.0.1"
