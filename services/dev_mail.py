@@ -42,6 +42,7 @@ class CaughtMail:
     text: str
     html: str
     received_at: datetime
+    raw: bytes  # as the server received it
 
 
 class MailCatcher:
@@ -68,6 +69,7 @@ class MailCatcher:
                 _part(message, "plain"),
                 _part(message, "html"),
                 datetime.now(UTC),
+                data,
             )
         )
         async with self._arrived:
@@ -91,10 +93,11 @@ def _part(message: EmailMessage, subtype: str) -> str:
 
 @asynccontextmanager
 async def smtp_catcher(
-    host: str = "127.0.0.1", port: int = 0
+    host: str = "127.0.0.1", port: int = 0, catcher: MailCatcher | None = None
 ) -> AsyncIterator[tuple[MailCatcher, int]]:
-    """Serve a catcher until the block ends; yields it and the port it listens on."""
-    catcher = MailCatcher()
+    """Serve a catcher (a new one by default) until the block ends; yields it and the
+    port it listens on."""
+    catcher = catcher or MailCatcher()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(catcher, hostname="darkroom-dev"), host, port)
     try:

@@ -48,7 +48,7 @@ class Letter:
 
 def quoted(text: str) -> str:
     """User-chosen text as one visible line, shortened, in quotation marks."""
-    line = " ".join(visible_text(text).split())
+    line = " ".join(visible_text(" ".join(text.splitlines())).split())
     if len(line) > MAX_QUOTED:
         line = line[: MAX_QUOTED - 1] + "…"
     return f"“{line}”"

@@ -9,6 +9,8 @@ mail) exactly once: the insert that records them queues it (shared/users.py).
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.errors import TransientError
 from shared.logging import get_logger
 from shared.outbox import Outbox
@@ -25,11 +27,25 @@ class KnownUsers:
         self._users = users
         self._outbox = outbox
         self._known: dict[str, str | None] = {}
+        self._recording: dict[str, asyncio.Future[None]] = {}
 
     async def seen(self, user_id: str, email: str | None, *, trace_id: str) -> None:
-        """Record the user unless this gateway did already (with this address)."""
-        if user_id in self._known and (email is None or self._known[user_id] == email):
-            return
+        """Record the user unless this gateway did already (with this address). Requests
+        arriving while the user is being recorded wait for that instead of writing too."""
+        while not self._known_as(user_id, email):
+            pending = self._recording.get(user_id)
+            if pending is None:
+                pending = asyncio.ensure_future(self._record(user_id, email, trace_id))
+                self._recording[user_id] = pending
+                pending.add_done_callback(lambda _: self._recording.pop(user_id, None))
+                await asyncio.shield(pending)
+                return
+            await asyncio.shield(pending)
+
+    def _known_as(self, user_id: str, email: str | None) -> bool:
+        return user_id in self._known and (email is None or self._known[user_id] == email)
+
+    async def _record(self, user_id: str, email: str | None, trace_id: str) -> None:
         try:
             created = await self._users.record(user_id, email, trace_id=trace_id)
             if created is not None:
