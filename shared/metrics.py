@@ -108,6 +108,11 @@ class Metrics:
             "Webhook delivery attempts, by outcome (delivered, refused, unreachable)",
             ["outcome"], registry=r,
         )  # fmt: skip
+        self.mails = Counter(
+            "darkroom_mail_attempts_total",
+            "Mail sending attempts, by outcome (sent, duplicate, refused, failed)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.render_memory = RenderMemory(r)
         # Shared state, refreshed at scrape time (shared/backlog.py).
         self.outbox_pending = Gauge(

@@ -168,8 +168,13 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
             {events, dlx, retry[t.thumbnail.name]},
             {t.thumbnail.name},
         ),
-        # The events exchange, but only with album.revealed (its topic permission below).
-        "darkroom-notifier": (set(), {events, dlx, retry[t.notifier.name]}, {t.notifier.name}),
+        # The events exchange, but only with album.revealed and mail.requested (its topic
+        # permission below); its two queues: webhooks and mail.
+        "darkroom-notifier": (
+            set(),
+            {events, dlx, retry[t.notifier.name], retry[t.mail.name]},
+            {t.notifier.name, t.mail.name},
+        ),
         # The storage's notification user publishes to the storage exchange and nowhere else.
         "darkroom-storage": ({storage}, {storage}, set()),
         "darkroom-monitoring": (set(), set(), set()),
@@ -185,7 +190,7 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
     assert granted == expected
     assert accounts(t)["darkroom-monitoring"].tags == ("monitoring",)
     topics = {user: a.topics for user, a in accounts(t).items() if a.topics}
-    assert topics == {"darkroom-notifier": ((events, r"^(album\.revealed)$"),)}
+    assert topics == {"darkroom-notifier": ((events, r"^(album\.revealed|mail\.requested)$"),)}
 
 
 def test_dockerfile_installs_from_the_lock_on_a_pinned_base_and_runs_as_non_root() -> None:

@@ -31,7 +31,7 @@ from shared.mail import webhook_disabled as disabled_letter
 from shared.mail import welcome as welcome_letter
 from shared.resources import Resources
 from shared.runtime import Meta, Route, on_events
-from shared.smtp import MailNotSent, SmtpServer, send
+from shared.smtp import MailNotSent, MailRefused, SmtpServer, send
 from shared.users import Claim
 
 log = get_logger(__name__)
@@ -99,7 +99,9 @@ class Mailer:
         mails = self.res.mails
         mid = message_id(trigger.id, user_id, self.sender)
         claim = await mails.claim(trigger.id, user_id, mid, lease_s=2 * self.timeout)
+        attempts = self.res.metrics.mails
         if claim is Claim.SENT:
+            attempts.labels("duplicate").inc()
             log.info("mail already sent", mail_type=trigger.type, message_id=mid)
             return
         if claim is Claim.BUSY:
@@ -109,9 +111,11 @@ class Mailer:
         )
         try:
             await send(self.server, message, timeout=self.timeout)
-        except Exception:
+        except Exception as exc:
+            attempts.labels("refused" if isinstance(exc, MailRefused) else "failed").inc()
             await _quietly(mails.release(trigger.id, user_id))
             raise
+        attempts.labels("sent").inc()
         # Sent: from here on, failing to record it must not send it again.
         await _quietly(asyncio.shield(mails.mark_sent(trigger.id, user_id)))
         log.info("mail sent", mail_type=trigger.type, message_id=mid, attempt=meta.attempt)
