@@ -128,10 +128,11 @@ async def test_the_notifier_announces_reveals_but_no_photo_and_nobody_writes_the
 ) -> None:
     settings, topology, users = broker
     url = login(broker, "notifier")
-    spec = topology.notifier
-    await publish(url, spec.retry_exchange, spec.retry_queue(topology.retry.delays_ms()[0]))
+    for spec in (topology.notifier, topology.mail):
+        await publish(url, spec.retry_exchange, spec.retry_queue(topology.retry.delays_ms()[0]))
     await publish(url, topology.events_exchange, "album.revealed")
-    for event in ("photo.ready", "album.revealed.x", "account.deleted"):
+    await publish(url, topology.events_exchange, "mail.requested")
+    for event in ("photo.ready", "album.revealed.x", "account.deleted", "user.created"):
         with pytest.raises(ChannelAccessRefused):
             await publish(url, topology.events_exchange, event)
     for name, password in users.items():
