@@ -124,11 +124,12 @@ class AlbumDeleted(Event):
 
 
 class UserCreated(Event):
-    """The gateway saw a user for the first time (their first authenticated request)."""
+    """The gateway saw a user for the first time: their first request whose token claims
+    an address."""
 
     TYPE = "user.created"
     user_id: str
-    email: str | None = Field(description="the token's `email` claim, if it carried one")
+    email: str = Field(description="the token's `email` claim")
 
 
 class WebhookDisabled(Event):

@@ -1,7 +1,7 @@
 """Users and the mails sent to them.
 
-A user is recorded the first time the gateway sees them, with the address their token's
-`email` claim gave; user.created is queued in the same transaction, so however many
+A user is recorded the first time the gateway sees them with an address (their token's
+`email` claim); user.created is queued in the same transaction, so however many
 requests and replicas race, it is announced once. Mail goes only to a recorded address
 whose owner has not turned mail off, both read when the mail is sent.
 
@@ -37,9 +37,9 @@ class Users:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record(self, user_id: str, email: str | None, *, trace_id: str) -> Envelope | None:
-        """Record the user if new (returning the user.created queued with them), and a
-        newly claimed address if not; an absent claim never erases a known address."""
+    async def record(self, user_id: str, email: str, *, trace_id: str) -> Envelope | None:
+        """Record the user if new (returning the user.created queued with them), or their
+        newly claimed address if not."""
         now = datetime.now(UTC)
         insert = (
             self.db.insert(users)
@@ -56,12 +56,9 @@ class Users:
                 )
                 await conn.execute(queued(envelope))
                 return envelope
-            if email is not None:
-                c = users.c
-                changed = sa.or_(c.email.is_(None), c.email != email)
-                await conn.execute(
-                    sa.update(users).where(c.id == user_id, changed).values(email=email)
-                )
+            c = users.c
+            changed = sa.or_(c.email.is_(None), c.email != email)
+            await conn.execute(sa.update(users).where(c.id == user_id, changed).values(email=email))
         return None
 
     async def get(self, user_id: str) -> UserRecord | None:

@@ -106,6 +106,7 @@ async def test_a_user_is_welcomed_once_however_many_requests_and_only_with_an_ad
     assert [m.subject for m in mail.to("wendy@example.com")] == ["Welcome to Darkroom"]
     assert await mail.gw.res.mails.sent("wendy") == 1
     assert await mail.gw.res.mails.sent("nobody") == 0
+    assert await mail.gw.res.users.get("nobody") is None, "nothing to record without an address"
     assert len(mail.catcher.caught) == 2
     raw = message_from_bytes(mail.to("wendy@example.com")[0].raw, policy=policy.default)
     assert isinstance(raw, EmailMessage)
@@ -120,7 +121,7 @@ async def test_a_gateway_records_a_user_once_not_on_every_request(
     calls: list[str] = []
     record = type(users).record
 
-    async def counted(self: Any, user_id: str, email: str | None, *, trace_id: str) -> Any:
+    async def counted(self: Any, user_id: str, email: str, *, trace_id: str) -> Any:
         calls.append(user_id)
         return await record(self, user_id, email, trace_id=trace_id)
 
@@ -128,6 +129,9 @@ async def test_a_gateway_records_a_user_once_not_on_every_request(
     for _ in range(20):
         await mail.ok("yara", "GET", "/v1/photos")
     assert calls == ["yara"]
+    plain = {"Authorization": f"Bearer {issue_token(JWT_SECRET, 'yara')}"}
+    assert (await mail.gw.client.get("/v1/photos", headers=plain)).status == 200
+    assert calls == ["yara"], "a token without an address records nothing"
     # A new address in a token is recorded (once), and mail goes there.
     for _ in range(3):
         resp = await mail.gw.client.get("/v1/photos", headers=mail.auth("yara", "y@example.org"))
@@ -173,7 +177,7 @@ async def test_mail_turned_off_is_not_requested_nor_sent_if_requested_before(
     made = await mail.ok("olive", "POST", "/v1/albums", {"title": "Party"})
     await mail.ok("olive", "PUT", f"/v1/albums/{made['id']}/members/cora", {"role": "viewer"})
     # A mail requested before she turned it off, reaching the sender only now.
-    trigger = Envelope.wrap(UserCreated(user_id="cora", email=None), trace_id="t")
+    trigger = Envelope.wrap(UserCreated(user_id="cora", email="cora@example.com"), trace_id="t")
     late = Envelope.wrap(MailRequested(user_id="cora", trigger=trigger), trace_id="t")
     await publish_envelope(mail.gw.res.broker, mail.gw.res.topology, late)
     await mail.ok("dan", "GET", "/v1/photos")

@@ -1,10 +1,11 @@
-"""Users are recorded on their first request, cheaply.
+"""Users are recorded on their first request that carries an address, cheaply.
 
 Recording must not cost the hot path (a grant is a few milliseconds, docs/performance.md):
 each gateway keeps the users it has recorded, with the address it recorded, in memory,
 so only a user's first request to a replica, or one whose token claims a new address,
-touches the database. A user new to the whole system gets user.created (their welcome
-mail) exactly once: the insert that records them queues it (shared/users.py).
+touches the database; a request without one (no `email` claim, an API key) never does.
+A user new to the whole system gets user.created (their welcome mail) exactly once: the
+insert that records them queues it (shared/users.py).
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ KEPT = 100_000  # users remembered per gateway; forgotten all at once past this
 
 
 class KnownUsers:
-    """Users this gateway recorded, by id, with the address recorded (None: none)."""
+    """Users this gateway recorded, by id, with the address recorded."""
 
     def __init__(self, users: Users, outbox: Outbox) -> None:
         self._users = users
         self._outbox = outbox
-        self._known: dict[str, str | None] = {}
+        self._known: dict[str, str] = {}
         self._recording: dict[str, asyncio.Future[None]] = {}
 
     async def seen(self, user_id: str, email: str | None, *, trace_id: str) -> None:
-        """Record the user unless this gateway did already (with this address). Requests
+        """Record the user and their address unless this gateway did already. Requests
         arriving while the user is being recorded wait for that instead of writing too."""
-        while not self._known_as(user_id, email):
+        while email is not None and self._known.get(user_id) != email:
             pending = self._recording.get(user_id)
             if pending is None:
                 pending = asyncio.ensure_future(self._record(user_id, email, trace_id))
@@ -42,10 +43,7 @@ class KnownUsers:
                 return
             await asyncio.shield(pending)
 
-    def _known_as(self, user_id: str, email: str | None) -> bool:
-        return user_id in self._known and (email is None or self._known[user_id] == email)
-
-    async def _record(self, user_id: str, email: str | None, trace_id: str) -> None:
+    async def _record(self, user_id: str, email: str, trace_id: str) -> None:
         try:
             created = await self._users.record(user_id, email, trace_id=trace_id)
             if created is not None:
@@ -56,7 +54,7 @@ class KnownUsers:
             return
         if len(self._known) >= KEPT:
             self._known.clear()
-        self._known[user_id] = email if email is not None else self._known.get(user_id)
+        self._known[user_id] = email
 
     def forget(self, user_id: str) -> None:
         self._known.pop(user_id, None)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import Field, StrictBool
 
 from services.gateway.context import RESOURCES
 from services.gateway.inputs import parsed_body
-from services.gateway.models import _Shape, respond
+from services.gateway.models import Preferences, respond
 from services.gateway.problems import INVALID, MALFORMED_JSON
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
@@ -17,13 +16,6 @@ from shared.users import UserRecord
 log = get_logger(__name__)
 api = Routes("account")
 SCOPE = "account:preferences"
-
-
-class Preferences(_Shape):
-    email_notifications: StrictBool = Field(
-        description="mail from Darkroom (welcome, album invitations and reveals, disabled "
-        "webhook endpoints) to the address the user's token claims"
-    )
 
 
 def _preferences(user: UserRecord | None) -> Preferences:
