@@ -213,11 +213,6 @@ def outcome_envelope(event: Event, *, photo_id: str, trace_id: str) -> Envelope:
     return Envelope.wrap(event, trace_id=trace_id, event_id=outcome_event_id(event.TYPE, photo_id))
 
 
-def user_event_id(event_type: str, user_id: str) -> str:
-    """Stable id for the one event of this type a user ever has (user.created)."""
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"user:{event_type}:{user_id}"))
-
-
 def mail_event_id(trigger_id: str, user_id: str) -> str:
     """Stable id of the mail one event sends one user: requested twice, it is one mail."""
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"mail:{trigger_id}:{user_id}"))

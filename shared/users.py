@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
 from shared.db import Database
-from shared.events import Envelope, UserCreated, user_event_id
+from shared.events import Envelope, UserCreated
 from shared.outbox import queued
 from shared.records import UtcDatetime
 from shared.tables import mails, users
@@ -49,10 +49,10 @@ class Users:
         )
         async with self.db.transaction() as conn:
             if (await conn.execute(insert)).first() is not None:
+                # Only the insert that created the row gets here, so one event per
+                # account (an account deleted and made again is a new one, welcomed again).
                 envelope = Envelope.wrap(
-                    UserCreated(user_id=user_id, email=email),
-                    trace_id=trace_id,
-                    event_id=user_event_id(UserCreated.TYPE, user_id),
+                    UserCreated(user_id=user_id, email=email), trace_id=trace_id
                 )
                 await conn.execute(queued(envelope))
                 return envelope

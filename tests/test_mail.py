@@ -4,21 +4,24 @@ and the ledger that keeps a mail from going out twice."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
 
+import jwt
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from services.gateway.auth import Identity, JwtVerifier
 from shared.db import open_database
 from shared.mail import Letter, compose, member_added, message_id, welcome
 from shared.settings import Settings
 from shared.smtp import SmtpServer
 from shared.text import usable_email
 from shared.users import Claim, Mails
-from tests.conftest import make_settings
+from tests.conftest import JWT_SECRET, make_settings
 
 SENDER = "Darkroom <photos@example.com>"
 HOSTILE = 'Tea & <b>cake</b>\r\nBcc: everyone@example.org\u202e "quoted"'
@@ -155,3 +158,23 @@ async def test_a_claim_whose_sender_died_or_failed_is_taken_over(tmp_path: Any) 
         await mails.mark_sent("e1", "cora")
         await mails.release("e1", "cora")  # too late: it went out
         assert await mails.claim("e1", "cora", "<m>", lease_s=60) is Claim.SENT
+
+
+@pytest.mark.parametrize(
+    ("claims", "email"),
+    [
+        ({"email": "cora@example.com"}, "cora@example.com"),
+        ({"email": "cora@example.com", "email_verified": True}, "cora@example.com"),
+        ({"email": "cora@example.com", "email_verified": False}, None),
+        ({"email": "cora@example.com\r\nBcc: x@example.org"}, None),
+        ({}, None),
+    ],
+)
+async def test_a_token_gives_its_users_address_unless_unverified_or_unusable(
+    claims: dict[str, Any], email: str | None
+) -> None:
+    now = int(time.time())
+    token = jwt.encode({"sub": "cora", "iat": now, "exp": now + 60, **claims}, JWT_SECRET)
+    verifier = JwtVerifier(JWT_SECRET, None, "", "", leeway=0, max_lifetime=3600)
+    assert await verifier.identity(token) == Identity("cora", email)
+    assert await verifier.identity(token) == Identity("cora", email)  # cached alike

@@ -240,3 +240,16 @@ async def parked(mail: Mailing, count: int) -> None:
     async with asyncio.timeout(30):
         while (await res.broker.backlog(res.topology.mail, [])).dead_letters < count:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+async def test_deleting_an_account_deletes_its_address_and_a_new_one_is_welcomed(
+    mail: Mailing,
+) -> None:
+    await mail.ok("zoe", "GET", "/v1/photos")
+    await sent(mail, "zoe", 1)
+    await mail.ok("zoe", "DELETE", "/v1/me")
+    assert await mail.gw.res.users.get("zoe") is None
+    # Coming back is a first request again: a new account, recorded and welcomed anew.
+    await mail.ok("zoe", "GET", "/v1/photos")
+    await sent(mail, "zoe", 2)
+    assert [m.subject for m in mail.to("zoe@example.com")] == ["Welcome to Darkroom"] * 2
