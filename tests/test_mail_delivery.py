@@ -21,7 +21,7 @@ from services.gateway.apikeys import create_key
 from services.gateway.auth import issue_token
 from services.notifier.service import serve as notifier
 from shared.broker import publish_envelope
-from shared.events import Envelope, MailRequested, UserCreated
+from shared.events import Envelope, MailRequested, UserCreated, WebhookDisabled
 from shared.settings import Settings
 from tests.conftest import JWT_SECRET
 from tests.gateway_harness import Gateway, gateway, problem_of
@@ -253,3 +253,18 @@ async def test_deleting_an_account_deletes_its_address_and_a_new_one_is_welcomed
     await mail.ok("zoe", "GET", "/v1/photos")
     await sent(mail, "zoe", 2)
     assert [m.subject for m in mail.to("zoe@example.com")] == ["Welcome to Darkroom"] * 2
+
+
+async def test_the_owner_of_a_disabled_webhook_endpoint_is_told(mail: Mailing) -> None:
+    await mail.ok("wes", "GET", "/v1/photos")
+    await sent(mail, "wes", 1)
+    since = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+    disabled = WebhookDisabled(
+        user_id="wes", webhook_id="wh_1", url="https://hooks.example.com/<x>", failing_since=since
+    )
+    res = mail.gw.res
+    await publish_envelope(res.broker, res.topology, Envelope.wrap(disabled, trace_id="t"))
+    await sent(mail, "wes", 2)
+    [told] = [m for m in mail.to("wes@example.com") if "disabled" in m.subject]
+    assert "“https://hooks.example.com/<x>”" in told.text and "2026-11-25 08:30 UTC" in told.text
+    assert "https://hooks.example.com/&lt;x&gt;" in told.html
