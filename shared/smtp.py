@@ -12,6 +12,7 @@ User and password are URL-encoded (`%40` for `@`). Without a user, nothing is lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -94,29 +95,45 @@ class MailNotSent(TransientError):
 async def send(server: SmtpServer, message: EmailMessage, *, timeout: float) -> None:
     """Hand `message` to the server; returns once it accepted it (250 after DATA).
 
-    4xx answers, timeouts and lost connections raise MailNotSent (retried); 5xx answers
-    MailRefused (parked), but not a failed login, which is the operator's to fix, so the
-    mail waits for it like any transient failure."""
+    4xx answers, timeouts and lost connections before that raise MailNotSent (retried);
+    5xx answers MailRefused (parked), but not a failed login, which is the operator's to
+    fix, so the mail waits for it like any transient failure. Once the server accepted
+    the mail nothing raises: a goodbye that fails or hangs must not get it sent again."""
+    client = aiosmtplib.SMTP(
+        hostname=server.host,
+        port=server.port,
+        username=server.username,
+        password=server.password,
+        use_tls=server.use_tls,
+        start_tls=server.start_tls,
+        timeout=timeout,
+    )
     try:
-        async with asyncio.timeout(timeout):
-            await aiosmtplib.send(
-                message,
-                hostname=server.host,
-                port=server.port,
-                username=server.username,
-                password=server.password,
-                use_tls=server.use_tls,
-                start_tls=server.start_tls,
-                timeout=timeout,
-            )
-    except aiosmtplib.SMTPAuthenticationError as exc:
-        raise MailNotSent(f"SMTP login failed: {exc}") from exc
-    except aiosmtplib.SMTPRecipientsRefused as exc:
+        try:
+            async with asyncio.timeout(timeout):
+                await client.connect()
+                await client.send_message(message)
+        except Exception as exc:
+            if (kind := _sorted(exc)) is exc:
+                raise
+            raise kind from exc
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            async with asyncio.timeout(timeout):
+                await client.quit()
+    finally:
+        client.close()
+
+
+def _sorted(exc: Exception) -> Exception:
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return MailNotSent(f"SMTP login failed: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
         kind = MailRefused if all(c >= 500 for c in codes) else MailNotSent
-        raise kind(f"SMTP server refused the recipient: {exc.recipients[0]}") from exc
-    except aiosmtplib.SMTPResponseException as exc:
+        return kind(f"SMTP server refused the recipient: {exc.recipients[0]}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
         kind = MailRefused if exc.code >= 500 else MailNotSent
-        raise kind(f"SMTP server answered {exc.code}: {exc.message}") from exc
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise MailNotSent(f"SMTP server unreachable: {exc!r}") from exc
+        return kind(f"SMTP server answered {exc.code}: {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPException | OSError | TimeoutError):
+        return MailNotSent(f"SMTP server unreachable: {exc!r}")
+    return exc

@@ -98,7 +98,9 @@ class Mailer:
             return
         mails = self.res.mails
         mid = message_id(trigger.id, user_id, self.sender)
-        claim = await mails.claim(trigger.id, user_id, mid, lease_s=2 * self.timeout)
+        # The send takes at most two timeouts (the mail, then the goodbye): the lease
+        # outlasts it, so no other sender takes the mail over while this one may still send.
+        claim = await mails.claim(trigger.id, user_id, mid, lease_s=3 * self.timeout)
         attempts = self.res.metrics.mails
         if claim is Claim.SENT:
             attempts.labels("duplicate").inc()
