@@ -33,7 +33,7 @@ def worker_queues(admin: BrokerAdmin, module: str) -> list[QueueSpec]:
     return {
         "ingest_worker": [topology.ingest_intents, topology.ingest_storage],
         "thumbnail_worker": [topology.thumbnail],
-        "notifier": [topology.notifier],
+        "notifier": [topology.notifier, topology.mail],
     }[module]
 
 

@@ -1,21 +1,24 @@
 """`darkroom dev`: the whole system in one process on the embedded defaults.
 
-In-process broker, moto's S3/SQS server, SQLite under DARKROOM_DATA_DIR. Each of
-DARKROOM_BROKER_URL, DARKROOM_DATABASE_URL and DARKROOM_S3_ENDPOINT_URL swaps its part
-for the real component.
+In-process broker, moto's S3/SQS server, SQLite under DARKROOM_DATA_DIR, and an SMTP
+catcher whose mail shows at /dev/mail. Each of DARKROOM_BROKER_URL, DARKROOM_DATABASE_URL,
+DARKROOM_S3_ENDPOINT_URL and DARKROOM_SMTP_URL swaps its part for the real component.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from aiohttp import web
 from pydantic import SecretStr
 
 from services.gateway.auth import issue_token
+from services.gateway.pages import DEV_EMAIL
 from services.gateway.service import serve as serve_gateway
 from services.ingest_worker.service import serve as serve_ingest
 from services.notifier.service import serve as serve_notifier
@@ -29,6 +32,7 @@ from shared.settings import Settings
 log = get_logger(__name__)
 
 DEV_USER = "dev"
+DEV_SENDER = "Darkroom <darkroom@darkroom.localhost>"
 
 
 def dev_secret(settings: Settings) -> str:
@@ -75,6 +79,37 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
 
 
 async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
+    async with AsyncExitStack() as stack:
+        extend = None
+        if not settings.smtp_url.get_secret_value():
+            settings, extend = await _catch_mail(settings, stack)
+        await _serve_all(settings, stop, extend)
+
+
+async def _catch_mail(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[Settings, Callable[[web.Application], None]]:
+    """Start the SMTP catcher; the settings that send to it, and the /dev/mail pages."""
+    from services.dev_mail import CATCHER, mail_routes, smtp_catcher
+
+    catcher, port = await stack.enter_async_context(smtp_catcher(port=settings.dev_smtp_port))
+    settings = settings.model_copy(
+        update={
+            "smtp_url": SecretStr(f"smtp://127.0.0.1:{port}?starttls=false"),
+            "mail_from": settings.mail_from or DEV_SENDER,
+        }
+    )
+
+    def extend(app: web.Application) -> None:
+        app[CATCHER] = catcher
+        app.add_routes(mail_routes())
+
+    return settings, extend
+
+
+async def _serve_all(
+    settings: Settings, stop: asyncio.Event, extend: Callable[[web.Application], None] | None
+) -> None:
     async with open_resources(settings) as res:
         await res.storage.ensure_bucket()
         # Within the token policy like any other token; the upload page signs a fresh one
@@ -83,13 +118,16 @@ async def _run_services(settings: Settings, stop: asyncio.Event) -> None:
             res.settings.auth_jwt_secret.get_secret_value(),
             DEV_USER,
             ttl_s=res.settings.auth_max_token_lifetime,
+            email=DEV_EMAIL,
         )
-        _banner(settings, token)
+        _banner(settings, token, mail=extend is not None)
         # One health port for every service: they share these resources and metrics.
         async with serve_health(settings.health_host, settings.health_port, res) as port:
             log.info("health endpoints up", port=port)
             await asyncio.gather(
-                serve_gateway(settings, stop, resources=res, dev_user=DEV_USER, health=False),
+                serve_gateway(
+                    settings, stop, resources=res, dev_user=DEV_USER, health=False, extend=extend
+                ),
                 serve_ingest(settings, stop, resources=res, health=False),
                 serve_thumbnails(settings, stop, resources=res, health=False),
                 serve_notifier(settings, stop, resources=res, health=False),
@@ -113,8 +151,10 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def _banner(settings: Settings, token: str) -> None:
+def _banner(settings: Settings, token: str, *, mail: bool) -> None:
     url = f"http://{settings.gateway_host}:{settings.gateway_port}/"
+    smtp = redact_url(settings.smtp_url.get_secret_value())
+    mailbox = f"{url}dev/mail (caught by the SMTP catcher)" if mail else f"sent via {smtp}"
     print(
         "\n  Darkroom is running (embedded mode)\n"
         f"    upload page : {url}\n"
@@ -122,6 +162,7 @@ def _banner(settings: Settings, token: str) -> None:
         f"    storage     : {settings.s3_endpoint_url} (bucket {settings.s3_bucket})\n"
         f"    broker      : {redact_url(settings.broker_url) or 'in-process'}\n"
         f"    database    : {redact_url(settings.effective_database_url)}\n"
+        f"    mail        : {mailbox}\n"
         f"    dev token   : {token}\n"
         f"    try         : curl -H 'Authorization: Bearer <token>' {url}v1/photos/<id>\n",
         flush=True,

@@ -2,12 +2,12 @@
 
 Workers trust what arrives on their queues, so who may write where is the security
 boundary: the storage's user may only publish to the storage exchange, the notifier may
-publish `album.revealed`, `webhook.disabled` and its own `webhook.delivery` messages and
-no other event (a topic permission on the events exchange), and no service may configure
-anything shared (a set-up step with the administrator's user declares the topology:
-`darkroom broker declare`); the gateway declares only its replicas' own live-event
-queues. Passive declares, which services use to find their queues, need no
-permission.
+publish `album.revealed`, `webhook.disabled`, `mail.requested` and its own
+`webhook.delivery` messages and no other event (a topic permission on the events
+exchange), and no service may configure anything shared (a set-up step with the
+administrator's user declares the topology: `darkroom broker declare`); the gateway
+declares only its replicas' own live-event queues. Passive declares, which services use
+to find their queues, need no permission.
 
 Patterns are RabbitMQ's configure / write / read regular expressions on exchange and
 queue names. `definitions()` renders them, with password hashes, as a definitions file
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.events import AlbumRevealed, WebhookDisabled
+from shared.events import AlbumRevealed, MailRequested, WebhookDisabled
 from shared.topology import QueueSpec, Topology
 
 NOTHING = "^$"
@@ -82,16 +82,22 @@ def accounts(topology: Topology) -> dict[str, Access]:
         f"{p}-thumbnail-worker": Access(
             NOTHING, _any(events, *settles(t.thumbnail)), _consumes(t.thumbnail)
         ),
-        # Announces album reveals it claims and endpoints it disables, and sends webhook
-        # deliveries to itself; no other event: it cannot fake a photo's.
+        # Announces album reveals it claims, endpoints it disables and the mails it fans
+        # out, and sends webhook deliveries to itself; no other event: it cannot fake a
+        # photo's.
         f"{p}-notifier": Access(
             NOTHING,
-            _any(events, *settles(t.notifier, t.webhooks)),
-            _consumes(t.notifier, t.webhooks),
+            _any(events, *settles(t.notifier, t.webhooks, t.mail)),
+            _consumes(t.notifier, t.webhooks, t.mail),
             topics=(
                 (
                     events,
-                    _any(AlbumRevealed.TYPE, WebhookDisabled.TYPE, t.webhook_delivery_key),
+                    _any(
+                        AlbumRevealed.TYPE,
+                        WebhookDisabled.TYPE,
+                        MailRequested.TYPE,
+                        t.webhook_delivery_key,
+                    ),
                 ),
             ),
         ),

@@ -143,11 +143,22 @@ class WebhookDelivery(Event):
 
 
 class WebhookDisabled(Event):
+    """An endpoint failed for too long and was disabled; its owner is mailed."""
+
     TYPE = "webhook.disabled"
     user_id: str
     webhook_id: str
     url: str
     failing_since: datetime
+
+
+class UserCreated(Event):
+    """The gateway saw a user for the first time: their first request whose token claims
+    an address."""
+
+    TYPE = "user.created"
+    user_id: str
+    email: str = Field(description="the token's `email` claim")
 
 
 E = TypeVar("E", bound=Event)
@@ -198,6 +209,16 @@ class Envelope(BaseModel):
             raise InvalidMessage(f"bad {self.type} payload: {_first_error(exc)}") from exc
 
 
+class MailRequested(Event):
+    """One mail to one user about one event: the mail sender's unit of work and of retry.
+    `trigger` is the whole envelope of the event the mail is about; its id and the user
+    make the mail's idempotency key and its Message-ID."""
+
+    TYPE = "mail.requested"
+    user_id: str
+    trigger: Envelope
+
+
 def outcome_event_id(event_type: str, photo_id: str) -> str:
     """Stable id for the one event of this type a photo ever has (dedupe key downstream)."""
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_type}:{photo_id}"))
@@ -211,6 +232,11 @@ def album_event_id(event_type: str, album_id: str) -> str:
 def outcome_envelope(event: Event, *, photo_id: str, trace_id: str) -> Envelope:
     """The envelope of one of a photo's outcome events, under its stable id."""
     return Envelope.wrap(event, trace_id=trace_id, event_id=outcome_event_id(event.TYPE, photo_id))
+
+
+def mail_event_id(trigger_id: str, user_id: str) -> str:
+    """Stable id of the mail one event sends one user: requested twice, it is one mail."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"mail:{trigger_id}:{user_id}"))
 
 
 def new_trace_id() -> str:

@@ -108,6 +108,11 @@ class Metrics:
             "Webhook delivery attempts, by outcome (delivered, refused, unreachable, forbidden)",
             ["outcome"], registry=r,
         )  # fmt: skip
+        self.mails = Counter(
+            "darkroom_mail_attempts_total",
+            "Mail sending attempts, by outcome (sent, duplicate, refused, failed)",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         self.render_memory = RenderMemory(r)
         # Live event streams (the gateway's GET /v1/events).
         self.event_streams = Gauge(

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from shared.storage import Storage, open_storage
 from shared.store import Store
 from shared.topology import Topology
+from shared.users import Mails, Users
 from shared.webhook_deliveries import Deliveries
 from shared.webhooks import Webhooks
 
@@ -49,6 +50,14 @@ class Resources:
     @property
     def deliveries(self) -> Deliveries:
         return Deliveries(self.database)
+
+    @property
+    def users(self) -> Users:
+        return Users(self.database)
+
+    @property
+    def mails(self) -> Mails:
+        return Mails(self.database)
 
     async def readiness(self) -> dict[str, bool]:
         return {"broker": self.broker.is_ready, "database": await self.database.ping()}

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.secrets import jwt_secret_problem, webhook_secret_problem
+from shared.smtp import sender_problem, smtp_url_problem
 
 ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "image/jpeg",
@@ -99,6 +100,8 @@ class Settings(BaseSettings):
 
     # `darkroom dev`: port of the embedded S3/SQS server (0 = any free port).
     dev_s3_port: int = Field(9100, ge=0, le=65535)
+    # `darkroom dev`: port of the SMTP catcher behind /dev/mail, unless smtp_url is set.
+    dev_smtp_port: int = Field(9125, ge=0, le=65535)
 
     # Gateway.
     gateway_host: str = "127.0.0.1"
@@ -160,6 +163,13 @@ class Settings(BaseSettings):
     webhook_secrets_key: SecretStr = SecretStr("")
     # Seconds between the notifier's looks for albums whose reveal time came.
     reveal_interval: Seconds = 5.0
+
+    # Mail over SMTP: smtp://user:pass@host:port (STARTTLS when offered; ?starttls=true
+    # requires it, ?starttls=false never tries) or smtps:// (TLS from the start). Empty:
+    # no mail. The password may be URL-encoded.
+    smtp_url: SecretStr = SecretStr("")
+    mail_from: str = ""
+    smtp_timeout: Seconds = 30.0
 
     # Health, readiness and metrics for the workers (the gateway serves them itself).
     health_host: str = "127.0.0.1"
@@ -253,6 +263,11 @@ class Settings(BaseSettings):
             )
         if self.webhook_url and not self.webhook_secret.get_secret_value():
             raise ValueError("DARKROOM_WEBHOOK_URL is set but DARKROOM_WEBHOOK_SECRET is empty")
+        if self.smtp_url.get_secret_value():
+            if problem := smtp_url_problem(self.smtp_url.get_secret_value()):
+                raise ValueError(f"DARKROOM_SMTP_URL: {problem}")
+            if problem := sender_problem(self.mail_from):
+                raise ValueError(f"DARKROOM_MAIL_FROM: {problem}")
         return self
 
     @property

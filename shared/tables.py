@@ -190,3 +190,28 @@ webhook_attempts = sa.Table(
     sa.Column("response_excerpt", sa.Text),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Every user the gateway has seen: the address their token's `email` claim gave, and
+# whether they want mail (shared/users.py).
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text),
+    sa.Column("email_notifications", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+# One row per mail per (event, user), claimed before the SMTP server is asked and marked
+# sent after it accepted, so a redelivered message does not mail anyone twice
+# (services/notifier/mail.py). `claimed_until` is the lease of the sender trying it.
+mails = sa.Table(
+    "mails",
+    metadata,
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+)

@@ -1,5 +1,5 @@
-"""Text from clients that ends up in keys, records and other people's screens: user ids
-and file names.
+"""Text from clients that ends up in keys, records and other people's screens: user ids,
+file names and mail addresses.
 
 Invisible characters are refused in user ids and stripped from file names: controls,
 format characters (zero-width spaces, bidi overrides such as U+202E, which make
@@ -11,6 +11,8 @@ system that sends decomposed accents (NFD) is the same name.
 from __future__ import annotations
 
 import unicodedata
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 
 MAX_USER_ID = 255
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -40,3 +42,24 @@ def user_id_problem(user_id: str) -> str | None:
 def visible_text(text: str) -> str:
     """`text` NFC-normalised, without invisible characters."""
     return "".join(c for c in unicodedata.normalize("NFC", text) if not invisible(c))
+
+
+MAX_EMAIL = 254  # RFC 5321's limit on a forward path, less its angle brackets
+
+
+def usable_email(value: object) -> str | None:
+    """`value` as a mail address Darkroom may send to, or None: a string of one
+    addr-spec (`local@domain`), nothing around it, no spaces or invisible characters, so
+    that whatever a token claims cannot add recipients or headers to a mail."""
+    if not isinstance(value, str) or not 3 <= len(value) <= MAX_EMAIL:
+        return None
+    if any(c.isspace() or invisible(c) or c in '<>,;"()[]\\' for c in value):
+        return None
+    local, at, domain = value.rpartition("@")
+    if not at or not local or "@" in local or "." not in domain.strip("."):
+        return None
+    try:
+        parsed = Address(addr_spec=value)
+    except (ValueError, IndexError, HeaderParseError):
+        return None
+    return value if parsed.addr_spec == value else None

@@ -153,9 +153,6 @@ class Topology:
             "album.revealed",
             "album.member_added",
             "album.deleted",
-            # Routed here so it is never unroutable (the outbox relay would stall on it);
-            # the mail sender binds its own queue to it.
-            "webhook.disabled",
         )
 
     # Routing key of one delivery to one webhook endpoint (services/notifier/fanout.py).
@@ -191,6 +188,25 @@ class Topology:
             "album.deleted",
         )
 
+    @property
+    def mail(self) -> QueueSpec:
+        """The mail sender: events that mail people are fanned out here into one
+        mail.requested per recipient, so each mail is sent, retried and parked alone,
+        on the webhook schedule: a mail server down for hours still gets the mail."""
+        return QueueSpec(
+            f"{self.prefix}.notifier.mail",
+            self.events_exchange,
+            (
+                "user.created",
+                "album.member_added",
+                "album.revealed",
+                "webhook.disabled",
+                "mail.requested",
+            ),
+            self.dead_letter_exchange,
+            self.webhook_retry,
+        )
+
     def exchange_names(self) -> tuple[str, ...]:
         retries = tuple(spec.retry_exchange for spec in self.all_queues())
         return (self.events_exchange, self.storage_exchange, self.dead_letter_exchange, *retries)
@@ -210,4 +226,5 @@ class Topology:
             self.thumbnail,
             self.notifier,
             self.webhooks,
+            self.mail,
         )

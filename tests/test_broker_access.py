@@ -129,13 +129,19 @@ async def test_the_notifier_announces_reveals_but_no_photo_and_nobody_writes_the
 ) -> None:
     settings, topology, users = broker
     url = login(broker, "notifier")
-    spec = topology.notifier
-    await publish(url, spec.retry_exchange, spec.retry_queue(topology.retry.delays_ms()[0]))
+    for spec in (topology.notifier, topology.mail):
+        await publish(url, spec.retry_exchange, spec.retry_queue(spec.retry.delays_ms()[0]))
     hooks = topology.webhooks
     await publish(url, hooks.retry_exchange, hooks.retry_queue(hooks.retry.delays_ms()[0]))
-    for allowed in ("album.revealed", "webhook.delivery", "webhook.disabled"):
+    for allowed in ("album.revealed", "webhook.delivery", "webhook.disabled", "mail.requested"):
         await publish(url, topology.events_exchange, allowed)
-    for event in ("photo.ready", "album.revealed.x", "account.deleted", "webhook.test"):
+    for event in (
+        "photo.ready",
+        "album.revealed.x",
+        "account.deleted",
+        "webhook.test",
+        "user.created",
+    ):
         with pytest.raises(ChannelAccessRefused):
             await publish(url, topology.events_exchange, event)
     for name, password in users.items():

@@ -172,12 +172,13 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
             {events, dlx, retry[t.thumbnail.name]},
             {t.thumbnail.name},
         ),
-        # The events exchange, but only with album.revealed, webhook.disabled and its own
-        # webhook.delivery messages (its topic permission below).
+        # The events exchange, but only with album.revealed, webhook.disabled,
+        # mail.requested and its own webhook.delivery messages (its topic permission
+        # below); its three queues: events, webhook deliveries and mail.
         "darkroom-notifier": (
             set(),
-            {events, dlx, retry[t.notifier.name], retry[t.webhooks.name]},
-            {t.notifier.name, t.webhooks.name},
+            {events, dlx, retry[t.notifier.name], retry[t.webhooks.name], retry[t.mail.name]},
+            {t.notifier.name, t.webhooks.name, t.mail.name},
         ),
         # The storage's notification user publishes to the storage exchange and nowhere else.
         "darkroom-storage": ({storage}, {storage}, set()),
@@ -194,7 +195,7 @@ def test_each_broker_user_may_do_exactly_what_its_service_needs(topology: Topolo
     assert granted == expected
     assert accounts(t)["darkroom-monitoring"].tags == ("monitoring",)
     topics = {user: a.topics for user, a in accounts(t).items() if a.topics}
-    notifier_topics = r"^(album\.revealed|webhook\.disabled|webhook\.delivery)$"
+    notifier_topics = r"^(album\.revealed|webhook\.disabled|mail\.requested|webhook\.delivery)$"
     assert topics == {"darkroom-notifier": ((events, notifier_topics),)}
 
 

@@ -35,7 +35,7 @@ from tests.manifests import (
 WORKER_QUEUES = {
     "ingest-worker": ("ingest_intents", "ingest_storage"),
     "thumbnail-worker": ("thumbnail",),
-    "notifier": ("notifier", "webhooks"),
+    "notifier": ("notifier", "webhooks", "mail"),
 }
 
 

@@ -193,6 +193,7 @@ async def test_a_fresh_database_upgrades_from_empty_to_the_tables_schema(
         "0002",
         "0003_albums",
         "0004_webhooks",
+        "0005_mail",
         "0006_multipart",
     ]
     assert await upgrade(engine) == []
@@ -208,7 +209,13 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
     await build_legacy(engine)
     before = await status(engine)
     assert (before.current, before.behind) == ("0001", True)
-    assert await upgrade(engine) == ["0002", "0003_albums", "0004_webhooks", "0006_multipart"]
+    assert await upgrade(engine) == [
+        "0002",
+        "0003_albums",
+        "0004_webhooks",
+        "0005_mail",
+        "0006_multipart",
+    ]
     assert "darkroom_schema" not in await tables(engine)
     store = Store(Database(engine))
     full = await store.get(READY_WITH_EVERYTHING["id"])
@@ -256,7 +263,7 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
         assert sorted(applied) == [
             [],
             [],
-            ["0002", "0003_albums", "0004_webhooks", "0006_multipart"],
+            ["0002", "0003_albums", "0004_webhooks", "0005_mail", "0006_multipart"],
         ]
     finally:
         for engine in engines:

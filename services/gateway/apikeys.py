@@ -28,6 +28,7 @@ SCOPES: dict[str, str] = {
     "photos:write": "grant uploads",
     "photos:delete": "delete photos",
     "account:delete": "delete a user's account and every photo in it",
+    "account:preferences": "read and change a user's preferences (mail)",
 }
 _KEY = re.compile(r"^drk_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 

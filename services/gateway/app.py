@@ -14,6 +14,7 @@ from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
 from services.gateway.context import (
     DEV_USER,
     DOWNLOADS,
+    KNOWN_USERS,
     LIMITER,
     LIVE,
     OPENAPI,
@@ -25,6 +26,7 @@ from services.gateway.context import (
 from services.gateway.cors import cors_middleware, parse_origins
 from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
+from services.gateway.known_users import KnownUsers
 from services.gateway.live import LiveHub
 from services.gateway.openapi import build_document
 from services.gateway.pages import plain_server_header
@@ -105,6 +107,7 @@ def create_app(
             else:
                 app[RESOURCES] = resources
             app[LIMITER] = await stack.enter_async_context(open_limiter(settings))
+            app[KNOWN_USERS] = KnownUsers(app[RESOURCES].users, app[RESOURCES].outbox)
             app[DOWNLOADS] = Downloads.from_settings(settings, app[RESOURCES].storage.presigner)
             app[VERIFIER] = JwtVerifier.from_settings(
                 settings, await _jwks(settings, stack) if settings.auth_jwks_url else None

@@ -1,5 +1,6 @@
 """Bearer JWTs: HS256 with DARKROOM_AUTH_JWT_SECRET, or RS256/ES256 with the keys published
-at DARKROOM_AUTH_JWKS_URL. `sub` is the user id.
+at DARKROOM_AUTH_JWKS_URL. `sub` is the user id; an `email` claim, unless `email_verified`
+says false, is the user's address for Darkroom's mails.
 
 The algorithm a token names picks the key source, and each source accepts only its own
 algorithms: `none` and HS256-signed-with-a-public-key confusions are refused by design.
@@ -24,7 +25,7 @@ from shared.logging import get_logger
 from shared.secrets import JWT_HOWTO as HOWTO
 from shared.secrets import jwt_secret_problem
 from shared.settings import Settings
-from shared.text import normal_user_id, user_id_problem
+from shared.text import normal_user_id, usable_email, user_id_problem
 
 log = get_logger(__name__)
 
@@ -73,9 +74,18 @@ def check_auth_settings(settings: Settings) -> None:
         )
 
 
-def issue_token(secret: str, user_id: str, *, ttl_s: int = 86_400) -> str:
+def issue_token(secret: str, user_id: str, *, ttl_s: int = 86_400, email: str | None = None) -> str:
     now = int(time.time())
-    return jwt.encode({"sub": user_id, "iat": now, "exp": now + ttl_s}, secret, ALGORITHM)
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl_s}
+    if email is not None:
+        claims["email"] = email
+    return jwt.encode(claims, secret, ALGORITHM)
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    email: str | None  # a usable address the token claims, or None
 
 
 def bearer_token(header: str | None) -> str:
@@ -162,7 +172,7 @@ class JwtVerifier:
     audience: str
     leeway: float
     max_lifetime: int
-    _verified: dict[str, tuple[str, float, int]] = field(default_factory=dict, compare=False)
+    _verified: dict[str, tuple[Identity, float, int]] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings, jwks: JwksCache | None) -> JwtVerifier:
@@ -176,19 +186,22 @@ class JwtVerifier:
         )
 
     async def user(self, token: str) -> str:
+        return (await self.identity(token)).user_id
+
+    async def identity(self, token: str) -> Identity:
         now, keys = time.time(), self.jwks.generation if self.jwks else 0
         known = self._verified.get(token)
         if known is not None and now < known[1] and keys == known[2]:
             return known[0]
-        user, expires = await self._verify(token)
+        identity, expires = await self._verify(token)
         if len(self._verified) >= VERIFIED_KEPT:
             self._verified.clear()
         until = min(expires + self.leeway, now + REVERIFY_S)
-        self._verified[token] = (user, until, self.jwks.generation if self.jwks else 0)
-        return user
+        self._verified[token] = (identity, until, self.jwks.generation if self.jwks else 0)
+        return identity
 
-    async def _verify(self, token: str) -> tuple[str, float]:
-        """The token's user and expiry, once its signature and claims check out."""
+    async def _verify(self, token: str) -> tuple[Identity, float]:
+        """The token's identity and expiry, once its signature and claims check out."""
         key, algorithm = await self._key_for(token)
         try:
             claims = jwt.decode(
@@ -208,7 +221,9 @@ class JwtVerifier:
             raise Unauthorized("token has no usable 'sub' claim: it is not a string")
         if problem := user_id_problem(sub):
             raise Unauthorized(f"token has no usable 'sub' claim: {problem}")
-        return normal_user_id(sub), float(claims["exp"])
+        # An address the provider says it did not verify is nobody's to mail.
+        email = None if claims.get("email_verified") is False else usable_email(claims.get("email"))
+        return Identity(normal_user_id(sub), email), float(claims["exp"])
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         """exp - iat, or without iat what is left of it now (clock skew allowed for)."""

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.gateway.auth import JwtVerifier
 from services.gateway.downloads import Downloads
+from services.gateway.known_users import KnownUsers
 from services.gateway.live import LiveHub
 from services.gateway.passwords import Passwords
 from shared.ratelimit import RateLimiter
@@ -16,6 +17,8 @@ VERIFIER = web.AppKey("verifier", JwtVerifier)
 LIMITER = web.AppKey("limiter", RateLimiter)
 PASSWORDS = web.AppKey("passwords", Passwords)
 DOWNLOADS = web.AppKey("downloads", Downloads)
+# Users this gateway has recorded (services/gateway/me.py).
+KNOWN_USERS = web.AppKey("known_users", KnownUsers)
 # The user `darkroom dev` signs a token for into the upload page; empty everywhere else.
 DEV_USER = web.AppKey("dev_user", str)
 # The OpenAPI document, generated once per app (it states the app's own limits).

@@ -250,6 +250,15 @@ class AccountDeletion(_Shape):
     photos: int = Field(description="photos taken out of the API")
 
 
+class Preferences(_Shape):
+    """The caller's preferences: the request and the answer of /v1/me/preferences."""
+
+    email_notifications: StrictBool = Field(
+        description="mail from Darkroom (welcome, album invitations and reveals, disabled "
+        "webhook endpoints) to the address the user's token claims"
+    )
+
+
 class _Sparse(_Shape):
     # Problems leave out the members that do not apply (they are sent without nulls).
     model_config = ConfigDict(json_schema_serialization_defaults_required=False)

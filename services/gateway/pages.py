@@ -20,6 +20,9 @@ from services.gateway.auth import issue_token
 from services.gateway.context import DEV_USER, RESOURCES
 from shared.settings import Settings
 
+# The address in dev tokens, so a newcomer's first request sends a welcome mail to
+# `darkroom dev`'s catcher (/dev/mail).
+DEV_EMAIL = "dev@example.com"
 # The page's ES modules and its style sheet: no bundler, no CDN.
 _SCRIPTS = ("main", "api", "uploads", "events", "gallery", "albums", "thumbhash")
 _ASSETS = {f"{name}.js": "text/javascript" for name in _SCRIPTS} | {"upload.css": "text/css"}
@@ -79,7 +82,7 @@ def dev_token_for(request: web.Request) -> str:
     if not loopback_host(request.host):
         return ""
     secret = settings.auth_jwt_secret.get_secret_value()
-    return issue_token(secret, user, ttl_s=settings.auth_max_token_lifetime)
+    return issue_token(secret, user, ttl_s=settings.auth_max_token_lifetime, email=DEV_EMAIL)
 
 
 async def index(request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from services.gateway.access import photo_access
-from services.gateway.context import DOWNLOADS, RESOURCES, TRACE_ID
+from services.gateway.context import DOWNLOADS, KNOWN_USERS, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.models import (
     AccountDeletion,
@@ -215,6 +215,8 @@ async def delete_account(request: web.Request) -> web.Response:
     with log_context(owner_id=owner):
         gone = await res.albums.forget_user(owner, trace_id)
         await res.webhooks.forget_user(owner)
+        await res.users.forget(owner)
+        request.app[KNOWN_USERS].forget(owner)
         photos = await res.store.mark_owner_deleted(owner, envelope)
         await res.outbox.publish_or_defer(envelope, *gone)
         log.info("account deletion accepted", photos=photos)

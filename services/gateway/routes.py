@@ -9,6 +9,7 @@ from services.gateway import (
     docs,
     events_stream,
     links,
+    me,
     members,
     multipart,
     photos,
@@ -45,6 +46,7 @@ def operations() -> list[Operation]:
         *members.api.operations,
         *events_stream.api.operations,
         *webhooks.api.operations,
+        *me.api.operations,
         *HEALTH,
     ]
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from services.gateway.apikeys import looks_like_key, lookup
 from services.gateway.auth import TokenTooLong, Unauthorized, bearer_token
-from services.gateway.context import LIMITER, RESOURCES, VERIFIER
+from services.gateway.context import KNOWN_USERS, LIMITER, RESOURCES, TRACE_ID, VERIFIER
 from services.gateway.problems import (
     INSUFFICIENT_SCOPE,
     RATE_LIMITED,
@@ -28,12 +28,14 @@ ACT_AS = "X-Darkroom-User"
 class Caller:
     user_id: str
     key_id: str | None = None  # the API key acting for the user; None for the user's token
+    email: str | None = None  # the address the user's token claims
 
 
 async def authenticate(request: web.Request, scope: str) -> Caller:
     """The caller, allowed `scope` and within its rate limit; otherwise a 4xx problem."""
     caller = await identify(request, scope)
     await enforce_limit(request, f"user:{caller.user_id}", "user")
+    await request.app[KNOWN_USERS].seen(caller.user_id, caller.email, trace_id=request[TRACE_ID])
     return caller
 
 
@@ -46,7 +48,8 @@ async def identify(request: web.Request, scope: str) -> Caller:
         if looks_like_key(token):
             caller = await _key_caller(request, token, scope)
         else:
-            caller = Caller(await request.app[VERIFIER].user(token))
+            identity = await request.app[VERIFIER].identity(token)
+            caller = Caller(identity.user_id, email=identity.email)
     except Unauthorized as exc:
         challenge = 'Bearer realm="darkroom"' + (', error="invalid_token"' if header else "")
         fault = TOKEN_TOO_LONG if isinstance(exc, TokenTooLong) else UNAUTHORIZED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from aiohttp import web
@@ -25,10 +26,14 @@ async def serve(
     resources: Resources | None = None,
     dev_user: str = "",
     health: bool = True,
+    extend: Callable[[web.Application], None] | None = None,
 ) -> None:
     """Serve the API; and, unless `health` is off (dev mode serves one for everything),
-    the probes and `/metrics` on the health port."""
+    the probes and `/metrics` on the health port. `extend` adds to the app before it
+    starts (dev mode's own pages)."""
     app = create_app(settings, resources=resources, dev_user=dev_user)
+    if extend is not None:
+        extend(app)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     try:

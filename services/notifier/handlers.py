@@ -1,17 +1,18 @@
-"""Notifier handlers: fan events out to webhook endpoints, deliver each, and run the
-reveal loop."""
+"""Notifier handlers: fan events out to webhook endpoints, deliver each, mail people
+(services/notifier/mail.py), and run the reveal loop."""
 
 from __future__ import annotations
 
 from services.notifier.delivery import Deliverer, Sessions
 from services.notifier.fanout import Fanout
+from services.notifier.mail import Mailer
 from services.notifier.reveal import reveal_loop
 from services.notifier.webhooks import secret_key
 from shared.errors import ConfigurationError
-from shared.events import WebhookDelivery, WebhookDisabled
+from shared.events import WebhookDelivery
 from shared.logging import get_logger
 from shared.resources import Resources
-from shared.runtime import Meta, Route, on_events
+from shared.runtime import Route, on_events
 from shared.secrets import webhook_secret_problem
 from shared.service import Job
 from shared.webhooks import SUBSCRIBABLE
@@ -29,6 +30,7 @@ class Notifier:
             raise ConfigurationError(f"DARKROOM_WEBHOOK_SECRET: {problem}")
         self.fanout = Fanout(res)
         self.deliverer = Deliverer(res, sessions, secret_key(secret))
+        self.mailer = Mailer(res)
 
     def jobs(self) -> list[Job]:
         return [lambda stop: reveal_loop(self.res, stop)]
@@ -36,14 +38,7 @@ class Notifier:
     def routes(self) -> list[Route]:
         topology = self.res.topology
         return [
-            on_events(
-                topology.notifier,
-                {**dict.fromkeys(SUBSCRIBABLE, self.fanout.on_event), WebhookDisabled: _noted},
-            ),
+            on_events(topology.notifier, dict.fromkeys(SUBSCRIBABLE, self.fanout.on_event)),
             on_events(topology.webhooks, {WebhookDelivery: self.deliverer.on_delivery}),
+            *self.mailer.routes(),
         ]
-
-
-async def _noted(event: WebhookDisabled, meta: Meta) -> None:
-    """For the operator's log; the owner is told by mail (the mail sender's queue)."""
-    log.warning("webhook endpoint disabled", webhook_id=event.webhook_id, user_id=event.user_id)

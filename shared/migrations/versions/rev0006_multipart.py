@@ -1,7 +1,7 @@
 """photos.upload_id and photos.part_size: multipart uploads.
 
 Revision ID: 0006_multipart
-Revises: 0004_webhooks
+Revises: 0005_mail
 Create Date: 2026-11-30
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_multipart"
-down_revision = "0004_webhooks"
+down_revision = "0005_mail"
 branch_labels = None
 depends_on = None
 
