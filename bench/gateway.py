@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 import uuid
@@ -39,7 +40,7 @@ AMQP_URL = os.environ.get("DARKROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.
 POSTGRES_URL = os.environ.get(
     "DARKROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-SECRET = "bench-" + uuid.uuid4().hex + uuid.uuid4().hex
+SECRET = secrets.token_urlsafe(48)  # the gateway refuses secrets that are not random
 GRANT = b'{"filename":"party.jpg","content_type":"image/jpeg","size":4200000}'
 PAGE = 50
 

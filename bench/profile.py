@@ -17,6 +17,7 @@ from pathlib import Path
 class Profile:
     def __init__(self, pid: int, out: Path, seconds: float) -> None:
         self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
         spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
         if spy is None:
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
