@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from bench.gateway import AMQP_URL, delete_run_topology, own_database
 from bench.photos import encoded, photo
+from bench.profile import Profile, cpu_seconds
 from chaos import fleet
 from services.gateway.auth import issue_token
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, render
@@ -66,15 +67,15 @@ class Arrivals:
             await asyncio.wait_for(self.changed.wait(), max(0.1, deadline - time.time()))
 
 
-async def main(count: int, threads: int) -> None:
+async def main(count: int, threads: int, profile: Path | None = None) -> None:
     configure_pillow()
     samples = [encoded(photo(4000, 3000, seed=s), "JPEG") for s in range(DISTINCT)]
     print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
     # Raw render() before and after the pipeline runs: other work on the machine moves
     # both, and the ratio is taken against their mean.
     raw_before = _raw_render_rate(samples, count, threads)
-    one = await _pipeline(samples, count, threads, thumbnail_workers=1)
-    two = await _pipeline(samples, count, threads, thumbnail_workers=2)
+    one = await _pipeline(samples, count, threads, thumbnail_workers=1, profile=profile)
+    two = await _pipeline(samples, count, threads, thumbnail_workers=2, profile=profile)
     raw_after = _raw_render_rate(samples, count, threads)
     raw = (raw_before + raw_after) / 2
     print(
@@ -132,19 +133,18 @@ def _own_cpu() -> float:
     return times.user + times.system
 
 
-def _cpu_of(pid: int) -> float:
-    """CPU seconds (user + system, every thread) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_now(services: dict[str, fleet.ServiceProcess]) -> dict[str, float]:
-    used = {name: _cpu_of(s.process.pid) for name, s in services.items() if s.process}
+    used = {name: cpu_seconds(s.process.pid) for name, s in services.items() if s.process}
     return used | {"bench process (moto, uploads)": _own_cpu()}
 
 
 async def _pipeline(
-    samples: list[bytes], count: int, threads: int, *, thumbnail_workers: int
+    samples: list[bytes],
+    count: int,
+    threads: int,
+    *,
+    thumbnail_workers: int,
+    profile: Path | None = None,
 ) -> Run:
     arrivals = Arrivals()
     async with AsyncExitStack() as stack:
@@ -198,8 +198,17 @@ async def _pipeline(
         gateway = services["gateway"].base_url
         token = issue_token(jwt, "bench", ttl_s=3600)
         cpu = _cpu_now(services)
+        spy = profile and Profile(
+            services["thumbnail_worker"].process.pid,  # type: ignore[union-attr]
+            profile / f"thumbnail_worker_{thumbnail_workers}.txt",
+            count / 2,
+        )
         stored = await _upload_all(http, gateway, token, samples, count)
         await arrivals.wait_for(set(stored), timeout=60 + count * 5)
+        if spy:
+            print(f"thumbnail worker top 10 by own time, {thumbnail_workers} worker(s) (py-spy):")
+            for name, share in spy.top():
+                print(f"  {share:5.1f}%  {name}")
         cpu = {name: used - cpu[name] for name, used in _cpu_now(services).items()}
         verified = _verified_at(logs / "ingest_worker.log")
     ready = arrivals.ready
@@ -268,5 +277,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the thumbnail worker")
     args = parser.parse_args()
-    asyncio.run(main(args.photos, args.threads))
+    asyncio.run(main(args.photos, args.threads, args.profile))

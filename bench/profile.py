@@ -14,6 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Profile:
     def __init__(self, pid: int, out: Path, seconds: float) -> None:
         self.out = out

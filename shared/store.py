@@ -57,8 +57,10 @@ def _record(row: sa.Row[Any]) -> PhotoRecord:
     return PhotoRecord.model_validate(row._asdict())
 
 
-def _rendition(row: sa.Row[Any]) -> RenditionRecord:
-    return RenditionRecord.model_validate(row._asdict())
+def _records(result: sa.CursorResult[Any]) -> list[PhotoRecord]:
+    """Every row as a record, the column names looked up once (not once per row)."""
+    keys = list(result.keys())
+    return [PhotoRecord.model_validate(dict(zip(keys, row, strict=True))) for row in result]
 
 
 class Store:
@@ -240,7 +242,7 @@ class Store:
         """An owner's photos, newest first (filtered as `_owner_query` says)."""
         async with self.db.transaction() as conn:
             query = self._owner_query(owner_id, limit=limit, **filters)
-            return [_record(row) for row in (await conn.execute(query)).all()]
+            return _records(await conn.execute(query))
 
     async def owner_page(
         self, owner_id: str, *, limit: int, **filters: Any
@@ -249,7 +251,7 @@ class Store:
         page takes one connection, BEGIN and COMMIT, not two."""
         async with self.db.transaction() as conn:
             query = self._owner_query(owner_id, limit=limit, **filters)
-            page = [_record(row) for row in (await conn.execute(query)).all()]
+            page = _records(await conn.execute(query))
             ready = [p.id for p in page if p.status is PhotoStatus.READY]
             return page, (await _renditions_of(conn, ready) if ready else {})
 
@@ -323,8 +325,11 @@ async def _renditions_of(
         .where(renditions.c.photo_id.in_(list(found)))
         .order_by(renditions.c.photo_id, renditions.c.name)
     )
-    for row in (await conn.execute(query)).all():
-        found[row.photo_id].append(_rendition(row))
+    result = await conn.execute(query)
+    keys = list(result.keys())
+    for row in result:
+        record = dict(zip(keys, row, strict=True))
+        found[record["photo_id"]].append(RenditionRecord.model_validate(record))
     return found
 
 
