@@ -111,7 +111,9 @@ class Database:
                     async with driver.transaction():
                         yield driver
                 finally:
-                    if driver.is_closed():
+                    # Lost, or left inside a transaction (a cancellation that cut the
+                    # ROLLBACK short): not to be handed out again.
+                    if driver.is_closed() or driver.is_in_transaction():
                         await conn.invalidate()
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise PermanentError(f"metadata store refused the change: {exc}") from exc
