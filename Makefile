@@ -80,7 +80,7 @@ clean:
 
 ## Gateway (grants and listings against an empty aiohttp handler, on RabbitMQ and
 ## PostgreSQL; wrk when installed) and pipeline (stored to ready against raw render())
-## figures, then thumbnails: thread vs process pool, render() against naive Pillow and
+## figures, render() CPU by image size for the capacity table, then thumbnails: thread vs process pool, render() against naive Pillow and
 ## libvips (pyvips) on generated 12/24 MP photos, and the render memory peak at the pixel
 ## limit against the budget. See docs/performance.md and docs/thumbnails.md.
 BENCH_STAMP := $(VENV)/.bench-installed
@@ -93,6 +93,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.gateway
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.capacity
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.thumbnails
 	$(BIN)/python -m bench.memory

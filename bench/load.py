@@ -78,7 +78,8 @@ def _wrk(load: Load, target: Target) -> Result:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "load.lua"
         path.write_text(script)
-        cmd = ["wrk", "-t1", f"-c{load.connections}", f"-d{load.duration:g}s", "-s", str(path)]
+        cmd = ["wrk", "-t1", f"-c{load.connections}", f"-d{load.duration:g}s", "--timeout", "30s"]
+        cmd += ["-s", str(path)]
         done = subprocess.run([*cmd, target.url], capture_output=True, text=True, check=True)  # noqa: S603
     line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
     requests, micros, p99_us, failed = (int(x) for x in line.split()[1:])

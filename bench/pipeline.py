@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -22,6 +23,8 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -30,6 +33,7 @@ from pydantic import SecretStr
 
 from bench.gateway import AMQP_URL, delete_run_topology, own_database
 from bench.photos import encoded, photo
+from bench.profile import Profile, cpu_seconds
 from chaos import fleet
 from services.gateway.auth import issue_token
 from services.thumbnail_worker.render import DEFAULT_RENDITIONS, render
@@ -42,7 +46,8 @@ DISTINCT = 4
 
 
 class Arrivals:
-    """photo.ready webhooks as they arrive: photo id -> monotonic time."""
+    """photo.ready webhooks as they arrive: photo id -> wall-clock time (compared with
+    the services' log timestamps)."""
 
     def __init__(self) -> None:
         self.ready: dict[str, float] = {}
@@ -51,30 +56,59 @@ class Arrivals:
     async def handle(self, request: web.Request) -> web.Response:
         payload = json.loads(await request.read())
         if payload["type"] == "photo.ready":
-            self.ready.setdefault(payload["data"]["photo_id"], time.monotonic())
+            self.ready.setdefault(payload["data"]["photo_id"], time.time())
             self.changed.set()
         return web.Response(status=204)
 
     async def wait_for(self, ids: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        deadline = time.time() + timeout
         while not ids <= self.ready.keys():
             self.changed.clear()
-            await asyncio.wait_for(self.changed.wait(), max(0.1, deadline - time.monotonic()))
+            await asyncio.wait_for(self.changed.wait(), max(0.1, deadline - time.time()))
 
 
-async def main(count: int, threads: int) -> None:
+async def main(count: int, threads: int, profile: Path | None = None) -> None:
     configure_pillow()
     samples = [encoded(photo(4000, 3000, seed=s), "JPEG") for s in range(DISTINCT)]
-    raw = _raw_render_rate(samples, count, threads)
-    one = await _pipeline(samples, count, threads, thumbnail_workers=1)
-    two = await _pipeline(samples, count, threads, thumbnail_workers=2)
-    rate, p50, p99 = one
-    print(f"raw render(): {raw:.2f} photos/s with {threads} threads (12 MP JPEG)")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+    # Raw render() before and after the pipeline runs: other work on the machine moves
+    # both, and the ratio is taken against their mean.
+    raw_before = _raw_render_rate(samples, count, threads)
+    one = await _pipeline(samples, count, threads, thumbnail_workers=1, profile=profile)
+    two = await _pipeline(samples, count, threads, thumbnail_workers=2, profile=profile)
+    raw_after = _raw_render_rate(samples, count, threads)
+    raw = (raw_before + raw_after) / 2
     print(
-        f"pipeline: {rate:.2f} photos/s, {rate / raw:.2f} of raw render throughput, "
-        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        f"raw render(): {raw:.2f} photos/s with {threads} threads (12 MP JPEG; "
+        f"{raw_before:.2f} before the pipeline runs, {raw_after:.2f} after)"
     )
-    print(f"scale-out: 2 workers {two[0] / rate:.2f}x of 1 ({threads} threads each)")
+    print(
+        f"pipeline: {one.rate:.2f} photos/s, {one.rate / raw:.2f} of raw render throughput, "
+        f"p50 {one.p50:.0f} ms, p99 {one.p99:.0f} ms"
+    )
+    print(f"scale-out: 2 workers {two.rate / one.rate:.2f}x of 1 ({threads} threads each)")
+    for workers, run in ((1, one), (2, two)):
+        print(
+            f"stages, {workers} worker(s), p50: stored->verified {run.ingest_p50:.0f} ms, "
+            f"verified->ready {run.render_p50:.0f} ms; first ready after "
+            f"{run.first_ms:.0f} ms"
+        )
+        print(
+            f"CPU per photo, {workers} worker(s): "
+            + ", ".join(f"{name} {ms:.0f} ms" for name, ms in run.cpu_ms.items())
+            + f"; raw render() {statistics.mean(RAW_CPU_MS):.0f} ms"
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    rate: float  # photos/s from the first upload stored to the last photo ready
+    p50: float  # stored -> ready, ms
+    p99: float
+    ingest_p50: float  # stored -> verified (the ingest worker's log), ms
+    render_p50: float  # verified -> ready
+    first_ms: float  # from the first stored to the first ready
+    cpu_ms: dict[str, float]  # CPU per photo, by process
 
 
 def _raw_render_rate(samples: list[bytes], count: int, threads: int) -> float:
@@ -85,15 +119,33 @@ def _raw_render_rate(samples: list[bytes], count: int, threads: int) -> float:
 
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, samples))  # warm up
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _own_cpu()
         list(pool.map(one, (samples[i % DISTINCT] for i in range(count))))
+        RAW_CPU_MS.append((_own_cpu() - cpu) * 1000 / count)
         return count / (time.perf_counter() - started)
 
 
+RAW_CPU_MS: list[float] = []  # CPU per photo of each raw run
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _cpu_now(services: dict[str, fleet.ServiceProcess]) -> dict[str, float]:
+    used = {name: cpu_seconds(s.process.pid) for name, s in services.items() if s.process}
+    return used | {"bench process (moto, uploads)": _own_cpu()}
+
+
 async def _pipeline(
-    samples: list[bytes], count: int, threads: int, *, thumbnail_workers: int
-) -> tuple[float, float, float]:
-    """(photos/s from the first upload stored to the last photo ready, p50 ms, p99 ms)."""
+    samples: list[bytes],
+    count: int,
+    threads: int,
+    *,
+    thumbnail_workers: int,
+    profile: Path | None = None,
+) -> Run:
     arrivals = Arrivals()
     async with AsyncExitStack() as stack:
         run = uuid.uuid4().hex[:8]
@@ -127,7 +179,8 @@ async def _pipeline(
             "DARKROOM_RATE_LIMIT_IP": "0",
             "DARKROOM_WEBHOOK_URL": hook,
             "DARKROOM_WEBHOOK_SECRET": secrets.webhook_secret(),
-            "DARKROOM_LOG_LEVEL": "warning",
+            "DARKROOM_LOG_LEVEL": "info",  # "photo verified" lines time the ingest hop
+            "DARKROOM_LOG_JSON": "true",
         }
         logs = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="darkroom-bench-")))
         services = fleet.make_fleet(env, logs)
@@ -144,12 +197,45 @@ async def _pipeline(
         await fleet.start_all(services, http, Counter())
         gateway = services["gateway"].base_url
         token = issue_token(jwt, "bench", ttl_s=3600)
+        cpu = _cpu_now(services)
+        spy = profile and Profile(
+            services["thumbnail_worker"].process.pid,  # type: ignore[union-attr]
+            profile / f"thumbnail_worker_{thumbnail_workers}.txt",
+            count / 2,
+        )
         stored = await _upload_all(http, gateway, token, samples, count)
         await arrivals.wait_for(set(stored), timeout=60 + count * 5)
-    latencies = sorted((arrivals.ready[p] - stored[p]) * 1000 for p in stored)
-    span = max(arrivals.ready[p] for p in stored) - min(stored.values())
+        if spy:
+            print(f"thumbnail worker top 10 by own time, {thumbnail_workers} worker(s) (py-spy):")
+            for name, share in spy.top():
+                print(f"  {share:5.1f}%  {name}")
+        cpu = {name: used - cpu[name] for name, used in _cpu_now(services).items()}
+        verified = _verified_at(logs / "ingest_worker.log")
+    ready = arrivals.ready
+    latencies = sorted((ready[p] - stored[p]) * 1000 for p in stored)
+    span = max(ready[p] for p in stored) - min(stored.values())
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(stored) / span, statistics.median(latencies), p99
+    seen = [p for p in stored if p in verified]
+    return Run(
+        rate=len(stored) / span,
+        p50=statistics.median(latencies),
+        p99=p99,
+        ingest_p50=statistics.median((verified[p] - stored[p]) * 1000 for p in seen),
+        render_p50=statistics.median((ready[p] - verified[p]) * 1000 for p in seen),
+        first_ms=(min(ready[p] for p in stored) - min(stored.values())) * 1000,
+        cpu_ms={name: used * 1000 / len(stored) for name, used in cpu.items()},
+    )
+
+
+def _verified_at(log: Path) -> dict[str, float]:
+    """photo id -> when the ingest worker logged it verified."""
+    found: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if '"photo verified"' in line:
+            entry = json.loads(line)
+            when = datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00"))
+            found[entry["photo_id"]] = when.timestamp()
+    return found
 
 
 async def _serve(arrivals: Arrivals, stack: AsyncExitStack) -> str:
@@ -181,7 +267,7 @@ async def _upload_all(
         form.add_field("file", data, filename="photo.jpg", content_type="image/jpeg")
         async with http.post(upload["url"], data=form) as resp:
             assert resp.status < 300, await resp.text()
-        stored[grant["photo_id"]] = time.monotonic()
+        stored[grant["photo_id"]] = time.time()
 
     await asyncio.gather(*(one(n) for n in range(count)))
     return stored
@@ -191,5 +277,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=24)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the thumbnail worker")
     args = parser.parse_args()
-    asyncio.run(main(args.photos, args.threads))
+    asyncio.run(main(args.photos, args.threads, args.profile))

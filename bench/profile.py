@@ -14,9 +14,16 @@ from collections import Counter
 from pathlib import Path
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Profile:
     def __init__(self, pid: int, out: Path, seconds: float) -> None:
         self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
         spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
         if spy is None:
             raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")

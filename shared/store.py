@@ -54,11 +54,13 @@ _S = PhotoStatus
 
 
 def _record(row: sa.Row[Any]) -> PhotoRecord:
-    return PhotoRecord.model_validate(dict(row._mapping))
+    return PhotoRecord.model_validate(row._asdict())
 
 
-def _rendition(row: sa.Row[Any]) -> RenditionRecord:
-    return RenditionRecord.model_validate(dict(row._mapping))
+def _records(result: sa.CursorResult[Any]) -> list[PhotoRecord]:
+    """Every row as a record, the column names looked up once (not once per row)."""
+    keys = list(result.keys())
+    return [PhotoRecord.model_validate(dict(zip(keys, row, strict=True))) for row in result]
 
 
 class Store:
@@ -140,18 +142,10 @@ class Store:
     async def renditions_for(self, photo_ids: Collection[str]) -> dict[str, list[RenditionRecord]]:
         """The renditions of each photo (by name), in one query: a listing page costs the
         same number of queries whatever its length."""
-        found: dict[str, list[RenditionRecord]] = {photo_id: [] for photo_id in photo_ids}
-        if not found:
-            return found
-        query = (
-            sa.select(renditions)
-            .where(renditions.c.photo_id.in_(list(found)))
-            .order_by(renditions.c.photo_id, renditions.c.name)
-        )
+        if not photo_ids:
+            return {}
         async with self.db.transaction() as conn:
-            for row in (await conn.execute(query)).all():
-                found[row.photo_id].append(_rendition(row))
-        return found
+            return await _renditions_of(conn, photo_ids)
 
     async def _move(
         self,
@@ -244,7 +238,24 @@ class Store:
 
     # --- gateway queries ---
 
-    async def owner_photos(
+    async def owner_photos(self, owner_id: str, *, limit: int, **filters: Any) -> list[PhotoRecord]:
+        """An owner's photos, newest first (filtered as `_owner_query` says)."""
+        async with self.db.transaction() as conn:
+            query = self._owner_query(owner_id, limit=limit, **filters)
+            return _records(await conn.execute(query))
+
+    async def owner_page(
+        self, owner_id: str, *, limit: int, **filters: Any
+    ) -> tuple[list[PhotoRecord], dict[str, list[RenditionRecord]]]:
+        """`owner_photos` and the renditions of those ready, in one transaction: a listing
+        page takes one connection, BEGIN and COMMIT, not two."""
+        async with self.db.transaction() as conn:
+            query = self._owner_query(owner_id, limit=limit, **filters)
+            page = _records(await conn.execute(query))
+            ready = [p.id for p in page if p.status is PhotoStatus.READY]
+            return page, (await _renditions_of(conn, ready) if ready else {})
+
+    def _owner_query(
         self,
         owner_id: str,
         *,
@@ -254,7 +265,7 @@ class Store:
         taken_from: datetime | None = None,
         taken_to: datetime | None = None,
         album_id: str | None = None,
-    ) -> list[PhotoRecord]:
+    ) -> sa.Select[Any]:
         """An owner's photos, newest first, keyset-paged on (created_at, id): rows inserted
         meanwhile sort before the cursor, so later pages neither skip nor repeat."""
         c = photos.c
@@ -277,9 +288,7 @@ class Store:
             query = query.where(c.taken_at >= taken_from)
         if taken_to is not None:
             query = query.where(c.taken_at < taken_to)
-        query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
-        async with self.db.transaction() as conn:
-            return [_record(row) for row in (await conn.execute(query)).all()]
+        return query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record upload intents only if `check(usage)` lets them through, atomically per
@@ -305,6 +314,23 @@ class Store:
         async with self.db.transaction() as conn:
             row = (await conn.execute(query)).first()
         return _record(row) if row else None
+
+
+async def _renditions_of(
+    conn: AsyncConnection, photo_ids: Collection[str]
+) -> dict[str, list[RenditionRecord]]:
+    found: dict[str, list[RenditionRecord]] = {photo_id: [] for photo_id in photo_ids}
+    query = (
+        sa.select(renditions)
+        .where(renditions.c.photo_id.in_(list(found)))
+        .order_by(renditions.c.photo_id, renditions.c.name)
+    )
+    result = await conn.execute(query)
+    keys = list(result.keys())
+    for row in result:
+        record = dict(zip(keys, row, strict=True))
+        found[record["photo_id"]].append(RenditionRecord.model_validate(record))
+    return found
 
 
 def _sealed_albums() -> sa.Select[tuple[str]]:

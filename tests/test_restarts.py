@@ -270,6 +270,20 @@ class UnreachableBroker:
         raise BrokerUnavailable("publish not confirmed")
 
 
+class RefusesOne:
+    """Confirms every publish but that of "notification 1"."""
+
+    is_ready = True
+
+    def __init__(self) -> None:
+        self.confirmed: list[bytes] = []
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, **_: Any) -> None:
+        if body == b"notification 1":
+            raise BrokerUnavailable("publish not confirmed")
+        self.confirmed.append(body)
+
+
 class StalledBroker:
     """Takes a publish and never confirms it."""
 
@@ -329,3 +343,17 @@ async def test_notifications_the_bridge_could_not_forward_come_back_at_once(
         with pytest.raises(BrokerUnavailable):
             await forward_batch(sqs, settings, broker, Topology.from_settings(settings))
         assert await visible_now(sqs, settings) == [f"notification {n}" for n in range(3)]
+
+
+async def test_of_a_batch_only_the_notification_not_confirmed_comes_back(
+    settings: Settings, unique: str
+) -> None:
+    settings = await with_sqs(settings, unique)
+    broker = RefusesOne()
+    broker_any: Any = broker
+    async with three_notifications(settings) as sqs:
+        with pytest.raises(BrokerUnavailable):
+            await forward_batch(sqs, settings, broker_any, Topology.from_settings(settings))
+        ours = sorted(b for b in broker.confirmed if b.startswith(b"notification"))
+        assert ours == [b"notification 0", b"notification 2"]
+        assert await visible_now(sqs, settings) == ["notification 1"]

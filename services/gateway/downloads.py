@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import quote
 
 from shared.errors import ConfigurationError
@@ -24,6 +25,12 @@ from shared.settings import Settings
 from shared.sigv4 import Credentials
 from shared.storage import Presigner
 from shared.text import visible_text
+
+
+class Sign(Protocol):
+    def __call__(
+        self, key: str, content_type: str | None, filename: str, attachment: bool = False
+    ) -> tuple[str, int]: ...
 
 
 def content_disposition(filename: str, *, attachment: bool = False) -> str:
@@ -67,18 +74,28 @@ class Downloads:
         self, key: str, content_type: str | None, filename: str, *, attachment: bool = False
     ) -> tuple[str, int]:
         """The URL, and for how many more seconds this same URL will be handed out."""
-        now = self._clock()
-        start = int(now - now % self._window_s)
-        if start != self._window or len(self._signed) >= self.CACHED:
-            self._window, self._signed = start, {}
+        return (await self.signer())(key, content_type, filename, attachment)
+
+    async def signer(self) -> Sign:
+        """`url` for many objects at once (a listing page), the credentials looked up once."""
         # Temporary credentials (a pod's role) are refreshed before they expire: a URL
         # signed with the old ones stops working with them, so it is not handed out again.
         credentials = await self._presigner.credentials()
-        which = (key, content_type, filename, attachment, credentials)
-        url = self._signed.get(which)
-        if url is None:
-            url = self._signed[which] = self._sign(start, *which)
-        return url, max(1, int(start + self._window_s - now))
+
+        def sign(
+            key: str, content_type: str | None, filename: str, attachment: bool = False
+        ) -> tuple[str, int]:
+            now = self._clock()
+            start = int(now - now % self._window_s)
+            if start != self._window or len(self._signed) >= self.CACHED:
+                self._window, self._signed = start, {}
+            which = (key, content_type, filename, attachment, credentials)
+            url = self._signed.get(which)
+            if url is None:
+                url = self._signed[which] = self._sign(start, *which)
+            return url, max(1, int(start + self._window_s - now))
+
+        return sign
 
     def _sign(
         self,

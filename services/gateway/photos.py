@@ -99,7 +99,7 @@ async def list_photos(request: web.Request) -> web.Response:
     owner = (await authenticate(request, "photos:read")).user_id
     query = list_query(request)
     res = request.app[RESOURCES]
-    page = await res.store.owner_photos(
+    page, found = await res.store.owner_page(
         owner,
         limit=query.limit + 1,
         before=decode_cursor(query.cursor) if query.cursor else None,
@@ -111,7 +111,9 @@ async def list_photos(request: web.Request) -> web.Response:
     more = len(page) > query.limit
     page = page[: query.limit]
     next_cursor = encode_cursor(page[-1]) if more else None
-    return respond(PhotoPage(items=await views_of(request, page), next_cursor=next_cursor))
+    items = await views_of(request, page, found=found)
+    # The views are trusted already (built from validated records): no second validation.
+    return respond(PhotoPage.model_construct(items=items, next_cursor=next_cursor))
 
 
 @api.route(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -12,7 +12,7 @@ from aiohttp import web
 
 from services.gateway.access import sealed
 from services.gateway.context import DOWNLOADS, RESOURCES
-from services.gateway.downloads import Downloads
+from services.gateway.downloads import Sign
 from services.gateway.models import (
     AnyPhotoView,
     Link,
@@ -33,6 +33,7 @@ class Exposure:
 
 
 EVERYTHING = Exposure()
+_READY = PhotoStatus.READY
 
 
 def link_exposure(allow_download: bool) -> Exposure:
@@ -51,8 +52,8 @@ def download_name(photo: PhotoRecord, rendition: str, content_type: str | None) 
     return f"{stem}-{rendition}{mimetypes.guess_extension(content_type or '') or ''}"
 
 
-async def photo_view(
-    downloads: Downloads,
+def photo_view(
+    sign: Sign,
     photo: PhotoRecord,
     renditions: Sequence[RenditionRecord],
     *,
@@ -60,12 +61,16 @@ async def photo_view(
     exposure: Exposure = EVERYTHING,
 ) -> AnyPhotoView:
     """The view of `photo`; `renditions` are its recorded renditions (shown once ready),
-    `reveal_at` its album's. Sealed, it is the sealed view and nothing is signed."""
+    `reveal_at` its album's. Sealed, it is the sealed view and nothing is signed.
+
+    Built without validation (`model_construct`): every value comes from a record the
+    store validated, and the response is the same model serialised."""
     if photo.album_id is not None and reveal_at is not None and sealed(reveal_at):
-        return SealedPhotoView(
+        return SealedPhotoView.model_construct(
             id=photo.id,
             album_id=photo.album_id,
             owner_id=photo.owner_id,
+            sealed=True,
             status=shown_status(photo),
             reveal_at=reveal_at,
             created_at=photo.created_at,
@@ -76,21 +81,22 @@ async def photo_view(
         for r in renditions:
             if exposure.renditions is not None and r.name not in exposure.renditions:
                 continue
-            name = download_name(photo, r.name, r.content_type)
-            url, _ = await downloads.url(r.object_key, r.content_type, name)
-            links[r.name] = RenditionLink(
+            url, _ = sign(
+                r.object_key, r.content_type, download_name(photo, r.name, r.content_type)
+            )
+            links[r.name] = RenditionLink.model_construct(
                 url=url, width=r.width, height=r.height, content_type=r.content_type
             )
         if exposure.original:
             name = download_name(photo, "original", photo.content_type)
-            url, _ = await downloads.url(
-                photo.object_key, photo.content_type, name, attachment=True
+            original = Link.model_construct(
+                url=sign(photo.object_key, photo.content_type, name, attachment=True)[0]
             )
-            original = Link(url=url)
-    return PhotoView(
+    return PhotoView.model_construct(
         id=photo.id,
         owner_id=photo.owner_id,
         album_id=photo.album_id,
+        sealed=False,
         status=shown_status(photo),
         reason=photo.reason,
         reason_detail=photo.reason_detail,
@@ -114,20 +120,23 @@ async def view_of(
 
 
 async def views_of(
-    request: web.Request, photos: Sequence[PhotoRecord], exposure: Exposure = EVERYTHING
+    request: web.Request,
+    photos: Sequence[PhotoRecord],
+    exposure: Exposure = EVERYTHING,
+    found: Mapping[str, Sequence[RenditionRecord]] | None = None,
 ) -> list[AnyPhotoView]:
-    """Views of a page of photos: one query for their albums' reveal times and one for
-    the renditions of those not sealed, so a page costs the same number of queries
-    whatever its length."""
+    """Views of a page of photos: one query for their albums' reveal times (if any are
+    in one) and one for the renditions of those not sealed, unless `found` already has
+    them, so a page costs the same number of queries whatever its length."""
     res = request.app[RESOURCES]
     reveals = await res.albums.reveal_times({p.album_id for p in photos if p.album_id})
-    shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
-    ready = [p.id for p in shown if p.status is PhotoStatus.READY]
-    found = await res.store.renditions_for(ready)
-    downloads = request.app[DOWNLOADS]
+    if found is None:
+        shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
+        found = await res.store.renditions_for([p.id for p in shown if p.status is _READY])
+    sign = await request.app[DOWNLOADS].signer()
     return [
-        await photo_view(
-            downloads,
+        photo_view(
+            sign,
             p,
             found.get(p.id, []),
             reveal_at=reveals.get(p.album_id or ""),

@@ -30,30 +30,57 @@ _BROKER_POLL_S = 0.5
 
 
 async def forward_batch(client: Any, settings: Settings, broker: Broker, topology: Topology) -> int:
-    """Receive up to 10 notifications, publish each, then delete it. Returns how many moved."""
+    """Receive up to 10 notifications, publish them all, then delete those the broker
+    confirmed in one call. Returns how many were received.
+
+    Published together and deleted in one batch: one by one (publish, confirm, delete),
+    a burst of uploads queued behind the bridge's round trips (measured with
+    bench.pipeline: stored -> verified took seconds for 48 photos stored at once)."""
     resp = await client.receive_message(
         QueueUrl=settings.sqs_queue_url,
         MaxNumberOfMessages=10,
         WaitTimeSeconds=settings.sqs_wait_seconds,
     )
     messages: list[dict[str, Any]] = resp.get("Messages", [])
-    for index, msg in enumerate(messages):
-        try:
-            await broker.publish(
-                topology.storage_exchange,
-                topology.sqs_bridge_routing_key,
-                msg["Body"].encode(),
-                message_id=msg.get("MessageId"),
-            )
-            await client.delete_message(
-                QueueUrl=settings.sqs_queue_url, ReceiptHandle=msg["ReceiptHandle"]
-            )
-        except BaseException:
-            # An outage, a failed delete or shutdown: whatever is left goes back at once
-            # (this one too; forwarding it twice is harmless, ingest is idempotent).
-            await asyncio.shield(_release(client, settings, messages[index:]))
-            raise
+    if not messages:
+        return 0
+    try:
+        sent = await asyncio.gather(
+            *(_publish(broker, topology, msg) for msg in messages), return_exceptions=True
+        )
+    except BaseException:  # cancelled: whatever was confirmed comes again (ingest is idempotent)
+        await asyncio.shield(_release(client, settings, messages))
+        raise
+    confirmed = [m for m, outcome in zip(messages, sent, strict=True) if outcome is None]
+    failed = [m for m, outcome in zip(messages, sent, strict=True) if outcome is not None]
+    try:
+        if confirmed:
+            await _delete(client, settings, confirmed)
+    except BaseException:
+        await asyncio.shield(_release(client, settings, [*failed, *confirmed]))
+        raise
+    if failed:
+        await asyncio.shield(_release(client, settings, failed))
+        raise next(e for e in sent if isinstance(e, BaseException))
     return len(messages)
+
+
+async def _publish(broker: Broker, topology: Topology, msg: dict[str, Any]) -> None:
+    await broker.publish(
+        topology.storage_exchange,
+        topology.sqs_bridge_routing_key,
+        msg["Body"].encode(),
+        message_id=msg.get("MessageId"),
+    )
+
+
+async def _delete(client: Any, settings: Settings, messages: list[dict[str, Any]]) -> None:
+    entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+    resp = await client.delete_message_batch(QueueUrl=settings.sqs_queue_url, Entries=entries)
+    if failed := resp.get("Failed", []):
+        # They come back after the visibility timeout and are forwarded again; ingest
+        # is idempotent.
+        log.warning("could not delete forwarded SQS messages", count=len(failed))
 
 
 async def _release(client: Any, settings: Settings, messages: list[dict[str, Any]]) -> None:

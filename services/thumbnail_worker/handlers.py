@@ -49,8 +49,10 @@ class Thumbnails:
         res.metrics.render_memory.set_budget(budget.total)
         budget.on_change = res.metrics.render_memory.set_reserved
         self.largest = max(spec.longest_side for spec in specs)
-        # Bounds originals and decoded images in memory, whatever the prefetch.
-        self.slots = asyncio.Semaphore(concurrency)
+        # Bounds originals in memory, whatever the prefetch: two per render thread, so the
+        # next original downloads while the thread renders the last one (with one, the
+        # thread sat idle for every download). Decoded images are bounded by the budget.
+        self.slots = asyncio.Semaphore(2 * concurrency)
 
     def routes(self) -> list[Route]:
         return [on_events(self.res.topology.thumbnail, {PhotoVerified: self.on_verified})]
