@@ -282,6 +282,9 @@ def test_migrate_applies_and_status_tells_whether_the_database_is_behind(
 
     head = "0006_multipart"
     assert run("migrate", "--status") == (1, f"current: (empty database)\nhead:    {head}\n")
-    assert run("migrate") == (0, f"applied 0001, 0002, 0003_albums, 0004_webhooks, 0005_mail, {head}\n")
+    assert run("migrate") == (
+        0,
+        f"applied 0001, 0002, 0003_albums, 0004_webhooks, 0005_mail, {head}\n",
+    )
     assert run("migrate", "--status") == (0, f"current: {head}\nhead:    {head}\n")
     assert run("migrate") == (0, "schema is up to date\n")
