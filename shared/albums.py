@@ -1,10 +1,9 @@
 """Album records: albums, their members, and the reveal.
 
-An album is sealed while its `reveal_at` is in the future; the gateway decides that from
-the time alone, so a photo develops the moment its album's time comes. Announcing it is
-separate: `claim_reveals` moves `revealed_at` from NULL by compare-and-set and queues
-album.revealed in the same transaction, so however many loops race, each album is
-announced once.
+An album is sealed while its `reveal_at` is in the future, by the clock alone, so a photo
+develops the moment its album's time comes. Announcing it is separate: `claim_reveals`
+moves `revealed_at` from NULL by compare-and-set and queues album.revealed in the same
+transaction, so however many loops race, each album is announced once.
 """
 
 from __future__ import annotations
