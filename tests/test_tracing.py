@@ -87,7 +87,9 @@ async def test_one_upload_is_one_trace_across_real_rabbitmq(
     # that sent it.
     sent = [s.name.split(",")[-1] for s in in_photo_trace if s.kind is trace.SpanKind.PRODUCER]
     assert sorted(sent) == ["photo.ready send", "photo.verified send", "webhook.delivery send"]
-    assert len([s for s in in_photo_trace if s.kind is trace.SpanKind.CONSUMER]) == 3
+    # Received: photo.verified (thumbnail), photo.ready (notifier, and the gateway's live
+    # events queue) and the webhook delivery.
+    assert len([s for s in in_photo_trace if s.kind is trace.SpanKind.CONSUMER]) == 4
     assert {trace_of(s) for s in pika} == {trace_of(grant), trace_of(hint)}
 
 
