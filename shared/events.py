@@ -128,6 +128,18 @@ class AlbumDeleted(Event):
     )
 
 
+# What people hear of, by webhook and live stream: their photos' outcomes and their
+# albums' news.
+USER_EVENTS: tuple[type[Event], ...] = (
+    PhotoReady,
+    PhotoRejected,
+    PhotoDeleted,
+    AlbumRevealed,
+    AlbumMemberAdded,
+    AlbumDeleted,
+)
+
+
 class WebhookTest(Event):
     """Sent to one endpoint on request (POST /v1/webhooks/{id}/test)."""
 

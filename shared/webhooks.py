@@ -16,13 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from shared.db import Database
 from shared.events import (
-    AlbumDeleted,
-    AlbumMemberAdded,
-    AlbumRevealed,
-    Event,
-    PhotoDeleted,
-    PhotoReady,
-    PhotoRejected,
+    USER_EVENTS,
 )
 from shared.records import UtcDatetime
 from shared.secrets import seal, unseal
@@ -30,14 +24,7 @@ from shared.tables import webhook_attempts, webhook_deliveries, webhooks
 
 EVERY_EVENT = "*"
 # What endpoints subscribe to (webhook.test is sent on request, whatever they chose).
-SUBSCRIBABLE: tuple[type[Event], ...] = (
-    PhotoReady,
-    PhotoRejected,
-    PhotoDeleted,
-    AlbumRevealed,
-    AlbumMemberAdded,
-    AlbumDeleted,
-)
+SUBSCRIBABLE = USER_EVENTS
 
 
 class WebhookRecord(BaseModel):

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.broker import Delivery, Subscription
 from shared.errors import BrokerUnavailable, InvalidMessage, TransientError
 from shared.events import (
+    USER_EVENTS,
     AlbumDeleted,
     AlbumMemberAdded,
     AlbumRevealed,
@@ -45,14 +46,7 @@ from shared.resources import Resources
 
 log = get_logger(__name__)
 
-LIVE_EVENTS: tuple[type[Event], ...] = (
-    PhotoReady,
-    PhotoRejected,
-    PhotoDeleted,
-    AlbumRevealed,
-    AlbumMemberAdded,
-    AlbumDeleted,
-)
+LIVE_EVENTS = USER_EVENTS
 # Frames a stream may have waiting before it counts as fallen behind (then: a reset).
 STREAM_BACKLOG = 1000
 

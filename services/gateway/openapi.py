@@ -20,13 +20,8 @@ from services.gateway.models import Problem, UploadRequest
 from services.gateway.problems import PROBLEM_JSON, Fault
 from services.gateway.registry import Answer, Operation
 from shared.events import (
-    AlbumDeleted,
-    AlbumMemberAdded,
-    AlbumRevealed,
+    USER_EVENTS,
     Event,
-    PhotoDeleted,
-    PhotoReady,
-    PhotoRejected,
     WebhookTest,
 )
 from shared.settings import Settings
@@ -35,15 +30,7 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 EVENT_STREAM = "text/event-stream"
 # Events a webhook receiver gets, in the payload the notifier sends.
-WEBHOOK_EVENTS: tuple[type[Event], ...] = (
-    PhotoReady,
-    PhotoRejected,
-    PhotoDeleted,
-    AlbumRevealed,
-    AlbumMemberAdded,
-    AlbumDeleted,
-    WebhookTest,
-)
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (*USER_EVENTS, WebhookTest)
 WEBHOOK_HEADERS = {
     "webhook-id": "the event id: the same on every retry and re-publish, so dedupe on it",
     "webhook-timestamp": "unix seconds of this attempt",
