@@ -14,6 +14,7 @@ from typing import Any
 import aio_pika
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from services.gateway.service import serve as gateway
@@ -300,3 +301,24 @@ def worker(
 ) -> Worker:
     """A consumer runtime on one route, as the services build theirs."""
     return Worker(broker, topology, [route], metrics=Metrics(), grace=grace, **options)
+
+
+def dev_settings(
+    data_dir: Any, hooks: WebhookReceiver, unique: str, jwt_secret: str, **overrides: Any
+) -> Settings:
+    """`darkroom dev` on its embedded parts (or those `overrides` name), with its webhooks
+    going to `hooks` and names of its own on a shared broker."""
+    return Settings(
+        data_dir=data_dir,
+        gateway_port=free_port(),
+        dev_s3_port=0,
+        auth_jwt_secret=SecretStr(jwt_secret),
+        webhook_url=hooks.url,
+        webhook_secret=SecretStr(WEBHOOK_SECRET),
+        sqs_wait_seconds=1,
+        log_json=True,
+        health_port=0,
+        s3_bucket=f"dev-{unique}",
+        topology_prefix=f"dev-{unique}",
+        **overrides,
+    )

@@ -11,7 +11,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from PIL import Image
-from pydantic import SecretStr
 
 from services.dev import run_dev
 from services.thumbnail_worker.placeholder import thumbhash
@@ -19,7 +18,7 @@ from shared.settings import Settings
 from tests.browser import artifact, drive, stack, token
 from tests.conftest import JWT_SECRET
 from tests.gateway_harness import gateway, ready_photo
-from tests.harness import WEBHOOK_SECRET, WebhookReceiver, free_port, running
+from tests.harness import WebhookReceiver, dev_settings, running
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -161,18 +160,11 @@ async def test_darkroom_dev_serves_a_page_that_uploads_in_parts_without_a_pasted
 ) -> None:
     """`darkroom dev` as a newcomer opens it: its own moto, whose bucket lets the page
     read part ETags, and the token the page carries."""
-    settings = Settings(
-        data_dir=tmp_path,
-        gateway_port=free_port(),
-        dev_s3_port=0,
-        auth_jwt_secret=SecretStr(JWT_SECRET),
-        webhook_url=hooks.url,
-        webhook_secret=SecretStr(WEBHOOK_SECRET),
-        sqs_wait_seconds=1,
-        log_json=True,
-        health_port=0,
-        s3_bucket=f"dev-{unique}",
-        topology_prefix=f"dev-{unique}",
+    settings = dev_settings(
+        tmp_path,
+        hooks,
+        unique,
+        JWT_SECRET,
         multipart_threshold=6 * MiB,
         multipart_part_size=5 * MiB,
     )

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 from PIL import Image
-from pydantic import SecretStr
 
 from services.dev import run_dev
 from services.gateway.auth import issue_token
@@ -32,11 +31,10 @@ from tests import images
 from tests.conftest import JWT_SECRET, delete_topology
 from tests.harness import (
     ALL_SERVICES,
-    WEBHOOK_SECRET,
     Client,
     WebhookReceiver,
     announce,
-    free_port,
+    dev_settings,
     intent,
     running,
     with_sqs,
@@ -184,20 +182,7 @@ async def test_same_flow_in_dev_mode(
             "broker_url": request.getfixturevalue("amqp_url"),
             "database_url": request.getfixturevalue("postgres_url"),
         }
-    settings = Settings(
-        data_dir=tmp_path,
-        gateway_port=free_port(),
-        dev_s3_port=0,
-        auth_jwt_secret=SecretStr(JWT_SECRET),
-        webhook_url=hooks.url,
-        webhook_secret=SecretStr(WEBHOOK_SECRET),
-        sqs_wait_seconds=1,
-        log_json=True,
-        health_port=0,
-        s3_bucket=f"dev-{unique}",
-        topology_prefix=f"dev-{unique}",
-        **real,
-    )
+    settings = dev_settings(tmp_path, hooks, unique, JWT_SECRET, **real)
     photo = images.jpeg(1600, 1000, orientation=8)
     try:
         async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
@@ -218,19 +203,8 @@ async def test_a_photo_sent_in_parts_becomes_ready_in_dev_mode(
     """Grant in parts, part URLs, PUTs straight to the embedded moto, completion: the
     photo is verified and rendered like any other (moto announces the assembled object
     as ObjectCreated:CompleteMultipartUpload to the SQS queue the bridge reads)."""
-    settings = Settings(
-        data_dir=tmp_path,
-        gateway_port=free_port(),
-        dev_s3_port=0,
-        auth_jwt_secret=SecretStr(JWT_SECRET),
-        webhook_url=hooks.url,
-        webhook_secret=SecretStr(WEBHOOK_SECRET),
-        sqs_wait_seconds=1,
-        log_json=True,
-        health_port=0,
-        s3_bucket=f"dev-{unique}",
-        topology_prefix=f"dev-{unique}",
-        multipart_part_size=5 * 1024 * 1024,
+    settings = dev_settings(
+        tmp_path, hooks, unique, JWT_SECRET, multipart_part_size=5 * 1024 * 1024
     )
     photo = images.noise_png(1400, 1300)
     async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
