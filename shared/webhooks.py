@@ -15,16 +15,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
 from shared.db import Database
-from shared.events import (
-    USER_EVENTS,
-)
 from shared.records import UtcDatetime
 from shared.secrets import seal, unseal
 from shared.tables import webhook_attempts, webhook_deliveries, webhooks
 
 EVERY_EVENT = "*"
-# What endpoints subscribe to (webhook.test is sent on request, whatever they chose).
-SUBSCRIBABLE = USER_EVENTS
 
 
 class WebhookRecord(BaseModel):

@@ -11,9 +11,9 @@ import pytest
 
 from chaos.tcp_proxy import TcpProxy
 from services.gateway.context import LIVE
-from services.gateway.live import LIVE_EVENTS, STREAM_BACKLOG, Stream
+from services.gateway.live import STREAM_BACKLOG, Stream
 from shared.broker import publish
-from shared.events import PhotoReady
+from shared.events import USER_EVENTS, PhotoReady
 from shared.facts import PhotoFacts
 from shared.settings import Settings
 from shared.topology import Topology
@@ -170,7 +170,7 @@ async def test_events_older_than_the_window_are_not_replayed(settings: Settings)
 async def test_the_replica_listens_for_every_live_event_type(gw: Gateway) -> None:
     hub = gw.client.app[LIVE]
     assert hub.listening
-    assert set(hub.queue.routing_keys) == {event.TYPE for event in LIVE_EVENTS}
+    assert set(hub.queue.routing_keys) == {event.TYPE for event in USER_EVENTS}
     ready = await gw.client.get("/readyz")
     assert (await ready.json())["checks"]["events"] is True
 
@@ -207,7 +207,7 @@ async def test_the_document_describes_the_stream_its_messages_and_its_faults(
     content = op["responses"]["200"]["content"]
     assert list(content) == ["text/event-stream"]
     events = content["text/event-stream"]["x-events"]
-    assert set(events) == {event.TYPE for event in LIVE_EVENTS} | {"reset"}
+    assert set(events) == {event.TYPE for event in USER_EVENTS} | {"reset"}
     for ref in events.values():
         name = ref["$ref"].rsplit("/", 1)[-1]
         assert name in doc["components"]["schemas"], name

@@ -9,12 +9,13 @@ from pydantic import Field, ValidationError
 
 from services.gateway.context import CORS_HEADERS, LIVE, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
-from services.gateway.live import LIVE_EVENTS, Stream, TooManyStreams
+from services.gateway.live import Stream, TooManyStreams
 from services.gateway.models import _Shape
 from services.gateway.problems import INVALID, TOO_MANY_STREAMS, ApiError
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate, identify
 from shared.errors import TransientError
+from shared.events import USER_EVENTS
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ STREAM = (
     "/v1/events",
     "streamEvents",
     "The caller's live photo and album events (Server-Sent Events)",
-    {200: Answer("the event stream", events=LIVE_EVENTS, stream=STREAM)},
+    {200: Answer("the event stream", events=USER_EVENTS, stream=STREAM)},
     scope=SCOPE,
     query=EventsQuery,
     headers=EventsHeaders,

@@ -46,7 +46,6 @@ from shared.resources import Resources
 
 log = get_logger(__name__)
 
-LIVE_EVENTS = USER_EVENTS
 # Frames a stream may have waiting before it counts as fallen behind (then: a reset).
 STREAM_BACKLOG = 1000
 
@@ -309,4 +308,4 @@ def _also(event: AlbumRevealed | AlbumMemberAdded) -> tuple[str, ...]:
     return (event.user_id,) if isinstance(event, AlbumMemberAdded) else ()
 
 
-_MODELS: dict[str, type[Event]] = {model.TYPE: model for model in LIVE_EVENTS}
+_MODELS: dict[str, type[Event]] = {model.TYPE: model for model in USER_EVENTS}

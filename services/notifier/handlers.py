@@ -9,13 +9,12 @@ from services.notifier.mail import Mailer
 from services.notifier.reveal import reveal_loop
 from services.notifier.webhooks import secret_key
 from shared.errors import ConfigurationError
-from shared.events import WebhookDelivery
+from shared.events import USER_EVENTS, WebhookDelivery
 from shared.logging import get_logger
 from shared.resources import Resources
 from shared.runtime import Route, on_events
 from shared.secrets import webhook_secret_problem
 from shared.service import Job
-from shared.webhooks import SUBSCRIBABLE
 
 log = get_logger(__name__)
 
@@ -38,7 +37,7 @@ class Notifier:
     def routes(self) -> list[Route]:
         topology = self.res.topology
         return [
-            on_events(topology.notifier, dict.fromkeys(SUBSCRIBABLE, self.fanout.on_event)),
+            on_events(topology.notifier, dict.fromkeys(USER_EVENTS, self.fanout.on_event)),
             on_events(topology.webhooks, {WebhookDelivery: self.deliverer.on_delivery}),
             *self.mailer.routes(),
         ]
