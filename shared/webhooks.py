@@ -127,6 +127,19 @@ class Webhooks:
                 return None  # rotated (or deleted) meanwhile
         return hook.model_copy(update=values)
 
+    async def enable(self, webhook_id: str, user_id: str) -> WebhookRecord | None:
+        """Deliveries resume for a disabled endpoint; its failure streak starts afresh."""
+        c = webhooks.c
+        stmt = (
+            sa.update(webhooks)
+            .where(c.id == webhook_id, c.user_id == user_id)
+            .values(disabled_at=None, failing_since=None)
+            .returning(*webhooks.c)
+        )
+        async with self.db.transaction() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else _record(row)
+
     async def delete(self, webhook_id: str, user_id: str) -> bool:
         """The endpoint and its delivery log; deliveries still queued find it gone."""
         async with self.db.transaction() as conn:

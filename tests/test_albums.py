@@ -263,6 +263,20 @@ async def test_wrong_link_passwords_sent_in_parallel_are_limited_too(gw: Gateway
     assert sorted(statuses) == [401] * 3 + [429] * 9  # the limit is 3 a minute here
 
 
+async def test_a_password_no_link_could_have_is_refused_even_by_a_link_without_one(
+    gw: Gateway,
+) -> None:
+    album_id = await album(gw)
+    link = await ok(gw, "olive", "POST", f"/v1/albums/{album_id}/links", {})
+    path = f"/v1/shared/{link['token']}"
+    headers = {"X-Darkroom-Link-Password": "x" * 1025}
+    async with gw.client.get(path, headers=headers) as resp:
+        problem = await problem_of(resp, 422)
+    assert problem["code"] == "invalid_request", problem
+    async with gw.client.get(path, headers={"X-Darkroom-Link-Password": "x" * 1024}) as resp:
+        assert resp.status == 200, await resp.text()
+
+
 async def test_a_link_shows_the_original_only_when_it_allows_downloads(gw: Gateway) -> None:
     album_id = await album(gw, reveal_at=None)
     await ready_photo(gw, "olive", store_objects=False, album_id=album_id)

@@ -152,6 +152,7 @@ async def test_the_document_covers_albums_members_and_links(gw: Gateway) -> None
 
 
 @pytest.mark.slow  # seconds of generated requests
+@pytest.mark.timeout(300)  # the run itself is given 240 s: a loaded machine needs them
 async def test_schemathesis_with_every_check_finds_nothing_on_a_stack_with_workers(
     settings: Settings, hooks: WebhookReceiver, unique: str, tmp_path: Path
 ) -> None:
@@ -236,6 +237,10 @@ async def schemathesis(
         + f"[checks.negative_data_rejection]\nexpected-statuses = {json.dumps(refusals)}\n\n"
         # A share link made already expired answers 410 `link_expired`, as documented.
         + f"[checks.positive_data_acceptance]\nexpected-statuses = {json.dumps(accepted)}\n\n"
+        # It takes a photo granted at /v1/uploads and deleted at /v1/photos/{id} for one
+        # that was never there (schemathesis ties deletions to the creating path only);
+        # availability after a grant is covered by test_multipart.py and test_uploads.py.
+        + "[checks.ensure_resource_availability]\nenabled = false\n\n"
         # Albums and links add operations for stateful testing to walk: more scenarios.
         + "[phases.stateful.generation]\nmax-examples = 60\n\n"
         f'[[operations]]\ninclude-operation-id = "deleteAccount"\n'

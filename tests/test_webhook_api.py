@@ -4,11 +4,14 @@ changes an endpoint (everyone else gets 404)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from shared.settings import Settings
+from shared.tables import webhooks
 from tests.gateway_harness import Gateway, gateway, problem_of
 
 HOOK = "https://hooks.example.com/darkroom"
@@ -112,6 +115,7 @@ ROUTES = [
     ("POST", "/v1/webhooks/{id}/test", 202),
     ("POST", "/v1/webhooks/{id}/deliveries/{delivery}/retry", 202),
     ("POST", "/v1/webhooks/{id}/rotate", 200),
+    ("POST", "/v1/webhooks/{id}/enable", 200),
     ("DELETE", "/v1/webhooks/{id}", 204),
 ]
 
@@ -162,3 +166,19 @@ async def test_deleting_an_account_removes_its_endpoints_and_their_log(gw: Gatew
     assert await gw.res.webhooks.get(mine["id"]) is None
     assert await gw.res.deliveries.get(delivery) is None
     assert await gw.res.webhooks.get(theirs["id"]) is not None
+
+
+async def test_a_disabled_endpoint_is_enabled_again_by_its_owner(gw: Gateway) -> None:
+    made = await create(gw)
+    disabled = sa.update(webhooks).where(webhooks.c.id == made["id"])
+    async with gw.res.database.transaction() as conn:
+        await conn.execute(disabled.values(failing_since=_AGO, disabled_at=_AGO))
+    assert await gw.res.webhooks.subscribed(["alice"], "photo.ready") == []
+    async with gw.client.post(f"/v1/webhooks/{made['id']}/enable", headers=gw.auth()) as resp:
+        view = await resp.json()
+    assert resp.status == 200 and view["disabled_at"] is None and view["failing_since"] is None
+    [again] = await gw.res.webhooks.subscribed(["alice"], "photo.ready")
+    assert again.id == made["id"]
+
+
+_AGO = datetime(2026, 1, 1, tzinfo=UTC)

@@ -23,8 +23,9 @@ from types import MappingProxyType
 from aiohttp import web
 from pydantic import ValidationError
 
-from services.gateway.album_models import AlbumPath, SharedPath
+from services.gateway.album_models import AlbumPath, SharedHeaders, SharedPath
 from services.gateway.context import LIMITER, PASSWORDS, RESOURCES
+from services.gateway.inputs import validation_problem
 from services.gateway.models import PhotoPath
 from services.gateway.problems import (
     INSUFFICIENT_ROLE,
@@ -139,6 +140,7 @@ async def photo_access(
 async def link_access(request: web.Request, token: str) -> LinkAccess:
     """What the share link `token` opens, once its expiry and password hold."""
     _valid(SharedPath, token=token)
+    password = _password(request)
     res = request.app[RESOURCES]
     link = await res.links.by_token(token)
     if link is None:
@@ -146,7 +148,7 @@ async def link_access(request: web.Request, token: str) -> LinkAccess:
     if link.expired():
         raise LINK_EXPIRED("the link has expired")
     if link.password_hash is not None:
-        await _check_password(request, link, link.password_hash)
+        await _check_password(request, link, link.password_hash, password)
     photo: PhotoRecord | None = None
     album_id = link.album_id
     if link.photo_id is not None:
@@ -160,8 +162,18 @@ async def link_access(request: web.Request, token: str) -> LinkAccess:
     return LinkAccess(link, album, photo)
 
 
-async def _check_password(request: web.Request, link: LinkRecord, hashed: str) -> None:
+def _password(request: web.Request) -> str | None:
+    """The password header, refused when it cannot be one even if the link has none."""
     given = request.headers.get(PASSWORD_HEADER)
+    try:
+        return SharedHeaders.model_validate({PASSWORD_HEADER: given}).password
+    except ValidationError as exc:
+        raise validation_problem(exc, what="headers") from exc
+
+
+async def _check_password(
+    request: web.Request, link: LinkRecord, hashed: str, given: str | None
+) -> None:
     if not given:
         raise PASSWORD_REQUIRED(f"send the link's password in {PASSWORD_HEADER}")
     per_minute = request.app[RESOURCES].settings.link_password_attempts

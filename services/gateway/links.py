@@ -241,6 +241,7 @@ async def revoke_photo_link(request: web.Request) -> web.Response:
     query=PageQuery,
     headers=SharedHeaders,
     faults=(
+        INVALID,
         PASSWORD_REQUIRED,
         WRONG_PASSWORD,
         NOT_FOUND,

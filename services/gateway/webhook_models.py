@@ -66,7 +66,8 @@ class Webhook(_Shape):
         description="since when every delivery failed; null while they succeed"
     )
     disabled_at: DateTime | None = Field(
-        description="when it was disabled for failing too long (nothing is sent to it then)"
+        description="when it was disabled for failing too long (nothing is sent to it "
+        "then, until its enable route is called)"
     )
     previous_secret_until: DateTime | None = Field(
         description="after a rotation: until when the previous secret signs too"

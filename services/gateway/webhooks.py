@@ -217,6 +217,28 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 
 @api.route(
+    "POST",
+    "/v1/webhooks/{webhook_id}/enable",
+    "enableWebhook",
+    "Resume deliveries to an endpoint disabled for failing",
+    {200: Answer("the endpoint, enabled", Webhook)},
+    scope="photos:write",
+    params=WebhookPath,
+    faults=THEIRS,
+)
+async def enable_webhook(request: web.Request) -> web.Response:
+    """Events from now on are delivered again; those that failed while it was failing stay
+    in the delivery log, each can be sent again with its retry route. Enabling an enabled
+    endpoint changes nothing."""
+    user = (await authenticate(request, "photos:write")).user_id
+    hook = await request.app[RESOURCES].webhooks.enable(request.match_info["webhook_id"], user)
+    if hook is None:
+        raise NOT_FOUND("no such webhook")
+    log.info("webhook enabled", webhook_id=hook.id)
+    return respond(webhook_view(hook))
+
+
+@api.route(
     "GET",
     "/v1/webhooks/{webhook_id}/deliveries",
     "listWebhookDeliveries",
