@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import Database, open_database
 from shared.events import Envelope
 from shared.facts import PhotoFacts
+from shared.listing import PageRow, bind_values, owner_page, owner_query, present
 from shared.outbox import queued
 from shared.records import (
     TRANSITIONS,
@@ -34,7 +35,7 @@ from shared.records import (
 )
 from shared.reservations import Check, Reservations, Usage
 from shared.settings import Settings
-from shared.tables import albums, photos, renditions
+from shared.tables import photos, renditions
 
 # The record shapes are part of the store's interface; callers import them from here.
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "Check",
     "IllegalTransition",
     "NewPhoto",
+    "PageRow",
     "PhotoRecord",
     "PhotoStatus",
     "RenditionRecord",
@@ -239,56 +241,16 @@ class Store:
     # --- gateway queries ---
 
     async def owner_photos(self, owner_id: str, *, limit: int, **filters: Any) -> list[PhotoRecord]:
-        """An owner's photos, newest first (filtered as `_owner_query` says)."""
+        """An owner's photos, newest first (filters: `shared.listing.FILTERS`)."""
+        values = bind_values(owner_id, limit, filters)
+        query = owner_query([photos], present(values), arrays=False)
         async with self.db.transaction() as conn:
-            query = self._owner_query(owner_id, limit=limit, **filters)
-            return _records(await conn.execute(query))
+            return _records(await conn.execute(query, values))
 
-    async def owner_page(
-        self, owner_id: str, *, limit: int, **filters: Any
-    ) -> tuple[list[PhotoRecord], dict[str, list[RenditionRecord]]]:
-        """`owner_photos` and the renditions of those ready, in one transaction: a listing
-        page takes one connection, BEGIN and COMMIT, not two."""
-        async with self.db.transaction() as conn:
-            query = self._owner_query(owner_id, limit=limit, **filters)
-            page = _records(await conn.execute(query))
-            ready = [p.id for p in page if p.status is PhotoStatus.READY]
-            return page, (await _renditions_of(conn, ready) if ready else {})
-
-    def _owner_query(
-        self,
-        owner_id: str,
-        *,
-        limit: int,
-        before: tuple[datetime, str] | None = None,
-        statuses: Sequence[PhotoStatus] = (),
-        taken_from: datetime | None = None,
-        taken_to: datetime | None = None,
-        album_id: str | None = None,
-    ) -> sa.Select[Any]:
-        """An owner's photos, newest first, keyset-paged on (created_at, id): rows inserted
-        meanwhile sort before the cursor, so later pages neither skip nor repeat."""
-        c = photos.c
-        query = sa.select(photos).where(
-            c.owner_id == owner_id, c.status != PhotoStatus.DELETED.value
-        )
-        if album_id is not None:
-            query = query.where(c.album_id == album_id)
-        if taken_from is not None or taken_to is not None:
-            # Matching a range would tell when a sealed photo was taken.
-            query = query.where(c.album_id.is_(None) | c.album_id.not_in(_sealed_albums()))
-        if statuses:
-            query = query.where(c.status.in_([s.value for s in statuses]))
-        if before is not None:
-            created, photo_id = before
-            query = query.where(
-                sa.or_(c.created_at < created, sa.and_(c.created_at == created, c.id < photo_id))
-            )
-        if taken_from is not None:
-            query = query.where(c.taken_at >= taken_from)
-        if taken_to is not None:
-            query = query.where(c.taken_at < taken_to)
-        return query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+    async def owner_page(self, owner_id: str, *, limit: int, **filters: Any) -> list[PageRow]:
+        """A listing page of the owner's photos with their renditions and albums' reveal
+        times, as `shared.listing` reads it."""
+        return await owner_page(self.db, owner_id, limit=limit, **filters)
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record upload intents only if `check(usage)` lets them through, atomically per
@@ -331,10 +293,6 @@ async def _renditions_of(
         record = dict(zip(keys, row, strict=True))
         found[record["photo_id"]].append(RenditionRecord.model_validate(record))
     return found
-
-
-def _sealed_albums() -> sa.Select[tuple[str]]:
-    return sa.select(albums.c.id).where(albums.c.reveal_at > datetime.now(UTC))
 
 
 def _into(to: PhotoStatus) -> list[PhotoStatus]:

@@ -32,7 +32,7 @@ from services.gateway.problems import (
 )
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
-from services.gateway.views import download_name, view_of, views_of
+from services.gateway.views import download_name, listing_items, page_body, view_of
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.store import PhotoStatus
@@ -61,7 +61,11 @@ class Keyed(Protocol):
 
 
 def encode_cursor(row: Keyed) -> str:
-    raw = _micros(row.created_at).to_bytes(8, "big", signed=True) + bytes.fromhex(row.id)
+    return cursor_at(row.created_at, row.id)
+
+
+def cursor_at(created_at: datetime, row_id: str) -> str:
+    raw = _micros(created_at).to_bytes(8, "big", signed=True) + bytes.fromhex(row_id)
     return base64.urlsafe_b64encode(raw).decode()
 
 
@@ -98,8 +102,7 @@ async def list_photos(request: web.Request) -> web.Response:
     before its cursor, so a listing never repeats or skips one."""
     owner = (await authenticate(request, "photos:read")).user_id
     query = list_query(request)
-    res = request.app[RESOURCES]
-    page, found = await res.store.owner_page(
+    rows = await request.app[RESOURCES].store.owner_page(
         owner,
         limit=query.limit + 1,
         before=decode_cursor(query.cursor) if query.cursor else None,
@@ -108,12 +111,11 @@ async def list_photos(request: web.Request) -> web.Response:
         taken_to=query.taken_before,
         album_id=query.album_id,
     )
-    more = len(page) > query.limit
-    page = page[: query.limit]
-    next_cursor = encode_cursor(page[-1]) if more else None
-    items = await views_of(request, page, found=found)
-    # The views are trusted already (built from validated records): no second validation.
-    return respond(PhotoPage.model_construct(items=items, next_cursor=next_cursor))
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    next_cursor = cursor_at(rows[-1]["created_at"], rows[-1]["id"]) if more else None
+    items = listing_items(await request.app[DOWNLOADS].signer(), rows)
+    return web.Response(body=page_body(items, next_cursor), content_type="application/json")
 
 
 @api.route(
@@ -165,7 +167,7 @@ async def follow_download(request: web.Request) -> web.Response:
     url, fresh_for = await downloads.url(
         key,
         content_type,
-        download_name(photo, name, content_type),
+        download_name(photo.filename, name, content_type),
         attachment=name == "original" and not inline,
     )
     # Cacheable only until the window turns; the URL it names stays valid longer.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from functools import lru_cache
+from typing import Any, cast
 
 from aiohttp import web
+from pydantic_core import to_json
 
 from services.gateway.access import sealed
 from services.gateway.context import DOWNLOADS, RESOURCES
@@ -21,7 +23,8 @@ from services.gateway.models import (
     RenditionLink,
     SealedPhotoView,
 )
-from shared.store import PhotoRecord, PhotoStatus, RenditionRecord
+from shared.facts import PhotoFacts
+from shared.store import PageRow, PhotoRecord, PhotoStatus, RenditionRecord
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,82 @@ def shown_status(photo: PhotoRecord) -> Listable:
     return cast(Listable, photo.status.value)
 
 
-def download_name(photo: PhotoRecord, rendition: str, content_type: str | None) -> str:
+def download_name(filename: str, rendition: str, content_type: str | None) -> str:
     if rendition == "original":
-        return photo.filename
-    stem = photo.filename.rsplit(".", 1)[0] or "photo"
-    return f"{stem}-{rendition}{mimetypes.guess_extension(content_type or '') or ''}"
+        return filename
+    stem = filename.rsplit(".", 1)[0] or "photo"
+    return f"{stem}-{rendition}{_extension(content_type)}"
+
+
+@lru_cache(maxsize=64)
+def _extension(content_type: str | None) -> str:
+    return mimetypes.guess_extension(content_type or "") or ""
+
+
+def view_values(
+    sign: Sign,
+    photo: Mapping[str, Any],
+    renditions: Iterable[Mapping[str, Any]],
+    *,
+    facts: Any,
+    reveal_at: datetime | None,
+    exposure: Exposure = EVERYTHING,
+) -> dict[str, Any]:
+    """What the view of `photo` (a record's fields by name) holds, as plain values in
+    the field order of its model: `SealedPhotoView` while its album is sealed (nothing is
+    signed then), else `PhotoView`, linking `renditions` (shown once ready). `facts` as
+    the view shows them; `reveal_at`, its album's. The one place a view is decided: the
+    models are built from these (`photo_view`), and a listing page is serialised from
+    them as they are (`page_body`)."""
+    if photo["album_id"] is not None and reveal_at is not None and sealed(reveal_at):
+        return {
+            "id": photo["id"],
+            "album_id": photo["album_id"],
+            "owner_id": photo["owner_id"],
+            "status": photo["status"],
+            "sealed": True,
+            "reveal_at": reveal_at,
+            "created_at": photo["created_at"],
+        }
+    links: dict[str, dict[str, Any]] = {}
+    original = None
+    if photo["status"] == _READY:
+        filename = photo["filename"]
+        for r in renditions:
+            name, content_type = r["name"], r["content_type"]
+            if exposure.renditions is not None and name not in exposure.renditions:
+                continue
+            url, _ = sign(
+                r["object_key"], content_type, download_name(filename, name, content_type)
+            )
+            links[name] = {
+                "url": url,
+                "width": r["width"],
+                "height": r["height"],
+                "content_type": content_type,
+            }
+        if exposure.original:
+            url, _ = sign(photo["object_key"], photo["content_type"], filename, True)
+            original = {"url": url}
+    size = photo["size"]
+    return {
+        "id": photo["id"],
+        "owner_id": photo["owner_id"],
+        "album_id": photo["album_id"],
+        "sealed": False,
+        "status": photo["status"],
+        "reason": photo["reason"],
+        "reason_detail": photo["reason_detail"],
+        "filename": photo["filename"],
+        "content_type": photo["content_type"] or photo["declared_type"],
+        "size": size if size is not None else photo["declared_size"],
+        "width": photo["width"],
+        "height": photo["height"],
+        "facts": facts,
+        "created_at": photo["created_at"],
+        "renditions": links,
+        "original": original,
+    }
 
 
 def photo_view(
@@ -60,56 +134,50 @@ def photo_view(
     reveal_at: datetime | None = None,
     exposure: Exposure = EVERYTHING,
 ) -> AnyPhotoView:
-    """The view of `photo`; `renditions` are its recorded renditions (shown once ready),
-    `reveal_at` its album's. Sealed, it is the sealed view and nothing is signed.
+    """The view of `photo` as its model (`view_values`).
 
     Built without validation (`model_construct`): every value comes from a record the
     store validated, and the response is the same model serialised."""
-    if photo.album_id is not None and reveal_at is not None and sealed(reveal_at):
-        return SealedPhotoView.model_construct(
-            id=photo.id,
-            album_id=photo.album_id,
-            owner_id=photo.owner_id,
-            sealed=True,
-            status=shown_status(photo),
-            reveal_at=reveal_at,
-            created_at=photo.created_at,
-        )
-    links: dict[str, RenditionLink] = {}
-    original = None
-    if photo.status is PhotoStatus.READY:
-        for r in renditions:
-            if exposure.renditions is not None and r.name not in exposure.renditions:
-                continue
-            url, _ = sign(
-                r.object_key, r.content_type, download_name(photo, r.name, r.content_type)
-            )
-            links[r.name] = RenditionLink.model_construct(
-                url=url, width=r.width, height=r.height, content_type=r.content_type
-            )
-        if exposure.original:
-            name = download_name(photo, "original", photo.content_type)
-            original = Link.model_construct(
-                url=sign(photo.object_key, photo.content_type, name, attachment=True)[0]
-            )
-    return PhotoView.model_construct(
-        id=photo.id,
-        owner_id=photo.owner_id,
-        album_id=photo.album_id,
-        sealed=False,
-        status=shown_status(photo),
-        reason=photo.reason,
-        reason_detail=photo.reason_detail,
-        filename=photo.filename,
-        content_type=photo.content_type or photo.declared_type,
-        size=photo.size if photo.size is not None else photo.declared_size,
-        width=photo.width,
-        height=photo.height,
-        facts=photo.facts,
-        created_at=photo.created_at,
-        renditions=links,
-        original=original,
+    fields = {**dict(photo), "status": shown_status(photo)}
+    made = [dict(r) for r in renditions]
+    values = view_values(
+        sign, fields, made, facts=photo.facts, reveal_at=reveal_at, exposure=exposure
     )
+    if values["sealed"]:
+        return SealedPhotoView.model_construct(**values)
+    links = {n: RenditionLink.model_construct(**link) for n, link in values["renditions"].items()}
+    original = values["original"] and Link.model_construct(**values["original"])
+    return PhotoView.model_construct(**{**values, "renditions": links, "original": original})
+
+
+def page_body(items: list[dict[str, Any]], next_cursor: str | None) -> bytes:
+    """A `PhotoPage` of views as `view_values` gives them, serialised by pydantic-core
+    as the model would be (byte for byte: tests/test_api_listing.py compares them).
+    Building 200 model objects per page of 50 and serialising through the model's union
+    of view shapes (which converts each item to Python first) was 2-3 ms of a page."""
+    return to_json({"items": items, "next_cursor": next_cursor})
+
+
+@lru_cache(maxsize=4096)
+def listed_facts(text: str | None) -> dict[str, Any] | None:
+    """Stored facts (JSON text) as a view shows them: through `PhotoFacts`, so a fact
+    added since they were stored shows its default and one removed is left out. Facts
+    never change once stored, so the result is kept by the text (about 1 KB each)."""
+    return None if text is None else PhotoFacts.model_validate_json(text).model_dump(mode="json")
+
+
+def listing_items(sign: Sign, rows: Iterable[PageRow]) -> list[dict[str, Any]]:
+    """The owner's views of a listing page's rows (`shared.listing`)."""
+    return [
+        view_values(
+            sign,
+            row,
+            row["renditions"] or (),
+            facts=listed_facts(row["facts"]),
+            reveal_at=row["reveal_at"],
+        )
+        for row in rows
+    ]
 
 
 async def view_of(

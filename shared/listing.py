@@ -1,0 +1,148 @@
+"""An owner's photos, a page at a time: newest first, keyset-paged on (created_at, id).
+
+A listing page is the gateway's heaviest read: 50 photos, their renditions and their
+albums' reveal times. On PostgreSQL it is one statement, compiled once per combination of
+filters (`Compiled`) and run on the asyncpg connection outside a transaction (one
+statement reads one snapshot): the renditions come aggregated per photo, the reveal time
+joined. Building, compiling and running the two statements through SQLAlchemy, and
+validating a record per row, were 3-5 ms of a page's 9-15 ms of gateway CPU. SQLite runs
+the same query through SQLAlchemy, with the renditions in a second one.
+
+A page row is a mapping: the photo's columns by name (`facts` as its JSON text), its
+album's `reveal_at`, and `renditions`, each a mapping of the renditions table's columns
+in name order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+from shared.db import Compiled, Database
+from shared.records import PhotoStatus
+from shared.tables import albums, photos, renditions
+
+PageRow = Mapping[str, Any]
+# The optional filters, by the keyword each is given as.
+FILTERS = ("before", "statuses", "taken_from", "taken_to", "album_id")
+
+
+def owner_query(
+    columns: Sequence[sa.ColumnElement[Any] | sa.FromClause],
+    present: Collection[str],
+    *,
+    arrays: bool,
+) -> sa.Select[Any]:
+    """`columns` of an owner's photos, newest first, with the filters `present` (of
+    FILTERS) as bind parameters: rows inserted meanwhile sort before the cursor, so later
+    pages neither skip nor repeat. `arrays`: the statuses as one array parameter
+    (asyncpg), else as an expanding list."""
+    c, p = photos.c, sa.bindparam
+    query = (
+        sa.select(*columns)
+        .select_from(photos.outerjoin(albums, albums.c.id == c.album_id))
+        .where(c.owner_id == p("owner_id"), c.status != PhotoStatus.DELETED.value)
+    )
+    if "album_id" in present:
+        query = query.where(c.album_id == p("album_id"))
+    if "taken_from" in present or "taken_to" in present:
+        # Matching a range would tell when a sealed photo was taken.
+        now = p("now", type_=c.created_at.type)
+        sealed = sa.select(albums.c.id).where(albums.c.reveal_at > now)
+        query = query.where(c.album_id.is_(None) | c.album_id.not_in(sealed))
+    if "statuses" in present:
+        if arrays:
+            query = query.where(c.status == sa.any_(p("statuses", type_=postgresql.ARRAY(sa.Text))))
+        else:
+            query = query.where(c.status.in_(p("statuses", expanding=True)))
+    if "before" in present:
+        created = p("before_created", type_=c.created_at.type)
+        photo_id = p("before_id", type_=c.id.type)
+        query = query.where(
+            sa.or_(c.created_at < created, sa.and_(c.created_at == created, c.id < photo_id))
+        )
+    if "taken_from" in present:
+        query = query.where(c.taken_at >= p("taken_from", type_=c.taken_at.type))
+    if "taken_to" in present:
+        query = query.where(c.taken_at < p("taken_to", type_=c.taken_at.type))
+    return query.order_by(c.created_at.desc(), c.id.desc()).limit(p("limit", type_=sa.Integer))
+
+
+def bind_values(owner_id: str, limit: int, filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The bind parameters of `owner_query` for these filters (those given and not empty)."""
+    values: dict[str, Any] = {"owner_id": owner_id, "limit": limit, "now": datetime.now(UTC)}
+    for name, value in filters.items():
+        if name not in FILTERS:
+            raise TypeError(f"no listing filter {name!r}")
+        if value is None or (name == "statuses" and not value):
+            continue
+        if name == "before":
+            values["before_created"], values["before_id"] = value
+        elif name == "statuses":
+            values["statuses"] = [PhotoStatus(s).value for s in value]
+        else:
+            values[name] = value
+    return values
+
+
+def present(values: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
+        name for name in FILTERS if name in values or (name == "before" and "before_id" in values)
+    )
+
+
+_PAGE_COLUMNS = (
+    *(c for c in photos.c if c.name != "facts"),
+    # As text: the view reads it through a memo keyed by it (services/gateway/views.py).
+    sa.cast(photos.c.facts, sa.Text).label("facts"),
+    albums.c.reveal_at.label("reveal_at"),
+)
+
+
+@cache
+def _page_statement(filters: frozenset[str]) -> Compiled:
+    r = renditions
+    made = (
+        sa.select(sa.func.array_agg(aggregate_order_by(r.table_valued(), r.c.name)))
+        .where(r.c.photo_id == photos.c.id)
+        .scalar_subquery()
+        .label("renditions")
+    )
+    query = owner_query([*_PAGE_COLUMNS, made], filters, arrays=True)
+    return Compiled.of(query, "owner_id", "limit", "now", *_names(filters))
+
+
+def _names(filters: frozenset[str]) -> list[str]:
+    before = ("before_created", "before_id")
+    return [n for f in sorted(filters) for n in (before if f == "before" else (f,))]
+
+
+async def owner_page(db: Database, owner_id: str, *, limit: int, **filters: Any) -> list[PageRow]:
+    """Up to `limit` page rows of the owner's photos (filters: FILTERS)."""
+    values = bind_values(owner_id, limit, filters)
+    if not db.is_sqlite:
+        return await db.fetch(_page_statement(present(values)), **values)
+    query = owner_query(_PAGE_COLUMNS, present(values), arrays=False)
+    async with db.transaction() as conn:
+        page = [_utc(row) for row in (await conn.execute(query, values)).mappings()]
+        ids = [row["id"] for row in page]
+        made = sa.select(renditions).where(renditions.c.photo_id.in_(ids))
+        found: dict[str, list[PageRow]] = defaultdict(list)
+        for rendition in await conn.execute(made.order_by(renditions.c.name)):
+            found[rendition.photo_id].append(dict(rendition._mapping))
+    return [{**row, "renditions": found[row["id"]]} for row in page]
+
+
+def _utc(row: Mapping[str, Any]) -> dict[str, Any]:
+    # SQLite hands datetimes back naive; everything stored is UTC.
+    return {
+        k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+        for k, v in row.items()
+    }
