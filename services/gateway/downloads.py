@@ -60,8 +60,9 @@ class Downloads:
     ) -> None:
         self._presigner, self._clock = presigner, clock
         self._ttl_s, self._window_s = ttl_s, window_s
-        self._window = -1
-        self._signed: dict[tuple[str, str | None, str, bool, Credentials], str] = {}
+        # The URLs signed in the current window with the current credentials.
+        self._signing: tuple[int, Credentials] | None = None
+        self._signed: dict[tuple[str, str | None, str, bool], str] = {}
 
     @classmethod
     def from_settings(
@@ -77,23 +78,29 @@ class Downloads:
         return (await self.signer())(key, content_type, filename, attachment)
 
     async def signer(self) -> Sign:
-        """`url` for many objects at once (a listing page), the credentials looked up once."""
+        """`url` for many objects at once (a listing page): the credentials, the window and
+        the cache looked up once, not once per URL (hashing the credentials for every URL's
+        cache key was a third of its cost)."""
         # Temporary credentials (a pod's role) are refreshed before they expire: a URL
         # signed with the old ones stops working with them, so it is not handed out again.
         credentials = await self._presigner.credentials()
+        now = self._clock()
+        start = int(now - now % self._window_s)
+        fresh_for = max(1, int(start + self._window_s - now))
+        if self._signing != (start, credentials) or len(self._signed) >= self.CACHED:
+            self._signing, self._signed = (start, credentials), {}
+        # This signer's own cache: one handed out before the window turned keeps filling
+        # the old one, never the new window's.
+        signed = self._signed
 
         def sign(
             key: str, content_type: str | None, filename: str, attachment: bool = False
         ) -> tuple[str, int]:
-            now = self._clock()
-            start = int(now - now % self._window_s)
-            if start != self._window or len(self._signed) >= self.CACHED:
-                self._window, self._signed = start, {}
-            which = (key, content_type, filename, attachment, credentials)
-            url = self._signed.get(which)
+            which = (key, content_type, filename, attachment)
+            url = signed.get(which)
             if url is None:
-                url = self._signed[which] = self._sign(start, *which)
-            return url, max(1, int(start + self._window_s - now))
+                url = signed[which] = self._sign(start, *which, credentials)
+            return url, fresh_for
 
         return sign
 
