@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 
-from shared.db import Database, create_engine
+from shared.db import Compiled, Database, create_engine
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from tests.gateway_harness import gateway, grant_body
@@ -65,5 +66,30 @@ async def test_a_connection_lost_mid_transaction_fails_it_and_is_not_reused(
         async with db.raw_transaction() as conn:
             assert await conn.fetchval("SELECT 1") == 1
         assert await db.ping()
+    finally:
+        await db.close()
+
+
+async def test_a_listing_succeeds_after_every_pooled_backend_was_terminated(
+    settings: Settings, postgres_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": postgres_url})
+    async with gateway(settings) as gw:
+        assert (await gw.client.get("/v1/photos", headers=gw.auth())).status == 200
+        await terminate_backends(postgres_url)
+        assert (await gw.client.get("/v1/photos", headers=gw.auth())).status == 200
+
+
+async def test_a_statement_whose_connection_dies_fails_and_the_connection_is_not_reused(
+    postgres_url: str,
+) -> None:
+    db = Database(create_engine(postgres_url, timeout=10))
+    backend = Compiled.of(sa.select(sa.func.pg_backend_pid()))
+    try:
+        [(pid,)] = await db.fetch(backend)
+        with pytest.raises(DatabaseUnavailable):
+            await db.fetch(Compiled.of(sa.select(sa.func.pg_terminate_backend(pid))))
+        [(replaced,)] = await db.fetch(backend)
+        assert replaced != pid
     finally:
         await db.close()
