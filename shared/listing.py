@@ -9,8 +9,8 @@ validating a record per row, were 3-5 ms of a page's 9-15 ms of gateway CPU. SQL
 the same query through SQLAlchemy, with the renditions in a second one.
 
 A page row is a mapping: the photo's columns its view reads (VIEWED, and `facts` as
-its JSON text), its album's `reveal_at`, and `renditions`, each a mapping of the
-rendition columns a link reads, in name order.
+its JSON text), its album's `reveal_at`, and `renditions` (JSON text or null): an array
+of the rendition columns a link reads, in name order.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
@@ -129,11 +130,12 @@ _LINKED = ("name", "object_key", "width", "height", "content_type")
 @cache
 def _page_statement(filters: frozenset[str]) -> Compiled:
     r = renditions
-    # JSON, which the engine's codec reads: an array of the table's row type would make
-    # asyncpg introspect that type on every new connection (2% of a page).
+    # JSON text: read only when the row's view is built (services/gateway/views.py). An
+    # array of the table's row type would make asyncpg introspect that type on every
+    # new connection (2% of a page).
     linked = sa.func.json_build_object(*(x for n in _LINKED for x in (sa.literal(n), r.c[n])))
     made = (
-        sa.select(sa.func.json_agg(aggregate_order_by(linked, r.c.name)))
+        sa.select(sa.cast(sa.func.json_agg(aggregate_order_by(linked, r.c.name)), sa.Text))
         .where(r.c.photo_id == photos.c.id)
         .scalar_subquery()
         .label("renditions")
@@ -161,7 +163,10 @@ async def owner_page(db: Database, owner_id: str, *, limit: int, **filters: Any)
         found: dict[str, list[PageRow]] = defaultdict(list)
         for rendition in await conn.execute(made.order_by(renditions.c.name)):
             found[rendition.photo_id].append(dict(rendition._mapping))
-    return [{**row, "renditions": found[row["id"]]} for row in page]
+    return [
+        {**row, "renditions": to_json(found[row["id"]]).decode() if row["id"] in found else None}
+        for row in page
+    ]
 
 
 def _utc(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -149,3 +149,32 @@ async def test_a_listing_page_is_byte_for_byte_what_the_models_serialise(gw: Gat
     every = await (await gw.client.get("/v1/photos", headers=gw.auth(OWNER))).json()
     assert {i["status"] for i in every["items"]} == {"pending", "verified", "ready", "rejected"}
     assert [i["sealed"] for i in every["items"]].count(True) == 2, "both photos in the album"
+
+
+async def test_a_listing_shows_each_change_at_once_within_a_signing_window(
+    gw: Gateway,
+) -> None:
+    """Items are kept per signing window: a change to any of a photo's columns, its
+    renditions or its album still shows on the next page."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    sealed, kept = await album(gw, later), await album(gw, None)
+    in_sealed, _ = await ready_photo(gw, OWNER, store_objects=False, album_id=sealed)
+    in_kept, _ = await ready_photo(gw, OWNER, store_objects=False, album_id=kept)
+    plain, _ = await ready_photo(gw, OWNER, store_objects=False)
+
+    async def listed() -> dict[str, Any]:
+        resp = await gw.client.get("/v1/photos", headers=gw.auth(OWNER))
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+        return {item["id"]: item for item in body["items"]}
+
+    before = await listed()
+    assert before[in_sealed]["sealed"] and before[in_kept]["album_id"] == kept
+    past = {"reveal_at": (datetime.now(UTC) - timedelta(seconds=1)).isoformat()}
+    assert (await gw.client.patch(f"/v1/albums/{sealed}", json=past, headers=gw.auth(OWNER))).ok
+    assert (await gw.client.delete(f"/v1/albums/{kept}", headers=gw.auth(OWNER))).ok
+    await set_facts(gw, plain, EVERY_FACT.model_dump(mode="json"))
+    after = await listed()
+    assert not after[in_sealed]["sealed"] and after[in_sealed]["renditions"]
+    assert after[in_kept]["album_id"] is None
+    assert after[plain]["facts"] == EVERY_FACT.model_dump(mode="json")

@@ -15,7 +15,8 @@ must not change within a window, or the URL would not repeat).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -43,12 +44,22 @@ def content_disposition(filename: str, *, attachment: bool = False) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+@dataclass(frozen=True)
+class Window:
+    """A signing window as seen with the current credentials: `sign`, and `derived`, for
+    what callers build from its URLs (a listing page's items), kept as long as they are."""
+
+    sign: Sign
+    derived: dict[Hashable, bytes]
+
+
 class Downloads:
     """Signs each (object, content type, filename) once per window and hands out that URL
     for the rest of it: a listing page asks for 150 URLs, mostly the same ones as the last
     time it was asked."""
 
     CACHED = 20_000  # URLs of about 600 bytes: about 12 MB at most
+    DERIVED = 5_000  # listing items of about 2.5 KB: about 12 MB at most
 
     def __init__(
         self,
@@ -63,6 +74,7 @@ class Downloads:
         # The URLs signed in the current window with the current credentials.
         self._signing: tuple[int, Credentials] | None = None
         self._signed: dict[tuple[str, str | None, str, bool], str] = {}
+        self._derived: dict[Hashable, bytes] = {}
 
     @classmethod
     def from_settings(
@@ -78,9 +90,13 @@ class Downloads:
         return (await self.signer())(key, content_type, filename, attachment)
 
     async def signer(self) -> Sign:
-        """`url` for many objects at once (a listing page): the credentials, the window and
-        the cache looked up once, not once per URL (hashing the credentials for every URL's
-        cache key was a third of its cost)."""
+        """`url` for many objects at once (a listing page)."""
+        return (await self.window()).sign
+
+    async def window(self) -> Window:
+        """The current window: the credentials, the window and the caches looked up once,
+        not once per URL (hashing the credentials for every URL's cache key was a third
+        of its cost)."""
         # Temporary credentials (a pod's role) are refreshed before they expire: a URL
         # signed with the old ones stops working with them, so it is not handed out again.
         credentials = await self._presigner.credentials()
@@ -88,7 +104,9 @@ class Downloads:
         start = int(now - now % self._window_s)
         fresh_for = max(1, int(start + self._window_s - now))
         if self._signing != (start, credentials) or len(self._signed) >= self.CACHED:
-            self._signing, self._signed = (start, credentials), {}
+            self._signing, self._signed, self._derived = (start, credentials), {}, {}
+        if len(self._derived) >= self.DERIVED:
+            self._derived = {}
         # This signer's own cache: one handed out before the window turned keeps filling
         # the old one, never the new window's.
         signed = self._signed
@@ -102,7 +120,7 @@ class Downloads:
                 url = signed[which] = self._sign(start, *which, credentials)
             return url, fresh_for
 
-        return sign
+        return Window(sign, self._derived)
 
     def _sign(
         self,

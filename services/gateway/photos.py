@@ -32,7 +32,7 @@ from services.gateway.problems import (
 )
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
-from services.gateway.views import download_name, listing_items, page_body, view_of
+from services.gateway.views import download_name, listing_body, view_of
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.store import PhotoStatus
@@ -114,8 +114,8 @@ async def list_photos(request: web.Request) -> web.Response:
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = cursor_at(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-    items = listing_items(await request.app[DOWNLOADS].signer(), rows)
-    return web.Response(body=page_body(items, next_cursor), content_type="application/json")
+    body = listing_body(await request.app[DOWNLOADS].window(), rows, next_cursor)
+    return web.Response(body=body, content_type="application/json")
 
 
 @api.route(
