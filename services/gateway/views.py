@@ -194,19 +194,15 @@ async def view_of(
 
 
 async def views_of(
-    request: web.Request,
-    photos: Sequence[PhotoRecord],
-    exposure: Exposure = EVERYTHING,
-    found: Mapping[str, Sequence[RenditionRecord]] | None = None,
+    request: web.Request, photos: Sequence[PhotoRecord], exposure: Exposure = EVERYTHING
 ) -> list[AnyPhotoView]:
     """Views of a page of photos: one query for their albums' reveal times (if any are
-    in one) and one for the renditions of those not sealed, unless `found` already has
-    them, so a page costs the same number of queries whatever its length."""
+    in one) and one for the renditions of those not sealed, so a page costs the same
+    number of queries whatever its length."""
     res = request.app[RESOURCES]
     reveals = await res.albums.reveal_times({p.album_id for p in photos if p.album_id})
-    if found is None:
-        shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
-        found = await res.store.renditions_for([p.id for p in shown if p.status is _READY])
+    shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
+    found = await res.store.renditions_for([p.id for p in shown if p.status is _READY])
     sign = await request.app[DOWNLOADS].signer()
     return [
         photo_view(
