@@ -47,7 +47,8 @@ def content_disposition(filename: str, *, attachment: bool = False) -> str:
 @dataclass(frozen=True)
 class Window:
     """A signing window as seen with the current credentials: `sign`, and `derived`, for
-    what callers build from its URLs (a listing page's items), kept as long as they are."""
+    what callers build from its URLs (a listing page's items), kept as long as they are;
+    each key names what it derives."""
 
     sign: Sign
     derived: dict[Hashable, bytes]

@@ -74,7 +74,7 @@ def view_values(
     signed then), else `PhotoView`, linking `renditions` (shown once ready). `facts` as
     the view shows them; `reveal_at`, its album's. The one place a view is decided: the
     models are built from these (`photo_view`), and a listing page is serialised from
-    them as they are (`page_body`)."""
+    them as they are (`listing_body`)."""
     if photo["album_id"] is not None and reveal_at is not None and sealed(reveal_at):
         return {
             "id": photo["id"],
@@ -172,7 +172,7 @@ def listing_body(window: Window, rows: Sequence[PageRow], next_cursor: str | Non
     items = []
     for row in rows:
         reveal_at = row["reveal_at"]
-        key = (*row.values(), reveal_at is not None and sealed(reveal_at))
+        key = ("owner's listing item", *row.values(), reveal_at is not None and sealed(reveal_at))
         item = window.derived.get(key)
         if item is None:
             item = window.derived[key] = to_json(_listed(window.sign, row))
