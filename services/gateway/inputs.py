@@ -39,6 +39,15 @@ async def json_body(request: web.Request) -> Any:
 
 
 async def parsed_body(request: web.Request, model: type[M]) -> M:
+    raw, charset = await request.read(), request.charset
+    if charset is None or charset.lower() in ("utf-8", "utf8"):
+        # Parsed and validated in one pass: half the instructions of json.loads then
+        # model_validate. A body this refuses is read again the old way, so a refusal
+        # says exactly what it always said.
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
     try:
         return model.model_validate(await json_body(request))
     except ValidationError as exc:
@@ -55,8 +64,11 @@ def parsed_query(query: Mapping[str, str], model: type[M]) -> M:
 def display_name(filename: str) -> str:
     """The client's file name for display only: no path, nothing invisible (controls,
     bidi overrides, line separators: see shared.text)."""
-    name = visible_text(filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    return name[:255] or "photo"
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    # Printable ASCII is what visible_text leaves as it is; most names are just that.
+    if not (name.isascii() and name.isprintable()):
+        name = visible_text(name)
+    return name.strip()[:255] or "photo"
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
