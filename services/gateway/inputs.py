@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +26,16 @@ def trace_id_of(request: web.Request) -> str:
     if ids is not None:
         return ids[0]
     given = request.headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if _REQUEST_ID.match(given) else new_id()
+
+
+def new_id() -> str:
+    """A random (version 4) UUID in hex, as `uuid.uuid4().hex` spells it, in 7k
+    instructions instead of 17k (it names every grant's photo, and most requests)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 async def json_body(request: web.Request) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from services.gateway.access import Act, album_access
 from services.gateway.context import RESOURCES, TRACE_ID
-from services.gateway.inputs import display_name, field_errors, json_body, parsed_body
+from services.gateway.inputs import display_name, field_errors, json_body, new_id, parsed_body
 from services.gateway.models import (
     BatchRequest,
     BatchResult,
@@ -216,7 +215,7 @@ async def _duplicate(
 
 
 def _intent(owner: str, item: UploadRequest, trace_id: str, s: Settings) -> NewPhoto:
-    photo_id = uuid.uuid4().hex
+    photo_id = new_id()
     parts = in_parts(item, s)
     ttl = s.multipart_upload_ttl if parts else s.upload_url_ttl
     return NewPhoto(
