@@ -20,7 +20,8 @@ from shared.tracing import current_ids
 # Keys never written to a log line, whatever a caller binds.
 _REDACTED = frozenset({"authorization", "token", "secret", "password", "signature"})
 # What log_context bound, as one mapping: structlog's bound_contextvars keeps a variable
-# per key and copies the whole context on entry (16 us of a grant's 400, twice a grant).
+# per key and copies the whole context on entry and exit (47k instructions a block
+# against 13k here; a grant enters two).
 _bound: ContextVar[Mapping[str, object]] = ContextVar(
     "darkroom_log_context", default=MappingProxyType({})
 )

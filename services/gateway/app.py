@@ -52,8 +52,8 @@ KEPT_SERIES = 1000  # latency series remembered; clients choose methods, so not 
 def request_middleware(cors: Cors) -> Middleware:
     """The gateway's one middleware: trace id in, X-Request-ID out, CORS, problem+json
     answers for errors, the client IP's rate limit, the latency metric and one
-    structured access-log line per request. One layer instead of four, each of which was
-    another coroutine and context switch around every request."""
+    structured access-log line per request. One layer instead of four: each was another
+    coroutine, and aiohttp's partial, around every request."""
     seconds: dict[tuple[str, str, int], Histogram] = {}
 
     @web.middleware
