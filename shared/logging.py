@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import structlog
@@ -18,6 +19,18 @@ from shared.tracing import current_ids
 
 # Keys never written to a log line, whatever a caller binds.
 _REDACTED = frozenset({"authorization", "token", "secret", "password", "signature"})
+# What log_context bound, as one mapping: structlog's bound_contextvars keeps a variable
+# per key and copies the whole context on entry and exit (47k instructions a block
+# against 13k here; a grant enters two).
+_bound: ContextVar[Mapping[str, object]] = ContextVar(
+    "darkroom_log_context", default=MappingProxyType({})
+)
+
+
+def _merge_bound(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in _bound.get().items():
+        event.setdefault(key, value)
+    return event
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -48,7 +61,7 @@ def configure_logging(settings: Settings, service: str = "darkroom") -> None:
         return event
 
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+        _merge_bound,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_service,
@@ -83,8 +96,22 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
-@contextmanager
-def log_context(**values: object) -> Iterator[None]:
-    """Bind values (photo_id, trace_id, ...) to every log line inside the block."""
-    with structlog.contextvars.bound_contextvars(**values):
-        yield
+class log_context:
+    """Bind values (photo_id, trace_id, ...) to every log line inside the block; values
+    bound outside it come back after it."""
+
+    __slots__ = ("_outer", "_values")
+    _outer: Mapping[str, object]
+
+    def __init__(self, **values: object) -> None:
+        self._values = values
+
+    def __enter__(self) -> None:
+        self._outer = _bound.get()
+        _bound.set({**self._outer, **self._values})
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # Set, not reset(token): a block may end in another context than it began in.
+        _bound.set(self._outer)

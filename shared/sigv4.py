@@ -9,13 +9,14 @@ server that accepts botocore's URLs accepts these.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -38,6 +39,38 @@ class PresignedPost:
     fields: dict[str, str]
 
 
+@dataclass(frozen=True)
+class _Second:
+    """What every POST policy signed in one second with one lifetime and one credential
+    shares: its dates, and the policy's JSON before the conditions and after the key."""
+
+    at: datetime  # signed_at, to the second
+    until: datetime  # a second later
+    expires_in: int
+    access_key: str
+    token: str | None
+    day: str
+    amz_date: str
+    credential: str
+    head: str  # '{"expiration": ..., "conditions": ['
+    tail: str  # the algorithm, credential, date (and token) conditions, and the close
+
+
+def _json(value: Any) -> str:
+    """json.dumps(value), for the strings, whole numbers, lists and string-keyed dicts of
+    policy conditions, without json.dumps's encoder set-up on every call (3-5 us for a
+    grant's two conditions); anything else goes to json.dumps."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if type(value) is int:
+        return str(value)
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_json(item) for item in value)}]"
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return "{" + ", ".join(f"{_json(k)}: {_json(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
 def _quote(value: str, safe: str = "-_.~") -> str:
     return quote(value, safe=safe)
 
@@ -54,9 +87,10 @@ class Signer:
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._host = parts.netloc
         self._bucket_path = f"{parts.path.rstrip('/')}/{_quote(bucket, safe='-_.~')}"
-        self._bucket = bucket
+        self._bucket_condition = json.dumps({"bucket": bucket})
         self._region = region
         self._keys: dict[tuple[str, str], bytes] = {}
+        self._second: _Second | None = None
 
     def presign_url(
         self,
@@ -116,30 +150,64 @@ class Signer:
     ) -> PresignedPost:
         """A form POST whose policy holds `conditions` plus the bucket, key and signature's
         own fields; the client sends `fields`, then the file as the last field."""
-        day, amz_date = signed_at.strftime("%Y%m%d"), signed_at.strftime(_AMZ_DATE)
-        credential = f"{credentials.access_key}/{self._scope(day)}"
+        second = self._second_of(credentials, signed_at, expires_in)
         own = {
             "key": key,
             "x-amz-algorithm": ALGORITHM,
-            "x-amz-credential": credential,
-            "x-amz-date": amz_date,
+            "x-amz-credential": second.credential,
+            "x-amz-date": second.amz_date,
         }
         if credentials.token:
             own["x-amz-security-token"] = credentials.token
-        expiration = (signed_at + timedelta(seconds=expires_in)).strftime(_POLICY_EXPIRATION)
-        policy_conditions = [
-            *conditions,
-            {"bucket": self._bucket},
-            *({name: value} for name, value in own.items()),
-        ]
-        policy = base64.b64encode(
-            json.dumps({"expiration": expiration, "conditions": policy_conditions}).encode()
-        ).decode()
-        signature = hmac.new(
-            self._signing_key(credentials.secret_key, day), policy.encode(), hashlib.sha256
-        ).hexdigest()
-        form = dict(fields) | own | {"policy": policy, "x-amz-signature": signature}
+        # The JSON json.dumps gives the whole policy, built from pieces: json.dumps of the
+        # policy was 1.6% of a grant's CPU; only the conditions and the key vary.
+        given = ", ".join(_json(condition) for condition in conditions)
+        policy_json = (
+            f"{second.head}{given}{', ' if given else ''}{self._bucket_condition}"
+            f', {{"key": {_json(key)}}}, {second.tail}'
+        )
+        policy = binascii.b2a_base64(policy_json.encode(), newline=False)
+        signature = hmac.digest(
+            self._signing_key(credentials.secret_key, second.day), policy, "sha256"
+        ).hex()
+        form = dict(fields) | own | {"policy": policy.decode(), "x-amz-signature": signature}
         return PresignedPost(f"{self._origin}{self._bucket_path}", form)
+
+    def _second_of(self, credentials: Credentials, signed_at: datetime, expires_in: int) -> _Second:
+        """The shared parts of this second's policies, formatted once a second."""
+        known = self._second
+        if (
+            known is not None
+            and known.at.tzinfo is signed_at.tzinfo
+            and known.at <= signed_at < known.until
+            and known.expires_in == expires_in
+            and known.access_key == credentials.access_key
+            and known.token == credentials.token
+        ):
+            return known
+        at = signed_at.replace(microsecond=0)
+        day, amz_date = at.strftime("%Y%m%d"), at.strftime(_AMZ_DATE)
+        credential = f"{credentials.access_key}/{self._scope(day)}"
+        expiration = (at + timedelta(seconds=expires_in)).strftime(_POLICY_EXPIRATION)
+        own = [ALGORITHM, credential, amz_date]
+        names = ["x-amz-algorithm", "x-amz-credential", "x-amz-date"]
+        if credentials.token:
+            own.append(credentials.token)
+            names.append("x-amz-security-token")
+        tail = json.dumps([{name: value} for name, value in zip(names, own, strict=True)])
+        self._second = _Second(
+            at,
+            at + timedelta(seconds=1),
+            expires_in,
+            credentials.access_key,
+            credentials.token,
+            day,
+            amz_date,
+            credential,
+            f'{{"expiration": {json.dumps(expiration)}, "conditions": [',
+            f"{tail[1:-1]}]}}",
+        )
+        return self._second
 
     def _scope(self, day: str) -> str:
         return f"{day}/{self._region}/s3/aws4_request"

@@ -128,8 +128,18 @@ async def test_post_grant_pins_key_type_and_exact_size_and_records_its_intent_on
         ("two\u2028lines\u2029.jpg", "twolines.jpg"),
         ("zero\u200bwidth\ufeff.jpg", "zerowidth.jpg"),
         ("C:\\Users\\me\\caf\u0065\u0301.jpg", "caf\u00e9.jpg"),
+        ("tab\there\x7f.jpg", "tabhere.jpg"),
+        (" plain name.jpg ", "plain name.jpg"),
     ],
-    ids=["rtl-override", "bidi-isolates", "line-separators", "zero-width", "path-and-nfd"],
+    ids=[
+        "rtl-override",
+        "bidi-isolates",
+        "line-separators",
+        "zero-width",
+        "path-and-nfd",
+        "ascii-controls",
+        "plain-ascii",
+    ],
 )
 async def test_file_names_lose_bidi_controls_and_invisible_characters(
     gw: Gateway, sent: str, kept: str
@@ -138,6 +148,16 @@ async def test_file_names_lose_bidi_controls_and_invisible_characters(
     assert resp.status == 201, await resp.text()
     photo = await gw.client.get(f"/v1/photos/{(await resp.json())['photo_id']}", headers=gw.auth())
     assert (await photo.json())["filename"] == kept
+
+
+async def test_a_body_declared_in_another_charset_is_read_in_it(gw: Gateway) -> None:
+    # In Latin-1, bytes that UTF-8 would read as "café.jpg".
+    body = json.dumps(grant_body(filename="caf\u00c3\u00a9.jpg"), ensure_ascii=False)
+    headers = gw.auth() | {"Content-Type": "application/json; charset=latin-1"}
+    resp = await gw.client.post("/v1/uploads", data=body.encode("latin-1"), headers=headers)
+    assert resp.status == 201, await resp.text()
+    photo = await gw.client.get(f"/v1/photos/{(await resp.json())['photo_id']}", headers=gw.auth())
+    assert (await photo.json())["filename"] == "caf\u00c3\u00a9.jpg"
 
 
 async def test_put_grant_signs_the_content_type(gw: Gateway) -> None:

@@ -9,6 +9,8 @@ from contextlib import AsyncExitStack
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client.metrics import Histogram
 
 from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
 from services.gateway.context import (
@@ -23,7 +25,7 @@ from services.gateway.context import (
     TRACE_ID,
     VERIFIER,
 )
-from services.gateway.cors import cors_middleware, parse_origins
+from services.gateway.cors import Cors, parse_origins
 from services.gateway.downloads import Downloads, check_window
 from services.gateway.inputs import trace_id_of
 from services.gateway.known_users import KnownUsers
@@ -31,9 +33,9 @@ from services.gateway.live import LiveHub
 from services.gateway.openapi import build_document
 from services.gateway.pages import plain_server_header
 from services.gateway.passwords import Passwords
-from services.gateway.problems import Handler, problem_middleware
+from services.gateway.problems import Handler, answered
 from services.gateway.routes import all_routes, operations
-from services.gateway.security import ip_rate_limit
+from services.gateway.security import limited
 from shared.health import GATEWAY_NEEDS, add_health_routes
 from shared.logging import get_logger, log_context
 from shared.ratelimit import open_limiter
@@ -44,37 +46,67 @@ log = get_logger(__name__)
 
 MAX_JSON_BODY = 64 * 1024
 PROBES = frozenset({"/healthz", "/readyz"})
+KEPT_SERIES = 1000  # latency series remembered; clients choose methods, so not all are
 
 
-@web.middleware
-async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Trace id in, X-Request-ID out, one structured access-log line per request."""
-    trace_id = trace_id_of(request)
-    request[TRACE_ID] = trace_id
-    started = time.perf_counter()
-    with log_context(trace_id=trace_id):
-        response = await handler(request)
-        response.headers["X-Request-ID"] = trace_id
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
-        elapsed = time.perf_counter() - started
-        # An event stream the handler sent itself lasts minutes: no latency to measure
-        # (darkroom_event_streams counts them).
-        if not response.prepared:
-            request.app[RESOURCES].metrics.http_seconds.labels(
-                request.method, name, str(response.status)
-            ).observe(elapsed)
-        # Probes come every few seconds from every kubelet: not worth an info line each.
-        level = log.debug if name in PROBES else log.info
-        level(
-            "request",
-            method=request.method,
-            path=request.path,
-            route=name,
-            status=response.status,
-            ms=round(elapsed * 1000, 1),
-        )
-        return response
+def request_middleware(cors: Cors) -> Middleware:
+    """The gateway's one middleware: trace id in, X-Request-ID out, CORS, problem+json
+    answers for errors, the client IP's rate limit, the latency metric and one
+    structured access-log line per request. One layer instead of four: each was another
+    coroutine, and aiohttp's partial, around every request."""
+    seconds: dict[tuple[str, str, int], Histogram] = {}
+
+    @web.middleware
+    async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
+        trace_id = trace_id_of(request)
+        request[TRACE_ID] = trace_id
+        started = time.perf_counter()
+        with log_context(trace_id=trace_id):
+            granted = cors.granted(request)
+            preflight = cors.preflight(request, granted)
+            response = (
+                preflight
+                if preflight is not None
+                else await answered(request, limited(request, handler))
+            )
+            cors.finish(response, granted)
+            response.headers["X-Request-ID"] = trace_id
+            _record(request, response, time.perf_counter() - started, seconds)
+            return response
+
+    return handle
+
+
+def _record(
+    request: web.Request,
+    response: web.StreamResponse,
+    elapsed: float,
+    seconds: dict[tuple[str, str, int], Histogram],
+) -> None:
+    """The request in `darkroom_http_seconds` and the access log."""
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    # An event stream the handler sent itself lasts minutes: no latency to measure
+    # (darkroom_event_streams counts them).
+    if not response.prepared:
+        key = (request.method, name, response.status)
+        # The labelled series looked up once, not per request (labels() takes a lock
+        # and checks its arguments every time).
+        if (histogram := seconds.get(key)) is None:
+            histogram = request.app[RESOURCES].metrics.http_seconds.labels(*key[:2], str(key[2]))
+            if len(seconds) < KEPT_SERIES:
+                seconds[key] = histogram
+        histogram.observe(elapsed)
+    # Probes come every few seconds from every kubelet: not worth an info line each.
+    level = log.debug if name in PROBES else log.info
+    level(
+        "request",
+        method=request.method,
+        path=request.path,
+        route=name,
+        status=response.status,
+        ms=round(elapsed * 1000, 1),
+    )
 
 
 def create_app(
@@ -84,12 +116,7 @@ def create_app(
     check_auth_settings(settings)
     check_window(settings)
     app = web.Application(
-        middlewares=[
-            request_context,
-            cors_middleware(parse_origins(settings.cors_origins)),
-            problem_middleware,
-            ip_rate_limit,
-        ],
+        middlewares=[request_middleware(Cors(parse_origins(settings.cors_origins)))],
         client_max_size=MAX_JSON_BODY,
     )
     app[DEV_USER] = dev_user

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -26,7 +26,16 @@ def trace_id_of(request: web.Request) -> str:
     if ids is not None:
         return ids[0]
     given = request.headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if _REQUEST_ID.match(given) else new_id()
+
+
+def new_id() -> str:
+    """A random (version 4) UUID in hex, as `uuid.uuid4().hex` spells it, in 7k
+    instructions instead of 17k (it names every grant's photo, and most requests)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 async def json_body(request: web.Request) -> Any:
@@ -39,6 +48,15 @@ async def json_body(request: web.Request) -> Any:
 
 
 async def parsed_body(request: web.Request, model: type[M]) -> M:
+    raw, charset = await request.read(), request.charset
+    if charset is None or charset.lower() in ("utf-8", "utf8"):
+        # Parsed and validated in one pass: half the instructions of json.loads then
+        # model_validate. A body this refuses is read again the old way, so a refusal
+        # says exactly what it always said.
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError:
+            pass
     try:
         return model.model_validate(await json_body(request))
     except ValidationError as exc:
@@ -55,8 +73,11 @@ def parsed_query(query: Mapping[str, str], model: type[M]) -> M:
 def display_name(filename: str) -> str:
     """The client's file name for display only: no path, nothing invisible (controls,
     bidi overrides, line separators: see shared.text)."""
-    name = visible_text(filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    return name[:255] or "photo"
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    # Printable ASCII is what visible_text leaves as it is; most names are just that.
+    if not (name.isascii() and name.isprintable()):
+        name = visible_text(name)
+    return name.strip()[:255] or "photo"
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

@@ -74,7 +74,9 @@ class _Shape(BaseModel):
 def respond(model: BaseModel, status: int = 200) -> web.Response:
     """A model as the JSON answer, serialised by pydantic straight to bytes."""
     return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+        body=model.__pydantic_serializer__.to_json(model),
+        status=status,
+        content_type="application/json",
     )
 
 

@@ -134,10 +134,12 @@ def problem(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def answered(
+    request: web.Request, answer: Awaitable[web.StreamResponse]
+) -> web.StreamResponse:
+    """The answer, or the problem that it raised as an application/problem+json answer."""
     try:
-        return await handler(request)
+        return await answer
     except ApiError as exc:
         return problem(exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
     except web.HTTPException as exc:

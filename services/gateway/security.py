@@ -103,8 +103,8 @@ def client_ip(request: web.Request, trusted_proxies: int) -> str:
     return request.remote or "unknown"
 
 
-@web.middleware
-async def ip_rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer, once the client IP's rate limit allows the request."""
     if request.path.startswith("/v1/"):
         ip = client_ip(request, request.app[RESOURCES].settings.trusted_proxies)
         await enforce_limit(request, f"ip:{ip}", "client IP")

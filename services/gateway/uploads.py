@@ -7,8 +7,8 @@ is what starts verification. So grants keep working through a broker outage."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from services.gateway.access import Act, album_access
 from services.gateway.context import RESOURCES, TRACE_ID
-from services.gateway.inputs import display_name, field_errors, json_body, parsed_body
+from services.gateway.inputs import display_name, field_errors, json_body, new_id, parsed_body
 from services.gateway.models import (
     BatchRequest,
     BatchResult,
@@ -56,6 +56,7 @@ from shared.tracing import anchor
 
 log = get_logger(__name__)
 api = Routes("uploads")
+Upload = PostUpload | PutUpload | MultipartUpload
 QUOTAS = (TOO_MANY_PENDING, PHOTO_QUOTA, BYTE_QUOTA)
 INTO_ALBUM = (NOT_FOUND, INSUFFICIENT_ROLE)  # an album the caller may not add photos to
 
@@ -214,7 +215,7 @@ async def _duplicate(
 
 
 def _intent(owner: str, item: UploadRequest, trace_id: str, s: Settings) -> NewPhoto:
-    photo_id = uuid.uuid4().hex
+    photo_id = new_id()
     parts = in_parts(item, s)
     ttl = s.multipart_upload_ttl if parts else s.upload_url_ttl
     return NewPhoto(
@@ -224,7 +225,8 @@ def _intent(owner: str, item: UploadRequest, trace_id: str, s: Settings) -> NewP
         filename=display_name(item.filename),
         declared_type=item.content_type,
         declared_size=item.size,
-        upload_expires_at=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=ttl),
+        # Now to the second, plus the lifetime: in one step (half the instructions).
+        upload_expires_at=datetime.fromtimestamp(int(time.time()) + ttl, UTC),
         trace_id=trace_id,
         keep_location=item.keep_location,
         album_id=item.album_id,
@@ -238,8 +240,7 @@ async def grant_all(
     """Sign every upload, then record every intent within the owner's quotas (all or
     none). The ingest worker learns of an upload from storage, not from the grant."""
     intents = [_intent(owner, item, trace_id, res.settings) for item in items]
-    pairs = zip(intents, [item.method for item in items], strict=True)
-    signed = await asyncio.gather(*(_presign(res, i, m) for i, m in pairs), return_exceptions=True)
+    signed = await _sign_all(res, intents, [item.method for item in items])
     intents = [
         i.model_copy(update={"upload_id": u.upload_id}) if isinstance(u, MultipartUpload) else i
         for i, u in zip(intents, signed, strict=True)
@@ -262,6 +263,21 @@ async def grant_all(
     ]
 
 
+async def _sign_all(
+    res: Resources, intents: list[NewPhoto], methods: list[str]
+) -> list[Upload | BaseException]:
+    """Each intent's upload, or what signing it raised."""
+    if len(intents) == 1:
+        # The single route's one grant is signed in place: gather would make it a task
+        # and take another turn of the event loop.
+        try:
+            return [await _presign(res, intents[0], methods[0])]
+        except Exception as exc:
+            return [exc]
+    pairs = zip(intents, methods, strict=True)
+    return await asyncio.gather(*(_presign(res, i, m) for i, m in pairs), return_exceptions=True)
+
+
 async def abort_all(res: Resources, intents: list[NewPhoto]) -> None:
     for intent in intents:
         if intent.upload_id is not None:
@@ -271,9 +287,7 @@ async def abort_all(res: Resources, intents: list[NewPhoto]) -> None:
                 log.warning("could not abort a refused multipart upload", error=str(exc))
 
 
-async def _presign(
-    res: Resources, intent: NewPhoto, method: str
-) -> PostUpload | PutUpload | MultipartUpload:
+async def _presign(res: Resources, intent: NewPhoto, method: str) -> Upload:
     key, ttl = intent.object_key, res.settings.upload_url_ttl
     content_type, size = intent.declared_type, intent.declared_size
     if intent.part_size is not None:
