@@ -4,14 +4,14 @@ A grant must not be answered before its intent is committed, and concurrent gran
 any replica) must not overrun an owner's quota together. One transaction per grant did
 both, at about 15 round trips and four compiled statements per grant: 55-62% of the
 gateway's CPU at 230 grants/s. Here the reservations that arrive while one transaction is
-being written wait for it, then go together in the next one: the owners' locks in one
-statement, their usage in one, every accepted intent in one multi-row INSERT. Each
-request's quota check still sees the usage of everything committed and everything
-accepted before it in its batch.
+being written wait for it, then go together in the next one. Each request's quota check
+sees the usage of everything committed and everything accepted before it in its batch.
 
-The batch runs on the asyncpg connection directly, its three statements compiled once:
-building, compiling and cache-keying them through SQLAlchemy Core on every batch was 34%
-of the gateway's CPU. SQLite (one process) serialises reservations with a lock instead.
+On PostgreSQL a batch is BEGIN, one call of `reserve_usage` (its owners' locks, their
+lapsed uploads retired, their usage sums, which triggers keep: revision 0007), one
+INSERT of every accepted intent, COMMIT; on the asyncpg connection directly, statements
+compiled once (building them through SQLAlchemy Core on every batch was 34% of the
+gateway's CPU). SQLite (one process) serialises reservations with a lock and counts.
 """
 
 from __future__ import annotations
@@ -106,48 +106,55 @@ class Reservations:
 
     async def _write(self, batch: list[_Request]) -> None:
         owners = sorted({r.owner_id for r in batch})  # one lock order on every replica
-        accepted: list[_Request] = []
-        usage_sql, insert_sql = _usage_statement(), _insert_statement()
         async with self.db.raw_transaction() as conn:
-            await conn.execute(_LOCK, owners)
-            found = await conn.fetch(
-                usage_sql.sql, *usage_sql.args(owners=owners, now=datetime.now(UTC))
-            )
-            usage = {row[0]: Usage(int(row[1]), int(row[2]), int(row[3])) for row in found}
-            for request in batch:
-                if request.answer.done():
-                    continue  # its caller was cancelled (a drain's deadline): nothing to record
-                now = usage.get(request.owner_id, NOTHING)
-                try:
-                    request.check(now)
-                except Exception as refused:
-                    request.answer.set_exception(refused)
-                    continue
-                usage[request.owner_id] = now.plus(request.intents)
-                accepted.append(request)
+            found = await conn.fetch(_RESERVE, owners)
+            usage = {row[0]: Usage(row[1], row[2], row[3]) for row in found}
+            accepted = _checked(batch, usage)
             if accepted:
                 values = rows(i for r in accepted for i in r.intents)
-                await conn.executemany(insert_sql.sql, [insert_sql.args(**v) for v in values])
+                insert = _insert()
+                await conn.execute(insert.sql, *insert.args(**_columns(values)))
         for request in accepted:
             if not request.answer.done():
                 request.answer.set_result(None)
 
 
+def _checked(batch: list[_Request], usage: dict[str, Usage]) -> list[_Request]:
+    """The requests their checks let through, each seeing those accepted before it; the
+    others are answered with what their check raised."""
+    accepted: list[_Request] = []
+    for request in batch:
+        if request.answer.done():
+            continue  # its caller was cancelled (a drain's deadline): nothing to record
+        now = usage.get(request.owner_id, NOTHING)
+        try:
+            request.check(now)
+        except Exception as refused:
+            request.answer.set_exception(refused)
+            continue
+        usage[request.owner_id] = now.plus(request.intents)
+        accepted.append(request)
+    return accepted
+
+
 NOTHING = Usage(0, 0, 0)
-_LOCK = "SELECT pg_advisory_xact_lock(hashtext(owner)) FROM unnest($1::text[]) AS owner"
+# Locks, lapsed uploads retired and the owners' sums in one round trip (revision 0007).
+_RESERVE = "SELECT owner_id, photos, bytes, pending FROM reserve_usage($1::text[])"
 _COLUMNS = (*NewPhoto.model_fields, "status", "created_at", "updated_at")
 
 
 @cache
-def _usage_statement() -> Compiled:
-    owners = sa.bindparam("owners", type_=postgresql.ARRAY(sa.Text))
-    return Compiled.of(usage_query(photos.c.owner_id == sa.any_(owners)), "owners", "now")
-
-
-@cache
-def _insert_statement() -> Compiled:
-    insert = postgresql.insert(photos).values({name: sa.bindparam(name) for name in _COLUMNS})
+def _insert() -> Compiled:
+    """Every intent of a batch in one statement, a column array per parameter: executed
+    once, where executemany executed it once per row."""
+    arrays = [sa.bindparam(c, type_=postgresql.ARRAY(photos.c[c].type)) for c in _COLUMNS]
+    rows = sa.select(sa.text("*")).select_from(sa.func.unnest(*arrays))
+    insert = postgresql.insert(photos).from_select(list(_COLUMNS), rows)
     return Compiled.of(insert.on_conflict_do_nothing(index_elements=["id"]), *_COLUMNS)
+
+
+def _columns(values: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    return {c: [v[c] for v in values] for c in _COLUMNS}
 
 
 def rows(intents: Any) -> list[dict[str, Any]]:
