@@ -116,12 +116,18 @@ class Database:
         """A transaction on the pooled asyncpg connection itself (PostgreSQL only), for
         hot paths: statements compiled once (`Compiled`), prepared once per connection by
         asyncpg, no SQLAlchemy on the way. Errors are mapped as `transaction` maps them."""
+        async with self.raw_connection() as driver, driver.transaction():
+            yield driver
+
+    @asynccontextmanager
+    async def raw_connection(self) -> AsyncIterator[Any]:
+        """The pooled asyncpg connection itself, outside any transaction: each statement
+        commits on its own. Errors are mapped as `transaction` maps them."""
         try:
             async with self.engine.connect() as conn:
                 driver: Any = (await conn.get_raw_connection()).driver_connection
                 try:
-                    async with driver.transaction():
-                        yield driver
+                    yield driver
                 finally:
                     # Lost, or left inside a transaction (a cancellation that cut the
                     # ROLLBACK short): not to be handed out again.

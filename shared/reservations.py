@@ -7,11 +7,14 @@ gateway's CPU at 230 grants/s. Here the reservations that arrive while one trans
 being written wait for it, then go together in the next one. Each request's quota check
 sees the usage of everything committed and everything accepted before it in its batch.
 
-On PostgreSQL a batch is BEGIN, one call of `reserve_usage` (its owners' locks, their
-lapsed uploads retired, their usage sums, which triggers keep: revision 0007), one
-INSERT of every accepted intent, COMMIT; on the asyncpg connection directly, statements
-compiled once (building them through SQLAlchemy Core on every batch was 34% of the
-gateway's CPU). SQLite (one process) serialises reservations with a lock and counts.
+On PostgreSQL a batch takes two round trips and no explicit transaction: its owners'
+usage (sums kept by triggers, revision 0007), then, once the checks ran, one statement
+that writes every accepted intent of the owners whose usage has not changed since, and
+commits. A replica's batch, or any other change to an owner's photos, in between makes
+that owner's requests go round again. Statements are compiled once and run on the
+asyncpg connection directly (building them through SQLAlchemy Core on every batch was
+34% of the gateway's CPU). SQLite (one process) serialises reservations with a lock and
+counts the photos.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import Compiled, Database
 from shared.errors import DatabaseUnavailable
 from shared.records import NewPhoto, PhotoStatus
-from shared.tables import photos
+from shared.tables import owner_usage, photos
 
 # Transactions at once: while one is written, the next is filled and started. Measured
 # with bench.gateway, 64 users: 1 writer 1494-1502 grants/s, 2 writers 1659-1871.
@@ -65,6 +68,7 @@ class Reservations:
         self._lock = asyncio.Lock()  # SQLite only
         self._waiting: list[_Request] = []
         self._writers: set[asyncio.Task[None]] = set()
+        self._writing: set[str] = set()  # owners of the batches being written
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record `intents` if `check(usage)` lets them through; raises what it raised."""
@@ -83,10 +87,9 @@ class Reservations:
         await answer
 
     async def _write_all(self) -> None:
-        while self._waiting:
-            batch = self._next_batch()
+        while batch := self._next_batch():
             try:
-                await self._write(batch)
+                self._waiting[:0] = await self._write(batch)
             except BaseException as exc:  # every request of the batch gets the failure
                 for request in batch:
                     if not request.answer.done():
@@ -95,62 +98,130 @@ class Reservations:
                         )
                 if not isinstance(exc, Exception):
                     raise
+            finally:
+                self._writing.difference_update(r.owner_id for r in batch)
 
     def _next_batch(self) -> list[_Request]:
+        """The oldest requests of owners no other batch of ours is writing: two batches
+        of one owner would have the later one lose its compare-and-set."""
         batch: list[_Request] = []
+        left: list[_Request] = []
         count = 0
-        while self._waiting and (not batch or count + len(self._waiting[0].intents) <= MAX_BATCH):
-            batch.append(self._waiting.pop(0))
-            count += len(batch[-1].intents)
+        for request in self._waiting:
+            fits = not batch or count + len(request.intents) <= MAX_BATCH
+            if fits and request.owner_id not in self._writing:
+                batch.append(request)
+                count += len(request.intents)
+            else:
+                left.append(request)
+        self._waiting = left
+        self._writing.update(r.owner_id for r in batch)
         return batch
 
-    async def _write(self, batch: list[_Request]) -> None:
-        owners = sorted({r.owner_id for r in batch})  # one lock order on every replica
-        async with self.db.raw_transaction() as conn:
-            found = await conn.fetch(_RESERVE, owners)
+    async def _write(self, batch: list[_Request]) -> list[_Request]:
+        """Write what the batch's checks let through; returns the requests to decide
+        again, those of owners whose usage changed between the read and the write."""
+        owners = sorted({r.owner_id for r in batch})
+        async with self.db.raw_connection() as conn:
+            found = await conn.fetch(_USAGE_NOW, owners)
             usage = {row[0]: Usage(row[1], row[2], row[3]) for row in found}
-            accepted = _checked(batch, usage)
-            if accepted:
-                values = rows(i for r in accepted for i in r.intents)
-                insert = _insert()
-                await conn.execute(insert.sql, *insert.args(**_columns(values)))
+            accepted, refused = _checked(batch, dict(usage))
+            changed = await _write_if_unchanged(conn, accepted, usage) if accepted else set()
+        again = [r for r in batch if r.owner_id in changed and not r.answer.done()]
+        for request, refusal in refused:
+            if request.owner_id not in changed:
+                request.answer.set_exception(refusal)
         for request in accepted:
-            if not request.answer.done():
+            if request.owner_id not in changed and not request.answer.done():
                 request.answer.set_result(None)
+        return again
 
 
-def _checked(batch: list[_Request], usage: dict[str, Usage]) -> list[_Request]:
-    """The requests their checks let through, each seeing those accepted before it; the
-    others are answered with what their check raised."""
+async def _write_if_unchanged(
+    conn: Any, accepted: list[_Request], usage: dict[str, Usage]
+) -> set[str]:
+    """Record the accepted intents of each owner whose usage is still what their checks
+    saw, in one statement and its own transaction; returns the other owners."""
+    owners = sorted({r.owner_id for r in accepted})
+    seen = [usage.get(owner, NOTHING) for owner in owners]
+    values = rows(i for r in accepted for i in r.intents)
+    statement = _insert_if_unchanged()
+    written = await conn.fetch(
+        statement.sql,
+        *statement.args(
+            owners=owners,
+            photos=[u.kept for u in seen],
+            bytes=[u.used for u in seen],
+            pending=[u.pending for u in seen],
+            **_columns(values),
+        ),
+    )
+    return set(owners) - {row[0] for row in written}
+
+
+def _checked(
+    batch: list[_Request], usage: dict[str, Usage]
+) -> tuple[list[_Request], list[tuple[_Request, Exception]]]:
+    """The requests their checks let through, each seeing those accepted before it, and
+    the others with what their check raised."""
     accepted: list[_Request] = []
+    refused: list[tuple[_Request, Exception]] = []
     for request in batch:
         if request.answer.done():
             continue  # its caller was cancelled (a drain's deadline): nothing to record
         now = usage.get(request.owner_id, NOTHING)
         try:
             request.check(now)
-        except Exception as refused:
-            request.answer.set_exception(refused)
+        except Exception as refusal:
+            refused.append((request, refusal))
             continue
         usage[request.owner_id] = now.plus(request.intents)
         accepted.append(request)
-    return accepted
+    return accepted, refused
 
 
 NOTHING = Usage(0, 0, 0)
-# Locks, lapsed uploads retired and the owners' sums in one round trip (revision 0007).
-_RESERVE = "SELECT owner_id, photos, bytes, pending FROM reserve_usage($1::text[])"
+# Revision 0007: the owners' sums, their lapsed uploads retired first.
+_USAGE_NOW = "SELECT owner_id, photos, bytes, pending FROM owner_usage_now($1::text[])"
 _COLUMNS = (*NewPhoto.model_fields, "status", "created_at", "updated_at")
+_SUMS = ("photos", "bytes", "pending")
+
+
+def _array(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=postgresql.ARRAY(column.type))
 
 
 @cache
-def _insert() -> Compiled:
-    """Every intent of a batch in one statement, a column array per parameter: executed
-    once, where executemany executed it once per row."""
-    arrays = [sa.bindparam(c, type_=postgresql.ARRAY(photos.c[c].type)) for c in _COLUMNS]
-    rows = sa.select(sa.text("*")).select_from(sa.func.unnest(*arrays))
-    insert = postgresql.insert(photos).from_select(list(_COLUMNS), rows)
-    return Compiled.of(insert.on_conflict_do_nothing(index_elements=["id"]), *_COLUMNS)
+def _insert_if_unchanged() -> Compiled:
+    """Lock the sums of the owners still at what their checks saw (one lock order on
+    every replica), insert their intents (a column array per parameter: one statement
+    where executemany ran one per row), and name those owners. Without an explicit
+    transaction (no BEGIN, no COMMIT round trip) nothing else can change those sums
+    between the read and the write, and the batch holds no lock while its checks run."""
+    u = owner_usage.c
+    seen = (
+        sa.func.unnest(_array("owners", u.owner_id), *(_array(n, u[n]) for n in _SUMS))
+        .table_valued("owner_id", *_SUMS)
+        .render_derived(name="seen")
+    )
+    unchanged = (
+        sa.select(u.owner_id)
+        .join(seen, u.owner_id == seen.c.owner_id)
+        .where(sa.tuple_(*(u[n] for n in _SUMS)) == sa.tuple_(*(seen.c[n] for n in _SUMS)))
+        .order_by(u.owner_id)
+        .with_for_update(of=owner_usage)
+        .cte("unchanged")
+    )
+    intents = (
+        sa.func.unnest(*(_array(c, photos.c[c]) for c in _COLUMNS))
+        .table_valued(*_COLUMNS)
+        .render_derived(name="intent")
+    )
+    theirs = sa.select(*intents.c).where(intents.c.owner_id.in_(sa.select(unchanged.c.owner_id)))
+    insert = postgresql.insert(photos).from_select(list(_COLUMNS), theirs)
+    added = insert.on_conflict_do_nothing(index_elements=["id"]).cte("added")
+    statement = sa.select(unchanged.c.owner_id).add_cte(added)
+    return Compiled.of(statement, "owners", *_SUMS, *_COLUMNS)
 
 
 def _columns(values: list[dict[str, Any]]) -> dict[str, list[Any]]:

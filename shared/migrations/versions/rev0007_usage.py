@@ -5,7 +5,7 @@ A grant batch read its owners' usage by counting every kept or pending photo of 
 PostgreSQL the sums are now kept as photos change. Whether a photo counts depends on the
 time (a pending upload stops counting when its URL lapses), so each row records whether
 it counted at its last write (`counted`, set by a row trigger), statement triggers add
-the changes of the counted rows to `owner_usage`, and `reserve_usage` retires its owners'
+the changes of the counted rows to `owner_usage`, and `owner_usage_now` retires its owners'
 lapsed uploads (a write that recomputes `counted`) before reading their sums. The rule is
 shared.reservations.usage_query's; tests/test_usage.py holds the two equal. SQLite keeps
 counting photos (one process, small installs): the column and table stay empty there.
@@ -25,7 +25,7 @@ down_revision = "0006_multipart"
 branch_labels = None
 depends_on = None
 
-# The uploads whose counting may lapse (the index's condition, reserve_usage's too).
+# The uploads whose counting may lapse (the index's condition, owner_usage_now's too).
 LAPSING = "counted AND status IN ('pending', 'deleted')"
 
 COUNTED = """
@@ -83,16 +83,18 @@ $$
 """  # noqa: S608 (this module's constants only)
 
 
-# One round trip for a grant batch: its owners' locks (the caller sorts them: one lock
-# order on every replica), their lapsed uploads retired, their sums. Each statement of a
-# volatile function sees what committed before it started, so the sums read include
-# every batch that held these locks before.
-RESERVE = """
-CREATE FUNCTION reserve_usage(owners text[])
+# The sums a grant batch checks its requests against, in one round trip and no explicit
+# transaction: each owner's row made if missing (the batch's write locks it), their
+# lapsed uploads retired (a write recomputes `counted`; the partial index finds them).
+OWNER_USAGE_NOW = """
+CREATE FUNCTION owner_usage_now(owners text[])
 RETURNS TABLE (owner_id text, photos bigint, bytes bigint, pending bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext(o)) FROM unnest(owners) AS o;
+    INSERT INTO owner_usage AS u (owner_id, photos, bytes, pending)
+    SELECT o, 0, 0, 0 FROM unnest(owners) AS o
+    WHERE NOT EXISTS (SELECT FROM owner_usage AS e WHERE e.owner_id = o)
+    ON CONFLICT DO NOTHING;
     UPDATE photos AS p SET counted = false
     WHERE p.owner_id = ANY(owners) AND p.upload_expires_at <= now()
         AND p.counted AND p.status IN ('pending', 'deleted');
@@ -148,12 +150,12 @@ def upgrade() -> None:
             f"CREATE TRIGGER {name} AFTER {statement} ON photos {transitions}"
             f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
-    op.execute(RESERVE)
+    op.execute(OWNER_USAGE_NOW)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP FUNCTION reserve_usage(text[])")
+        op.execute("DROP FUNCTION owner_usage_now(text[])")
         for statement in STATEMENTS:
             name = f"photos_usage_{statement.lower()}"
             op.execute(f"DROP TRIGGER {name} ON photos")
