@@ -41,7 +41,7 @@ async def store(postgres: Settings) -> AsyncIterator[Store]:
 
 
 async def seen_by_a_grant(store: Store, owner: str) -> Usage:
-    """The usage a grant's quota check is shown (the grant is then refused)."""
+    """The usage a grant's refusal stands on (its quota check says no to anything)."""
     seen: list[Usage] = []
 
     def check(usage: Usage) -> None:
@@ -50,7 +50,7 @@ async def seen_by_a_grant(store: Store, owner: str) -> Usage:
 
     with pytest.raises(Seen):
         await store.reserve(owner, [intent(uuid.uuid4().hex, owner, 1)], check)
-    return seen[0]
+    return seen[-1]
 
 
 async def counted(store: Store, owner: str) -> Usage:
