@@ -132,33 +132,44 @@ class Reservations:
         again: those of owners whose usage changed between the read and the write, and
         those refused on remembered usage."""
         owners = sorted({r.owner_id for r in batch})
-        unknown = [owner for owner in owners if owner not in self._known]
+        unread = [owner for owner in owners if owner not in self._known]
         async with self.db.raw_connection() as conn:
-            fresh = await _usage_now(conn, unknown) if unknown else {}
+            fresh = await _usage_now(conn, unread) if unread else {}
             usage = {o: fresh[o] if o in fresh else self._known.get(o, NOTHING) for o in owners}
             after = dict(usage)
             accepted, refused = _checked(batch, after)
             # A refusal stands on a fresh read only: remembered usage may still count
             # uploads whose URLs lapsed since (reading retires them).
-            again = {r.owner_id for r, _ in refused if r.owner_id not in fresh}
-            accepted = [r for r in accepted if r.owner_id not in again]
-            if accepted:
-                again |= await _write_if_unchanged(conn, accepted, usage)
-        self._remember({o: after[o] for o in owners if o not in again}, forget=again)
-        for request, refusal in refused:
-            if request.owner_id not in again:
-                request.answer.set_exception(refusal)
-        for request in accepted:
-            if request.owner_id not in again and not request.answer.done():
-                request.answer.set_result(None)
+            stale = {r.owner_id for r, _ in refused if r.owner_id not in fresh}
+            accepted = [r for r in accepted if r.owner_id not in stale]
+            changed = await _write_if_unchanged(conn, accepted, usage) if accepted else {}
+        again = stale | changed.keys()
+        known: dict[str, Usage | None] = {o: after[o] for o in owners if o not in again}
+        self._remember(known | changed | dict.fromkeys(stale))
+        _answer(accepted, refused, again)
         return [r for r in batch if r.owner_id in again and not r.answer.done()]
 
-    def _remember(self, usage: dict[str, Usage], forget: set[str]) -> None:
+    def _remember(self, usage: dict[str, Usage | None]) -> None:
+        """Owners' usage as now known (None: to be read again)."""
         if len(self._known) > MAX_KNOWN:
             self._known.clear()
-        self._known.update(usage)
-        for owner in forget:
-            self._known.pop(owner, None)
+        for owner, known in usage.items():
+            if known is None:
+                self._known.pop(owner, None)
+            else:
+                self._known[owner] = known
+
+
+def _answer(
+    accepted: list[_Request], refused: list[tuple[_Request, Exception]], again: set[str]
+) -> None:
+    """Answer the requests decided for good: not those of the owners in `again`."""
+    for request, refusal in refused:
+        if request.owner_id not in again:
+            request.answer.set_exception(refusal)
+    for request in accepted:
+        if request.owner_id not in again and not request.answer.done():
+            request.answer.set_result(None)
 
 
 async def _usage_now(conn: Any, owners: list[str]) -> dict[str, Usage]:
@@ -167,9 +178,10 @@ async def _usage_now(conn: Any, owners: list[str]) -> dict[str, Usage]:
 
 async def _write_if_unchanged(
     conn: Any, accepted: list[_Request], usage: dict[str, Usage]
-) -> set[str]:
+) -> dict[str, Usage | None]:
     """Record the accepted intents of each owner whose usage is still what their checks
-    saw, in one statement and its own transaction; returns the other owners."""
+    saw, in one statement and its own transaction; returns the other owners' usage now
+    (None: unknown)."""
     owners = sorted({r.owner_id for r in accepted})
     seen = [usage.get(owner, NOTHING) for owner in owners]
     values = rows(i for r in accepted for i in r.intents)
@@ -184,7 +196,10 @@ async def _write_if_unchanged(
             **_columns(values),
         ),
     )
-    return set(owners) - {row[0] for row in written}
+    latest = {row[0]: Usage(*row[1:4]) for row in written if not row[4]}
+    # An owner with no sums (none the statement could lock) was not written either.
+    gone = set(owners) - {row[0] for row in written}
+    return latest | dict.fromkeys(gone)
 
 
 def _checked(
@@ -221,23 +236,30 @@ def _array(name: str, column: sa.Column[Any]) -> sa.BindParameter[Any]:
 
 @cache
 def _insert_if_unchanged() -> Compiled:
-    """Lock the sums of the owners still at what their checks saw (one lock order on
-    every replica), insert their intents (a column array per parameter: one statement
-    where executemany ran one per row), and name those owners. Without an explicit
-    transaction (no BEGIN, no COMMIT round trip) nothing else can change those sums
-    between the read and the write, and the batch holds no lock while its checks run."""
+    """Lock the owners' sums (one lock order on every replica), insert the intents of
+    those whose sums are still what their checks saw (a column array per parameter: one
+    statement where executemany ran one per row), and give each owner's sums and whether
+    they were written. Without an explicit transaction (no BEGIN, no COMMIT round trip)
+    nothing else can change those sums between the check and the write, and the batch
+    holds no lock while its checks run. The sums of an owner not written are the latest
+    (a row locked after waiting is read again), for the next try."""
     u = owner_usage.c
+    latest = (
+        sa.select(u.owner_id, *(u[n] for n in _SUMS))
+        .where(u.owner_id == sa.any_(_array("owners", u.owner_id)))
+        .order_by(u.owner_id)
+        .with_for_update()
+        .cte("latest")
+    )
     seen = (
         sa.func.unnest(_array("owners", u.owner_id), *(_array(n, u[n]) for n in _SUMS))
         .table_valued("owner_id", *_SUMS)
         .render_derived(name="seen")
     )
     unchanged = (
-        sa.select(u.owner_id)
-        .join(seen, u.owner_id == seen.c.owner_id)
-        .where(sa.tuple_(*(u[n] for n in _SUMS)) == sa.tuple_(*(seen.c[n] for n in _SUMS)))
-        .order_by(u.owner_id)
-        .with_for_update(of=owner_usage)
+        sa.select(latest.c.owner_id)
+        .join(seen, latest.c.owner_id == seen.c.owner_id)
+        .where(sa.tuple_(*(latest.c[n] for n in _SUMS)) == sa.tuple_(*(seen.c[n] for n in _SUMS)))
         .cte("unchanged")
     )
     intents = (
@@ -248,7 +270,8 @@ def _insert_if_unchanged() -> Compiled:
     theirs = sa.select(*intents.c).where(intents.c.owner_id.in_(sa.select(unchanged.c.owner_id)))
     insert = postgresql.insert(photos).from_select(list(_COLUMNS), theirs)
     added = insert.on_conflict_do_nothing(index_elements=["id"]).cte("added")
-    statement = sa.select(unchanged.c.owner_id).add_cte(added)
+    written = latest.c.owner_id.in_(sa.select(unchanged.c.owner_id))
+    statement = sa.select(*latest.c, written).add_cte(added)
     return Compiled.of(statement, "owners", *_SUMS, *_COLUMNS)
 
 
