@@ -116,42 +116,23 @@ class Database:
         """A transaction on the pooled asyncpg connection itself (PostgreSQL only), for
         hot paths: statements compiled once (`Compiled`), prepared once per connection by
         asyncpg, no SQLAlchemy on the way. Errors are mapped as `transaction` maps them."""
-        try:
-            async with self.engine.connect() as conn:
-                driver: Any = (await conn.get_raw_connection()).driver_connection
-                try:
-                    async with driver.transaction():
-                        yield driver
-                finally:
-                    # Lost, or left inside a transaction (a cancellation that cut the
-                    # ROLLBACK short): not to be handed out again.
-                    if driver.is_closed() or driver.is_in_transaction():
-                        await conn.invalidate()
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-            raise PermanentError(f"metadata store refused the change: {exc}") from exc
-        except (
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            OperationalError,
-            DBAPIError,
-            OSError,
-            TimeoutError,
-        ) as exc:
-            raise DatabaseUnavailable(f"metadata store failed: {exc!r}") from exc
+        async with self.raw_connection() as driver, driver.transaction():
+            yield driver
 
-    async def fetch(self, statement: Compiled, **values: Any) -> list[Any]:
-        """The rows of one statement (PostgreSQL only) on a pooled asyncpg connection,
-        outside a transaction: a single statement reads one snapshot, so BEGIN and COMMIT
-        would only add two round trips. Checked out of the pool directly, not through a
+    @asynccontextmanager
+    async def raw_connection(self) -> AsyncIterator[Any]:
+        """The pooled asyncpg connection itself (PostgreSQL only), outside a transaction:
+        each statement commits on its own. Checked out of the pool directly, not through a
         SQLAlchemy connection (60-90 us less per statement, measured). Errors are mapped
         as `transaction` maps them."""
         try:
             pooled = await self.engine.raw_connection()
             driver: Any = pooled.driver_connection
             try:
-                rows: list[Any] = await driver.fetch(statement.sql, *statement.args(**values))
+                yield driver
             finally:
-                # Lost, or cut short by a cancellation: not to be handed out again.
+                # Lost, or left inside a transaction (a cancellation that cut the
+                # ROLLBACK short): not to be handed out again.
                 if driver.is_closed() or driver.is_in_transaction():
                     await greenlet_spawn(pooled.invalidate)
                 await greenlet_spawn(pooled.close)
@@ -159,6 +140,13 @@ class Database:
             raise PermanentError(f"metadata store refused the change: {exc}") from exc
         except _UNAVAILABLE as exc:
             raise DatabaseUnavailable(f"metadata store failed: {exc!r}") from exc
+
+    async def fetch(self, statement: Compiled, **values: Any) -> list[Any]:
+        """The rows of one statement (PostgreSQL only), outside a transaction: a single
+        statement reads one snapshot, so BEGIN and COMMIT would only add two round
+        trips."""
+        async with self.raw_connection() as driver:
+            rows: list[Any] = await driver.fetch(statement.sql, *statement.args(**values))
         return rows
 
     async def ping(self) -> bool:

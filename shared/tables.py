@@ -41,6 +41,10 @@ photos = sa.Table(
     # single-request upload.
     sa.Column("upload_id", sa.Text),
     sa.Column("part_size", sa.BigInteger),
+    # Whether the photo counts against its owner's quota (shared.reservations.usage_query)
+    # as of its last write, and so is in owner_usage: kept by triggers on PostgreSQL,
+    # unused on SQLite.
+    sa.Column("counted", sa.Boolean, nullable=False, server_default=sa.false()),
     # An owner's listing pages on (created_at, id); the sweep finds lapsed pending uploads.
     sa.Index("photos_owner_created", "owner_id", "created_at", "id"),
     sa.Index("photos_status_expiry", "status", "upload_expires_at"),
@@ -49,6 +53,25 @@ photos = sa.Table(
     sa.Index("photos_owner_taken", "owner_id", "taken_at"),
     # An album's photos page on (created_at, id) like an owner's listing.
     sa.Index("photos_album_created", "album_id", "created_at", "id"),
+    # Counted uploads whose URL may lapse: a grant batch finds its owners' lapsed ones.
+    sa.Index(
+        "photos_counted_lapsing",
+        "owner_id",
+        "upload_expires_at",
+        postgresql_where=sa.text("counted AND status IN ('pending', 'deleted')"),
+        sqlite_where=sa.text("counted AND status IN ('pending', 'deleted')"),
+    ),
+)
+
+# Each owner's photos that count against quotas, their bytes, and the pending uploads
+# among them: the sums over photos.counted, kept by triggers (PostgreSQL only).
+owner_usage = sa.Table(
+    "owner_usage",
+    metadata,
+    sa.Column("owner_id", sa.Text, primary_key=True),
+    sa.Column("photos", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("pending", sa.BigInteger, nullable=False),
 )
 
 renditions = sa.Table(

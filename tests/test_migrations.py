@@ -195,6 +195,7 @@ async def test_a_fresh_database_upgrades_from_empty_to_the_tables_schema(
         "0004_webhooks",
         "0005_mail",
         "0006_multipart",
+        "0007_usage",
     ]
     assert await upgrade(engine) == []
     async with engine.connect() as conn:
@@ -215,6 +216,7 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
         "0004_webhooks",
         "0005_mail",
         "0006_multipart",
+        "0007_usage",
     ]
     assert "darkroom_schema" not in await tables(engine)
     store = Store(Database(engine))
@@ -263,7 +265,7 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
         assert sorted(applied) == [
             [],
             [],
-            ["0002", "0003_albums", "0004_webhooks", "0005_mail", "0006_multipart"],
+            ["0002", "0003_albums", "0004_webhooks", "0005_mail", "0006_multipart", "0007_usage"],
         ]
     finally:
         for engine in engines:
@@ -280,11 +282,11 @@ def test_migrate_applies_and_status_tells_whether_the_database_is_behind(
             darkroom(list(argv))
         return int(exited.value.code or 0), capsys.readouterr().out
 
-    head = "0006_multipart"
+    head = "0007_usage"
     assert run("migrate", "--status") == (1, f"current: (empty database)\nhead:    {head}\n")
     assert run("migrate") == (
         0,
-        f"applied 0001, 0002, 0003_albums, 0004_webhooks, 0005_mail, {head}\n",
+        f"applied 0001, 0002, 0003_albums, 0004_webhooks, 0005_mail, 0006_multipart, {head}\n",
     )
     assert run("migrate", "--status") == (0, f"current: {head}\nhead:    {head}\n")
     assert run("migrate") == (0, "schema is up to date\n")

@@ -58,6 +58,17 @@ async def test_concurrent_grants_on_two_replicas_cannot_overrun_a_quota(
     assert sum(record is not None for record in recorded) == 5
 
 
+async def test_a_replica_grants_within_what_another_replica_granted_since_it_last_looked(
+    settings: Settings, postgres_url: str
+) -> None:
+    settings = settings.model_copy(update={"database_url": postgres_url})
+    async with open_store(settings) as one, open_store(settings) as other:
+        assert await reserve(one, "zoe", 0, at_most(2)) == "granted"
+        assert await reserve(other, "zoe", 1, at_most(2)) == "granted"
+        assert await reserve(one, "zoe", 2, at_most(2)) == "refused"
+        assert await one.get(f"z{2:031d}") is None
+
+
 async def test_one_owner_over_quota_does_not_refuse_the_others_written_with_it(
     store: Store,
 ) -> None:
