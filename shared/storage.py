@@ -39,6 +39,29 @@ class ObjectInfo:
     etag: str | None
 
 
+class Body:
+    """An object's bytes as they arrive (`Storage.open_range`)."""
+
+    def __init__(self, key: str, raw: Any) -> None:
+        self._key = key
+        self._raw = raw
+
+    async def read(self, n: int) -> bytes:
+        """The next n bytes; fewer only at the end."""
+        parts: list[bytes] = []
+        want = n
+        try:
+            while want > 0 and (part := await self._raw.read(want)):
+                parts.append(part)
+                want -= len(part)
+        except BotoCoreError as exc:
+            raise _unavailable("get", self._key, exc) from exc
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class Presigner:
     """Signs URLs for one endpoint and bucket with the process's S3 credentials: the
     configured keys, or botocore's chain (environment, instance or pod role), whose
@@ -127,11 +150,22 @@ class Storage:
         return await self._read(key, IfMatch=if_match)
 
     async def _read(self, key: str, **extra: Any) -> bytes:
+        body = await self._open(key, **extra)
+        async with body:
+            try:
+                data: bytes = await body.read()
+            except BotoCoreError as exc:
+                raise _unavailable("get", key, exc) from exc
+            return data
+
+    async def open_range(self, key: str, start: int, end: int) -> Body:
+        """Bytes start..end inclusive (fewer if the object is shorter), read as they are
+        wanted; close it when done (closed early, its connection is dropped)."""
+        return Body(key, await self._open(key, Range=f"bytes={start}-{end}"))
+
+    async def _open(self, key: str, **extra: Any) -> Any:
         try:
             resp = await self._client.get_object(Bucket=self.bucket, Key=key, **extra)
-            async with resp["Body"] as body:
-                data: bytes = await body.read()
-                return data
         except ClientError as exc:
             code = _error_code(exc)
             if code in ("PreconditionFailed", "412"):
@@ -141,6 +175,7 @@ class Storage:
             raise _unavailable("get", key, exc) from exc
         except BotoCoreError as exc:
             raise _unavailable("get", key, exc) from exc
+        return resp["Body"]
 
     async def stream(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         """The object's bytes in chunks, never all in memory."""
