@@ -57,6 +57,15 @@ async def main(count: int, threads: int, kind: str, profile: Path | None = None)
     print(f"scale-out: 2 workers {two.rate / one.rate:.2f}x of 1 ({threads} threads each)")
     for workers, run in ((1, one), (2, two)):
         _report(workers, run, statistics.mean(raw_cpu))
+    # What the CPU per photo allows when every process shares this machine's cores.
+    cores = len(os.sched_getaffinity(0))
+    one_cap, two_cap = (cores * 1000 / sum(r.cpu_ms.values()) for r in (one, two))
+    print(
+        f"ceiling from CPU per photo on {cores} cores: {one_cap:.2f} photos/s, "
+        f"{one_cap / raw:.2f} of raw render; scale-out at most {two_cap / one.rate:.2f}x; "
+        f"steady (first to last ready) {one.steady:.2f} and {two.steady:.2f} photos/s, "
+        f"{two.steady / one.steady:.2f}x"
+    )
 
 
 def _report(workers: int, run: Run, raw_cpu_ms: float) -> None:

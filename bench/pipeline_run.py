@@ -45,6 +45,7 @@ class Run:
     ingest_p50: float  # stored -> verified (the ingest worker's log), ms
     render_p50: float  # verified -> ready
     first_ms: float  # from the first stored to the first ready
+    steady: float  # photos/s from the first ready to the last: without the pipeline's fill
     cpu_ms: dict[str, float]  # CPU per photo, by process
     profiles: dict[str, Profile]  # by process, with --profile
 
@@ -223,6 +224,7 @@ def _summary(
         ingest_p50=statistics.median((verified[p] - stored[p]) * 1000 for p in seen),
         render_p50=statistics.median((ready[p] - verified[p]) * 1000 for p in seen),
         first_ms=(min(ready[p] for p in stored) - min(stored.values())) * 1000,
+        steady=(len(stored) - 1) / (max(ready.values()) - min(ready.values())),
         cpu_ms={name: used * 1000 / len(stored) for name, used in cpu.items()},
         profiles=spies,
     )
