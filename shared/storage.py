@@ -9,6 +9,8 @@ another name than the services do (compose, Kubernetes ingress).
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -216,6 +218,22 @@ def client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any
     }
 
 
+def _object_session(settings: Settings) -> aiohttp.ClientSession:
+    """An HTTP session that reaches storage as botocore does: its timeouts, the proxy
+    variables (HTTPS_PROXY, NO_PROXY), and AWS_CA_BUNDLE for a private CA."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=bundle) if bundle else True
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls),
+        timeout=aiohttp.ClientTimeout(
+            sock_connect=min(settings.s3_timeout, 10.0), sock_read=settings.s3_timeout
+        ),
+        auto_decompress=False,
+        skip_auto_headers={"Content-Type"},
+        trust_env=True,
+    )
+
+
 @asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     session = get_session()
@@ -225,15 +243,7 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         )
         endpoint = settings.s3_public_endpoint_url or client.meta.endpoint_url
         presigner = await open_presigner(settings, session, endpoint)
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(
-                    sock_connect=min(settings.s3_timeout, 10.0), sock_read=settings.s3_timeout
-                ),
-                auto_decompress=False,
-                skip_auto_headers={"Content-Type"},
-            )
-        )
+        http = await stack.enter_async_context(_object_session(settings))
         # The per-photo requests, signed for the services' own endpoint.
         own = Signer(client.meta.endpoint_url, settings.s3_bucket, settings.s3_region)
         objects = ObjectRequests(http, own, presigner.credentials, settings.s3_bucket)
