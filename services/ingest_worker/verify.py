@@ -3,10 +3,11 @@
 Reads the object's HEAD, its last 64 KiB, its first 64 KiB (more, up to 2 MiB, only if a
 header sits behind large metadata), then walks the file's segments from the start to scan
 every metadata segment wherever it sits (services/ingest_worker/segments.py: image data is
-never scanned or held); the head and the walk read through one ranged GET (ranges.py). Only GIFs and animated WebPs are streamed through, in 64 KiB
-chunks, to count their frames. A PNG declared as JPEG (any declared/actual mismatch
-outside the HEIF family) is rejected rather than relabelled: the client signed one type
-and sent another, which is a broken or hostile client.
+never scanned or held); the head and the walk read through one ranged GET (ranges.py).
+Only GIFs and animated WebPs are streamed through, in 64 KiB chunks, to count their
+frames. A PNG declared as JPEG (any declared/actual mismatch outside the HEIF family) is
+rejected rather than relabelled: the client signed one type and sent another, which is a
+broken or hostile client.
 """
 
 from __future__ import annotations
