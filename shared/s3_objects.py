@@ -85,8 +85,11 @@ class ObjectRequests:
         signer: Signer,
         credentials: Callable[[], Awaitable[Credentials]],
         bucket: str,
+        *,
+        proxy: str | None = None,
     ) -> None:
         self._http = http
+        self._proxy = proxy
         self._signer = signer
         self._credentials = credentials
         self._bucket = bucket
@@ -196,7 +199,7 @@ class ObjectRequests:
             )
             try:
                 resp = await self._http.request(
-                    method, url, headers={**headers, **signed}, data=body
+                    method, url, headers={**headers, **signed}, data=body, proxy=self._proxy
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == ATTEMPTS:

@@ -20,7 +20,9 @@ import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import AioSession, get_session
+from aiohttp.helpers import get_env_proxy_for_url
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
 from shared.errors import ConfigurationError, StorageUnavailable
 from shared.multipart import MultipartUploads
@@ -219,8 +221,8 @@ def client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any
 
 
 def _object_session(settings: Settings) -> aiohttp.ClientSession:
-    """An HTTP session that reaches storage as botocore does: its timeouts, the proxy
-    variables (HTTPS_PROXY, NO_PROXY), and AWS_CA_BUNDLE for a private CA."""
+    """An HTTP session that reaches storage as botocore does: its timeouts, and
+    AWS_CA_BUNDLE for a private CA (the proxy variables: `_proxy_for`)."""
     bundle = os.environ.get("AWS_CA_BUNDLE")
     tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=bundle) if bundle else True
     return aiohttp.ClientSession(
@@ -230,8 +232,17 @@ def _object_session(settings: Settings) -> aiohttp.ClientSession:
         ),
         auto_decompress=False,
         skip_auto_headers={"Content-Type"},
-        trust_env=True,
     )
+
+
+def _proxy_for(endpoint_url: str) -> str | None:
+    """HTTP(S)_PROXY for the endpoint, unless NO_PROXY exempts it, looked up once: with
+    aiohttp's trust_env it was looked up, with ~/.netrc, in a thread for every request."""
+    try:
+        proxy, _ = get_env_proxy_for_url(URL(endpoint_url))
+    except LookupError:
+        return None
+    return str(proxy)
 
 
 @asynccontextmanager
@@ -246,5 +257,11 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         http = await stack.enter_async_context(_object_session(settings))
         # The per-photo requests, signed for the services' own endpoint.
         own = Signer(client.meta.endpoint_url, settings.s3_bucket, settings.s3_region)
-        objects = ObjectRequests(http, own, presigner.credentials, settings.s3_bucket)
+        objects = ObjectRequests(
+            http,
+            own,
+            presigner.credentials,
+            settings.s3_bucket,
+            proxy=_proxy_for(client.meta.endpoint_url),
+        )
         yield Storage(traced_client(client, "S3"), presigner, settings.s3_bucket, objects)
