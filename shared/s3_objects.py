@@ -102,8 +102,11 @@ class ObjectRequests:
                 return None
             raise StorageUnavailable(f"storage head {key!r} failed: {exc}") from exc
         resp.release()
+        length = resp.headers.get("Content-Length", "")
+        if not length.isdigit():  # never a size to judge an upload by
+            raise StorageUnavailable(f"storage head {key!r}: no Content-Length in the answer")
         return ObjectInfo(
-            size=int(resp.headers.get("Content-Length", "0")),
+            size=int(length),
             content_type=resp.headers.get("Content-Type"),
             etag=resp.headers.get("ETag"),
         )
