@@ -1,4 +1,5 @@
-"""Object storage on aiobotocore. One client per process, opened by `open_storage`.
+"""Object storage on aiobotocore. One client per process, opened by `open_storage`; the
+per-photo reads and writes go over aiohttp instead (`shared.s3_objects`).
 
 Every request is signed SigV4 (botocore falls back to SigV2 for us-east-1 otherwise).
 Presigned URLs are signed by `shared.sigv4` rather than botocore (about 30 us instead of
@@ -8,35 +9,32 @@ another name than the services do (compose, Kubernetes ingress).
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import AioSession, get_session
+from aiohttp.helpers import get_env_proxy_for_url
 from botocore.exceptions import BotoCoreError, ClientError
+from yarl import URL
 
-from shared.errors import ConfigurationError, PermanentError, StorageUnavailable
+from shared.errors import ConfigurationError, StorageUnavailable
 from shared.multipart import MultipartUploads
+from shared.s3_objects import Body as Body  # re-exported: the workers name it from here
+from shared.s3_objects import ObjectChanged as ObjectChanged
+from shared.s3_objects import ObjectInfo as ObjectInfo
+from shared.s3_objects import ObjectRequests
 from shared.settings import Settings
 from shared.sigv4 import Credentials, PresignedPost, Signer
 from shared.tracing import traced_client
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
-
-
-class ObjectChanged(PermanentError):
-    """The object is no longer the one asked for: replaced, or removed."""
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    size: int
-    content_type: str | None
-    etag: str | None
 
 
 class Presigner:
@@ -66,10 +64,13 @@ async def open_presigner(settings: Settings, session: AioSession, endpoint_url: 
 
 
 class Storage:
-    def __init__(self, client: Any, presigner: Presigner, bucket: str) -> None:
+    def __init__(
+        self, client: Any, presigner: Presigner, bucket: str, objects: ObjectRequests
+    ) -> None:
         self._client = client
         self.presigner = presigner
         self.bucket = bucket
+        self.objects = objects
         self.multipart = MultipartUploads(client, presigner, bucket)
 
     async def presign_post(
@@ -102,45 +103,24 @@ class Storage:
 
     async def head(self, key: str) -> ObjectInfo | None:
         """The object's size and type, or None if it does not exist (yet)."""
-        try:
-            resp = await self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _error_code(exc) in _NOT_FOUND:
-                return None
-            raise _unavailable("head", key, exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("head", key, exc) from exc
-        return ObjectInfo(
-            size=int(resp["ContentLength"]),
-            content_type=resp.get("ContentType"),
-            etag=resp.get("ETag"),
-        )
+        return await self.objects.head(key)
 
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes start..end inclusive (fewer if the object is shorter)."""
-        return await self._read(key, Range=f"bytes={start}-{end}")
+        body = await self.objects.open_range(key, start, end)
+        try:
+            return await body.read(end - start + 1)
+        finally:
+            body.close()
 
     async def get(self, key: str, *, if_match: str | None = None) -> bytes:
         """The whole object; with `if_match`, only if its ETag is still that one."""
-        if if_match is None:
-            return await self._read(key)
-        return await self._read(key, IfMatch=if_match)
+        return await self.objects.read(key, if_match=if_match)
 
-    async def _read(self, key: str, **extra: Any) -> bytes:
-        try:
-            resp = await self._client.get_object(Bucket=self.bucket, Key=key, **extra)
-            async with resp["Body"] as body:
-                data: bytes = await body.read()
-                return data
-        except ClientError as exc:
-            code = _error_code(exc)
-            if code in ("PreconditionFailed", "412"):
-                raise ObjectChanged(f"{key!r} was replaced since it was verified") from exc
-            if code in _NOT_FOUND and "IfMatch" in extra:
-                raise ObjectChanged(f"{key!r} was removed since it was verified") from exc
-            raise _unavailable("get", key, exc) from exc
-        except BotoCoreError as exc:
-            raise _unavailable("get", key, exc) from exc
+    async def open_range(self, key: str, start: int, end: int) -> Body:
+        """Bytes start..end inclusive (fewer if the object is shorter), read as they are
+        wanted; close it when done (closed early, its connection is dropped)."""
+        return await self.objects.open_range(key, start, end)
 
     async def stream(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         """The object's bytes in chunks, never all in memory."""
@@ -177,12 +157,7 @@ class Storage:
         return len(keys)
 
     async def put(self, key: str, body: bytes, *, content_type: str) -> None:
-        try:
-            await self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise _unavailable("put", key, exc) from exc
+        await self.objects.put(key, body, content_type=content_type)
 
     async def delete(self, key: str) -> None:
         """Delete; an object that is already gone is not an error (S3 says 204 either way)."""
@@ -245,6 +220,31 @@ def client_kwargs(settings: Settings, endpoint_url: str | None) -> dict[str, Any
     }
 
 
+def _object_session(settings: Settings) -> aiohttp.ClientSession:
+    """An HTTP session that reaches storage as botocore does: its timeouts, and
+    AWS_CA_BUNDLE for a private CA (the proxy variables: `_proxy_for`)."""
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=bundle) if bundle else True
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls),
+        timeout=aiohttp.ClientTimeout(
+            sock_connect=min(settings.s3_timeout, 10.0), sock_read=settings.s3_timeout
+        ),
+        auto_decompress=False,
+        skip_auto_headers={"Content-Type"},
+    )
+
+
+def _proxy_for(endpoint_url: str) -> str | None:
+    """HTTP(S)_PROXY for the endpoint, unless NO_PROXY exempts it, looked up once: with
+    aiohttp's trust_env it was looked up, with ~/.netrc, in a thread for every request."""
+    try:
+        proxy, _ = get_env_proxy_for_url(URL(endpoint_url))
+    except LookupError:
+        return None
+    return str(proxy)
+
+
 @asynccontextmanager
 async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     session = get_session()
@@ -254,4 +254,14 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         )
         endpoint = settings.s3_public_endpoint_url or client.meta.endpoint_url
         presigner = await open_presigner(settings, session, endpoint)
-        yield Storage(traced_client(client, "S3"), presigner, settings.s3_bucket)
+        http = await stack.enter_async_context(_object_session(settings))
+        # The per-photo requests, signed for the services' own endpoint.
+        own = Signer(client.meta.endpoint_url, settings.s3_bucket, settings.s3_region)
+        objects = ObjectRequests(
+            http,
+            own,
+            presigner.credentials,
+            settings.s3_bucket,
+            proxy=_proxy_for(client.meta.endpoint_url),
+        )
+        yield Storage(traced_client(client, "S3"), presigner, settings.s3_bucket, objects)

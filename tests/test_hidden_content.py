@@ -60,6 +60,26 @@ class BytesStorage:
         for at in range(0, len(self.data), chunk_size):
             yield await self.get_range(key, at, at + chunk_size - 1)
 
+    async def open_range(self, key: str, start: int, end: int) -> BytesStream:
+        return BytesStream(self, start, end)
+
+
+class BytesStream:
+    """A ranged read of a BytesStorage, counting only the bytes read from it."""
+
+    def __init__(self, storage: BytesStorage, start: int, end: int) -> None:
+        self.storage = storage
+        self.at = start
+        self.end = end
+
+    async def read(self, n: int) -> bytes:
+        part = await self.storage.get_range("k", self.at, min(self.end, self.at + n - 1))
+        self.at += len(part)
+        return part
+
+    def close(self) -> None:
+        self.end = -1
+
 
 def record(data: bytes, content_type: str) -> PhotoRecord:
     now = datetime.now(UTC)

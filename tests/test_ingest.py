@@ -30,7 +30,7 @@ from shared.broker import open_broker, publish
 from shared.events import AccountDeleted, PhotoDeleted
 from shared.keys import original_key
 from shared.settings import Settings
-from shared.storage import Storage, open_storage
+from shared.storage import Body, Storage, open_storage
 from shared.store import PhotoStatus, open_store
 from shared.topology import Topology
 from tests import hostile, images
@@ -326,6 +326,25 @@ class CountingStorage:
 
     def stream(self, key: str, *, chunk_size: int = 1 << 16) -> AsyncIterator[bytes]:
         raise AssertionError("a JPEG must never be streamed")
+
+    async def open_range(self, key: str, start: int, end: int) -> CountedBody:
+        return CountedBody(self, await self.inner.open_range(key, start, end))
+
+
+class CountedBody:
+    """A ranged read that counts what is read from it, not what the server sent."""
+
+    def __init__(self, counting: CountingStorage, body: Body) -> None:
+        self.counting = counting
+        self.body = body
+
+    async def read(self, n: int) -> bytes:
+        data = await self.body.read(n)
+        self.counting.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        self.body.close()
 
 
 async def recorded(settings: Settings, key: str, size: int) -> Any:

@@ -1,18 +1,18 @@
 """Verification of one stored object against its upload intent.
 
-Reads the object's HEAD, its first 64 KiB (more, up to 2 MiB, only if a header sits behind
-large metadata) and its last 64 KiB, then walks the file's segments from the start to scan
+Reads the object's HEAD, its last 64 KiB, its first 64 KiB (more, up to 2 MiB, only if a
+header sits behind large metadata), then walks the file's segments from the start to scan
 every metadata segment wherever it sits (services/ingest_worker/segments.py: image data is
-never scanned or held). Only GIFs and animated WebPs are streamed through, in 64 KiB
-chunks, to count their frames. A PNG declared as JPEG (any declared/actual mismatch
-outside the HEIF family) is rejected rather than relabelled: the client signed one type
-and sent another, which is a broken or hostile client.
+never scanned or held); the head and the walk read through one ranged GET (ranges.py).
+Only GIFs and animated WebPs are streamed through, in 64 KiB chunks, to count their
+frames. A PNG declared as JPEG (any declared/actual mismatch outside the HEIF family) is
+rejected rather than relabelled: the client signed one type and sent another, which is a
+broken or hostile client.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from functools import partial
 
 from services.ingest_worker.inspect import (
     ByteStream,
@@ -27,6 +27,8 @@ from services.ingest_worker.inspect import (
     missing_end_marker,
     webp_truncation,
 )
+from services.ingest_worker.ranges import Ranges
+from services.ingest_worker.reader import Fetch
 from services.ingest_worker.segments import TooManySegments, find_hidden_content
 from shared.imaging import Header, HeaderError, TooManyPixels, read_header, same_family, sniff
 from shared.settings import ALLOWED_CONTENT_TYPES, Settings
@@ -98,26 +100,23 @@ async def verify(
     storage: Storage, info: ObjectInfo, photo: PhotoRecord, settings: Settings
 ) -> Verified:
     """Raise Rejected with a reason, or return the verified facts."""
-    key = photo.object_key
     check_size(info, photo, settings)
-    head = await storage.get_range(key, 0, FIRST_READ - 1)
-    content_type = check_type(head, photo)
-    tail = head
-    if info.size > len(head):
+    key = photo.object_key
+    # The tail first: then the head, the header and the segment walk read through one
+    # ranged GET (services/ingest_worker/ranges.py), and no read waits for a connection
+    # while this one holds another.
+    tail = None
+    if info.size > FIRST_READ:
         tail = await storage.get_range(key, max(0, info.size - TAIL_READ), info.size - 1)
-    # A container that declares more bytes than were stored is provably cut short: say
-    # so before its header fails to parse for the same reason.
-    await check_declared_length(storage, key, content_type, head, info.size)
-    header = await _parse_header(storage, info, key, head, content_type, settings)
-    check_dimensions(header, settings)
-    missing = missing_end_marker(content_type, tail)
-    if missing:
-        raise Rejected(Reason.TRUNCATED, missing)
-    riding = find_active_content(head, tail) or await _hidden_content(
-        storage, key, content_type, info.size, head
-    )
-    if riding:
-        raise Rejected(Reason.POLYGLOT, f"found {riding}")
+    ranges = Ranges(storage, key, info.size)
+    try:
+        head = await ranges.fetch(0, FIRST_READ - 1)
+        content_type = check_type(head, photo)
+        if tail is None and info.size > len(head):  # shorter than its HEAD said
+            tail = await ranges.fetch(max(0, info.size - TAIL_READ), info.size - 1)
+        header = await _check_structure(ranges, info, head, tail or head, content_type, settings)
+    finally:
+        ranges.close()
     await check_frames(storage, key, content_type, head, settings.max_frames)
     return Verified(
         content_type=content_type,
@@ -128,11 +127,34 @@ async def verify(
     )
 
 
-async def _hidden_content(
-    storage: Storage, key: str, content_type: str, size: int, head: bytes
-) -> str | None:
+async def _check_structure(
+    ranges: Ranges,
+    info: ObjectInfo,
+    head: bytes,
+    tail: bytes,
+    content_type: str,
+    settings: Settings,
+) -> Header:
+    """Length, header, end marker and riding content, in that order of reasons."""
+    # A container that declares more bytes than were stored is provably cut short: say
+    # so before its header fails to parse for the same reason.
+    await check_declared_length(ranges.fetch, content_type, head, info.size)
+    header = await _parse_header(ranges.fetch, info, head, content_type, settings)
+    check_dimensions(header, settings)
+    missing = missing_end_marker(content_type, tail)
+    if missing:
+        raise Rejected(Reason.TRUNCATED, missing)
+    riding = find_active_content(head, tail) or await _hidden_content(
+        ranges.fetch, content_type, info.size, head
+    )
+    if riding:
+        raise Rejected(Reason.POLYGLOT, f"found {riding}")
+    return header
+
+
+async def _hidden_content(fetch: Fetch, content_type: str, size: int, head: bytes) -> str | None:
     try:
-        return await find_hidden_content(content_type, partial(storage.get_range, key), size, head)
+        return await find_hidden_content(content_type, fetch, size, head)
     except TooManySegments as exc:
         raise Rejected(Reason.CORRUPT, str(exc)) from exc
 
@@ -146,12 +168,10 @@ def check_dimensions(header: Header, settings: Settings) -> None:
         )
 
 
-async def check_declared_length(
-    storage: Storage, key: str, content_type: str, head: bytes, size: int
-) -> None:
+async def check_declared_length(fetch: Fetch, content_type: str, head: bytes, size: int) -> None:
     cut = webp_truncation(head, size) if content_type == "image/webp" else None
     if content_type in ("image/heic", "image/heif", "image/avif"):
-        cut = await isobmff_truncation(partial(storage.get_range, key), size)
+        cut = await isobmff_truncation(fetch, size)
     if cut:
         raise Rejected(Reason.TRUNCATED, cut)
 
@@ -176,9 +196,8 @@ async def check_frames(
 
 
 async def _parse_header(
-    storage: Storage,
+    fetch: Fetch,
     info: ObjectInfo,
-    key: str,
     head: bytes,
     content_type: str,
     settings: Settings,
@@ -194,7 +213,7 @@ async def _parse_header(
             want = min(len(head) * 4, info.size, MAX_HEADER_READ)
             longer = b""
             if exc.incomplete and want > len(head):
-                longer = await storage.get_range(key, 0, want - 1)
+                longer = await fetch(0, want - 1)
             # Nothing more to read, or the object is shorter than its HEAD said.
             if len(longer) <= len(head):
                 raise Rejected(Reason.CORRUPT, f"image header does not parse: {exc}") from exc
