@@ -64,8 +64,10 @@ def create_engine(url: str, *, timeout: float = 30.0) -> AsyncEngine:
         json_deserializer=from_json,
         pool_pre_ping=False,
         pool_recycle=1800,
-        pool_size=10,
-        max_overflow=10,
+        # 20 kept, none beyond: with 10 + 10 overflow, 32 concurrent listings opened and
+        # closed connections all run (TLS attempt, connect, statements prepared again).
+        pool_size=20,
+        max_overflow=0,
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
     )
