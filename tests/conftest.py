@@ -271,6 +271,14 @@ def settings(tmp_path: Any, s3_endpoint: str, unique: str) -> Settings:
     )
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_both(request: pytest.FixtureRequest, settings: Settings) -> Settings:
+    """`settings` on each metadata store in turn: SQLite, then the real PostgreSQL."""
+    if request.param == "sqlite":
+        return settings
+    return settings.model_copy(update={"database_url": request.getfixturevalue("postgres_url")})
+
+
 async def delete_topology(url: str, topology: Topology) -> None:
     """Remove every queue and exchange a test declared on the real broker."""
     connection = await aio_pika.connect(url)

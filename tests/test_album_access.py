@@ -77,12 +77,10 @@ TELLTALES = {"url", "filename", "width", "height", "facts", "renditions", "origi
 SEALED = {"id", "album_id", "owner_id", "status", "sealed", "reveal_at", "created_at"}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def gw(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Gateway]:
-    update: dict[str, Any] = {"rate_limit_user": 0, "rate_limit_ip": 0}
-    if request.param == "postgres":
-        update["database_url"] = request.getfixturevalue("postgres_url")
-    async with gateway(settings.model_copy(update=update)) as gw:
+@pytest.fixture
+async def gw(on_both: Settings) -> AsyncIterator[Gateway]:
+    unlimited = on_both.model_copy(update={"rate_limit_user": 0, "rate_limit_ip": 0})
+    async with gateway(unlimited) as gw:
         yield gw
 
 

@@ -31,16 +31,10 @@ PHOTO = images.noise_png(1400, 1300)  # 5.46 MB: two parts of 5 MiB
 META = Meta(event_id="e", trace_id="t", attempt=1)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def gw(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
-    changed: dict[str, Any] = {
-        "multipart_part_size": PART,
-        "sweep_after": 1.0,
-        "max_pending_uploads": 3,
-    }
-    if request.param == "postgres":
-        changed["database_url"] = request.getfixturevalue("postgres_url")
-    async with gateway(settings.model_copy(update=changed)) as gw:
+@pytest.fixture
+async def gw(on_both: Settings) -> AsyncIterator[Gateway]:
+    changed = {"multipart_part_size": PART, "sweep_after": 1.0, "max_pending_uploads": 3}
+    async with gateway(on_both.model_copy(update=changed)) as gw:
         yield gw
 
 

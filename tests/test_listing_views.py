@@ -30,12 +30,9 @@ OWNER = "lister"
 ODD_NAME = 'Zoë "b\\e\\st"\t😀 </script>.jpg'
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def gw(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Gateway]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-        settings = settings.model_copy(update={"database_url": url})
-    async with gateway(settings) as gw:
+@pytest.fixture
+async def gw(on_both: Settings) -> AsyncIterator[Gateway]:
+    async with gateway(on_both) as gw:
         yield gw
 
 

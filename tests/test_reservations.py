@@ -27,12 +27,9 @@ def at_most(photos: int) -> Check:
     return check
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Store]:
-    if request.param == "postgres":
-        url = request.getfixturevalue("postgres_url")
-        settings = settings.model_copy(update={"database_url": url})
-    async with open_store(settings) as opened:
+@pytest.fixture
+async def store(on_both: Settings) -> AsyncIterator[Store]:
+    async with open_store(on_both) as opened:
         yield opened
 
 
