@@ -50,8 +50,7 @@ class _Second:
     access_key: str
     token: str | None
     day: str
-    amz_date: str
-    credential: str
+    fields: dict[str, str]  # the signature's own form fields (algorithm, credential, ...)
     head: str  # '{"expiration": ..., "conditions": ['
     tail: str  # the algorithm, credential, date (and token) conditions, and the close
 
@@ -151,14 +150,7 @@ class Signer:
         """A form POST whose policy holds `conditions` plus the bucket, key and signature's
         own fields; the client sends `fields`, then the file as the last field."""
         second = self._second_of(credentials, signed_at, expires_in)
-        own = {
-            "key": key,
-            "x-amz-algorithm": ALGORITHM,
-            "x-amz-credential": second.credential,
-            "x-amz-date": second.amz_date,
-        }
-        if credentials.token:
-            own["x-amz-security-token"] = credentials.token
+        own = {"key": key, **second.fields}
         # The JSON json.dumps gives the whole policy, built from pieces: json.dumps of the
         # policy was 1.6% of a grant's CPU; only the conditions and the key vary.
         given = ", ".join(_json(condition) for condition in conditions)
@@ -189,12 +181,14 @@ class Signer:
         day, amz_date = at.strftime("%Y%m%d"), at.strftime(_AMZ_DATE)
         credential = f"{credentials.access_key}/{self._scope(day)}"
         expiration = (at + timedelta(seconds=expires_in)).strftime(_POLICY_EXPIRATION)
-        own = [ALGORITHM, credential, amz_date]
-        names = ["x-amz-algorithm", "x-amz-credential", "x-amz-date"]
+        fields = {
+            "x-amz-algorithm": ALGORITHM,
+            "x-amz-credential": credential,
+            "x-amz-date": amz_date,
+        }
         if credentials.token:
-            own.append(credentials.token)
-            names.append("x-amz-security-token")
-        tail = json.dumps([{name: value} for name, value in zip(names, own, strict=True)])
+            fields["x-amz-security-token"] = credentials.token
+        tail = json.dumps([{name: value} for name, value in fields.items()])
         self._second = _Second(
             at,
             at + timedelta(seconds=1),
@@ -202,8 +196,7 @@ class Signer:
             credentials.access_key,
             credentials.token,
             day,
-            amz_date,
-            credential,
+            fields,
             f'{{"expiration": {json.dumps(expiration)}, "conditions": [',
             f"{tail[1:-1]}]}}",
         )
