@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import Database, open_database
 from shared.events import Envelope
 from shared.facts import PhotoFacts
-from shared.listing import PageRow, bind_values, owner_page, owner_query, present
+from shared.listing import PageRow, owner_page
 from shared.outbox import queued
 from shared.records import (
     TRANSITIONS,
@@ -57,12 +57,6 @@ _S = PhotoStatus
 
 def _record(row: sa.Row[Any]) -> PhotoRecord:
     return PhotoRecord.model_validate(row._asdict())
-
-
-def _records(result: sa.CursorResult[Any]) -> list[PhotoRecord]:
-    """Every row as a record, the column names looked up once (not once per row)."""
-    keys = list(result.keys())
-    return [PhotoRecord.model_validate(dict(zip(keys, row, strict=True))) for row in result]
 
 
 class Store:
@@ -239,13 +233,6 @@ class Store:
         return moved
 
     # --- gateway queries ---
-
-    async def owner_photos(self, owner_id: str, *, limit: int, **filters: Any) -> list[PhotoRecord]:
-        """An owner's photos, newest first (filters: `shared.listing.FILTERS`)."""
-        values = bind_values(owner_id, limit, filters)
-        query = owner_query([photos], present(values), arrays=False)
-        async with self.db.transaction() as conn:
-            return _records(await conn.execute(query, values))
 
     async def owner_page(self, owner_id: str, *, limit: int, **filters: Any) -> list[PageRow]:
         """A listing page of the owner's photos with their renditions and albums' reveal

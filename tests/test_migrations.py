@@ -240,8 +240,8 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
     assert pending.created_at == NOW
     # The columns queries filter on are still there, and still answer.
     assert await store.ready_with_sha256("alice", "ab" * 32) == full
-    listed = await store.owner_photos("alice", limit=10, taken_from=TAKEN)
-    assert [p.id for p in listed] == [full.id]
+    listed = await store.owner_page("alice", limit=10, taken_from=TAKEN)
+    assert [row["id"] for row in listed] == [full.id]
 
 
 async def test_an_upgraded_database_has_exactly_the_schema_of_a_fresh_one(

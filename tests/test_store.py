@@ -41,13 +41,9 @@ PENDING, VERIFIED, READY = PhotoStatus.PENDING, PhotoStatus.VERIFIED, PhotoStatu
 REJECTED, DELETED = PhotoStatus.REJECTED, PhotoStatus.DELETED
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Store]:
-    if request.param == "postgres":
-        settings = settings.model_copy(
-            update={"database_url": request.getfixturevalue("postgres_url")}
-        )
-    async with open_store(settings) as opened:
+@pytest.fixture
+async def store(on_both: Settings) -> AsyncIterator[Store]:
+    async with open_store(on_both) as opened:
         yield opened
 
 
@@ -377,7 +373,7 @@ async def test_facts_are_recorded_with_the_ready_state(store: Store) -> None:
     assert record.facts == facts
     # The columns queries filter on are written from the same facts.
     assert await store.ready_with_sha256("alice", "ab" * 32) == record
-    listed = await store.owner_photos(
+    listed = await store.owner_page(
         "alice", limit=10, taken_from=taken, taken_to=taken + timedelta(seconds=1)
     )
-    assert [p.id for p in listed] == [photo.id]
+    assert [row["id"] for row in listed] == [photo.id]
