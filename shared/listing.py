@@ -1,34 +1,30 @@
 """An owner's photos, a page at a time: newest first, keyset-paged on (created_at, id).
 
 A listing page is the gateway's heaviest read: 50 photos, their renditions and their
-albums' reveal times. On PostgreSQL it is one statement, compiled once per combination of
-filters (`Compiled`) and run on the asyncpg connection outside a transaction (one
-statement reads one snapshot): the renditions come aggregated per photo, the reveal time
-joined. Building, compiling and running the two statements through SQLAlchemy, and
+albums' reveal times, in one statement. On PostgreSQL it is compiled once per combination
+of filters (`Compiled`) and run on the asyncpg connection outside a transaction (one
+statement reads one snapshot). Building, compiling and running it through SQLAlchemy, and
 validating a record per row, were 3-5 ms of a page's 9-15 ms of gateway CPU. SQLite runs
-the same query through SQLAlchemy, with the renditions in a second one.
+the same query through SQLAlchemy.
 
-A page row is a mapping: the photo's columns its view reads (VIEWED, and `facts` as
-its JSON text), its album's `reveal_at`, and `renditions` (JSON text or null): an array
-of the rendition columns a link reads, in name order.
+A page row is a mapping: the photo's columns its view reads (VIEWED, and `facts` and
+`renditions` as their JSON text, `renditions` an array of RenditionRecord's fields by
+name, or null), and its album's `reveal_at`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic_core import to_json
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from shared.db import Compiled, Database
 from shared.records import PhotoStatus
-from shared.tables import albums, photos, renditions
+from shared.tables import albums, photos
 
 PageRow = Mapping[str, Any]
 # The optional filters, by the keyword each is given as.
@@ -120,27 +116,16 @@ VIEWED = (
 )
 _PAGE_COLUMNS = (
     *(photos.c[name] for name in VIEWED),
-    # As text: the view reads it through a memo keyed by it (services/gateway/views.py).
+    # As text: the view reads each through a memo keyed by it (services/gateway/views.py).
     sa.cast(photos.c.facts, sa.Text).label("facts"),
+    sa.cast(photos.c.renditions, sa.Text).label("renditions"),
     albums.c.reveal_at.label("reveal_at"),
 )
-_LINKED = ("name", "object_key", "width", "height", "content_type")
 
 
 @cache
 def _page_statement(filters: frozenset[str]) -> Compiled:
-    r = renditions
-    # JSON text: read only when the row's view is built (services/gateway/views.py). An
-    # array of the table's row type would make asyncpg introspect that type on every
-    # new connection (2% of a page).
-    linked = sa.func.json_build_object(*(x for n in _LINKED for x in (sa.literal(n), r.c[n])))
-    made = (
-        sa.select(sa.cast(sa.func.json_agg(aggregate_order_by(linked, r.c.name)), sa.Text))
-        .where(r.c.photo_id == photos.c.id)
-        .scalar_subquery()
-        .label("renditions")
-    )
-    query = owner_query([*_PAGE_COLUMNS, made], filters, arrays=True)
+    query = owner_query(_PAGE_COLUMNS, filters, arrays=True)
     return Compiled.of(query, "owner_id", "limit", "now", *_names(filters))
 
 
@@ -156,17 +141,7 @@ async def owner_page(db: Database, owner_id: str, *, limit: int, **filters: Any)
         return await db.fetch(_page_statement(present(values)), **values)
     query = owner_query(_PAGE_COLUMNS, present(values), arrays=False)
     async with db.transaction() as conn:
-        page = [_utc(row) for row in (await conn.execute(query, values)).mappings()]
-        ids = [row["id"] for row in page]
-        made = sa.select(*(renditions.c[n] for n in ("photo_id", *_LINKED)))
-        made = made.where(renditions.c.photo_id.in_(ids))
-        found: dict[str, list[PageRow]] = defaultdict(list)
-        for rendition in await conn.execute(made.order_by(renditions.c.name)):
-            found[rendition.photo_id].append(dict(rendition._mapping))
-    return [
-        {**row, "renditions": to_json(found[row["id"]]).decode() if row["id"] in found else None}
-        for row in page
-    ]
+        return [_utc(row) for row in (await conn.execute(query, values)).mappings()]
 
 
 def _utc(row: Mapping[str, Any]) -> dict[str, Any]:

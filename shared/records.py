@@ -19,7 +19,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from shared.facts import PhotoFacts
 
@@ -130,6 +130,8 @@ class PhotoRecord(_Record):
     album_id: str | None = None
     upload_id: str | None = None
     part_size: int | None = None
+    # By name, once ready (SQL NULL until then).
+    renditions: Annotated[tuple[RenditionRecord, ...], BeforeValidator(lambda v: v or ())] = ()
 
     @property
     def part_count(self) -> int:

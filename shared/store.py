@@ -35,7 +35,7 @@ from shared.records import (
 )
 from shared.reservations import Check, Reservations, Usage
 from shared.settings import Settings
-from shared.tables import photos, renditions
+from shared.tables import photos
 
 # The record shapes are part of the store's interface; callers import them from here.
 __all__ = [
@@ -126,22 +126,9 @@ class Store:
 
     async def forget_owner(self, owner_id: str) -> int:
         """Delete every record of an owner (account deletion); returns photos removed."""
-        owned = sa.select(photos.c.id).where(photos.c.owner_id == owner_id)
         async with self.db.transaction() as conn:
-            await conn.execute(sa.delete(renditions).where(renditions.c.photo_id.in_(owned)))
             result = await conn.execute(sa.delete(photos).where(photos.c.owner_id == owner_id))
         return int(result.rowcount)
-
-    async def renditions(self, photo_id: str) -> list[RenditionRecord]:
-        return (await self.renditions_for([photo_id]))[photo_id]
-
-    async def renditions_for(self, photo_ids: Collection[str]) -> dict[str, list[RenditionRecord]]:
-        """The renditions of each photo (by name), in one query: a listing page costs the
-        same number of queries whatever its length."""
-        if not photo_ids:
-            return {}
-        async with self.db.transaction() as conn:
-            return await _renditions_of(conn, photo_ids)
 
     async def _move(
         self,
@@ -208,14 +195,11 @@ class Store:
             # on them (dedupe by digest, listing by date).
             "sha256": facts.sha256,
             "taken_at": facts.taken_at,
+            "renditions": [r.model_dump() for r in sorted(made, key=lambda r: r.name)] or None,
         }
         async with self.db.transaction() as conn:
             which = photos.c.id == photo_id
-            moved = bool(await self._move(conn, which, [observed], _S.READY, envelope, **values))
-            if moved and made:
-                rows = [{"photo_id": photo_id, **r.model_dump()} for r in made]
-                await conn.execute(sa.insert(renditions), rows)
-            return moved
+            return bool(await self._move(conn, which, [observed], _S.READY, envelope, **values))
 
     async def mark_deleted(self, photo_id: str, owner_id: str, envelope: Envelope) -> bool:
         """Take one photo out of the API and queue its purge, both or neither."""
@@ -263,23 +247,6 @@ class Store:
         async with self.db.transaction() as conn:
             row = (await conn.execute(query)).first()
         return _record(row) if row else None
-
-
-async def _renditions_of(
-    conn: AsyncConnection, photo_ids: Collection[str]
-) -> dict[str, list[RenditionRecord]]:
-    found: dict[str, list[RenditionRecord]] = {photo_id: [] for photo_id in photo_ids}
-    query = (
-        sa.select(renditions)
-        .where(renditions.c.photo_id.in_(list(found)))
-        .order_by(renditions.c.photo_id, renditions.c.name)
-    )
-    result = await conn.execute(query)
-    keys = list(result.keys())
-    for row in result:
-        record = dict(zip(keys, row, strict=True))
-        found[record["photo_id"]].append(RenditionRecord.model_validate(record))
-    return found
 
 
 def _into(to: PhotoStatus) -> list[PhotoStatus]:

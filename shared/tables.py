@@ -34,6 +34,10 @@ photos = sa.Table(
     # shared.facts.PhotoFacts as JSON, once rendered; sha256 and taken_at are also columns
     # of their own because queries filter on them. SQL NULL (not JSON null) until then.
     sa.Column("facts", sa.JSON(none_as_null=True)),
+    # shared.records.RenditionRecord's, as a JSON array by name, once ready: written with
+    # the move to ready and read with the photo (a table of their own cost a listing page
+    # 50 lookups, 0.5 ms of PostgreSQL's 0.6 ms). SQL NULL until then.
+    sa.Column("renditions", sa.JSON(none_as_null=True)),
     # The album it was uploaded into, if any (shared/albums.py); the photo stays its
     # uploader's when the album goes.
     sa.Column("album_id", sa.Text),
@@ -72,18 +76,6 @@ owner_usage = sa.Table(
     sa.Column("photos", sa.BigInteger, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("pending", sa.BigInteger, nullable=False),
-)
-
-renditions = sa.Table(
-    "renditions",
-    metadata,
-    sa.Column("photo_id", sa.Text, sa.ForeignKey("photos.id"), primary_key=True),
-    sa.Column("name", sa.Text, primary_key=True),
-    sa.Column("object_key", sa.Text, nullable=False),
-    sa.Column("width", sa.Integer, nullable=False),
-    sa.Column("height", sa.Integer, nullable=False),
-    sa.Column("content_type", sa.Text, nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
 )
 
 # Events waiting to be published: written in the same transaction as the state change

@@ -112,11 +112,8 @@ async def modelled(gw: Gateway, body: dict[str, Any], next_cursor: str | None) -
     store, ids = gw.res.store, [item["id"] for item in body["items"]]
     records = [record for photo_id in ids if (record := await store.get(photo_id))]
     reveals = await gw.res.albums.reveal_times({r.album_id for r in records if r.album_id})
-    found = await store.renditions_for(ids)
     sign = await gw.client.app[DOWNLOADS].signer()
-    views = [
-        photo_view(sign, r, found[r.id], reveal_at=reveals.get(r.album_id or "")) for r in records
-    ]
+    views = [photo_view(sign, r, reveal_at=reveals.get(r.album_id or "")) for r in records]
     return PhotoPage(items=views, next_cursor=next_cursor).model_dump_json().encode()
 
 

@@ -4,6 +4,7 @@ and `darkroom migrate`, on SQLite and on real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from services.cli import main as darkroom
 from shared.db import Database, create_engine
 from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.migrations import status, upgrade
-from shared.store import PhotoStatus, Store
+from shared.store import PhotoStatus, RenditionRecord, Store
 from shared.tables import metadata
 
 # What the hand-written migrations (steps 1, 3 and 2, in that order) executed, kept as
@@ -117,6 +118,23 @@ legacy_photos = sa.table(
     sa.column("taken_at", _TIME),
 )
 
+legacy_renditions = sa.table(
+    "renditions",
+    *[sa.column(name, sa.Text()) for name in ("photo_id", "name", "object_key", "content_type")],
+    *[sa.column(name, sa.Integer()) for name in ("width", "height", "size")],
+)
+
+# Every revision after the one that stamps a database made before Alembic, in order.
+AFTER_0001 = [
+    "0002",
+    "0003_albums",
+    "0004_webhooks",
+    "0005_mail",
+    "0006_multipart",
+    "0007_usage",
+    "0008_renditions",
+]
+
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 TAKEN = datetime(2024, 5, 1, 12, 3, 22, tzinfo=UTC)
 
@@ -153,6 +171,13 @@ READY_WITH_LITTLE = legacy_photo(
     sha256="cd" * 32, placeholder="AAAA", gps_latitude=1.0,
 )  # fmt: skip
 PENDING = legacy_photo("c" * 32, "pending")
+# Its renditions as the old store wrote them, out of name order.
+LEGACY_RENDITIONS = [
+    RenditionRecord(
+        name=name, object_key=f"renditions/a/{name}", width=w, height=w, content_type=t, size=w * 9
+    )
+    for name, w, t in (("thumb", 256, "image/webp"), ("preview", 1280, "image/jpeg"))
+]
 
 
 async def build_legacy(engine: AsyncEngine) -> None:
@@ -162,6 +187,9 @@ async def build_legacy(engine: AsyncEngine) -> None:
             await conn.execute(sa.text(statement))
         for photo in (READY_WITH_EVERYTHING, READY_WITH_LITTLE, PENDING):
             await conn.execute(sa.insert(legacy_photos).values(photo))
+        for r in LEGACY_RENDITIONS:
+            made = {"photo_id": READY_WITH_EVERYTHING["id"], **r.model_dump()}
+            await conn.execute(sa.insert(legacy_renditions).values(made))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -188,15 +216,7 @@ async def test_a_fresh_database_upgrades_from_empty_to_the_tables_schema(
     engine: AsyncEngine,
 ) -> None:
     assert (await status(engine)).current is None
-    assert await upgrade(engine) == [
-        "0001",
-        "0002",
-        "0003_albums",
-        "0004_webhooks",
-        "0005_mail",
-        "0006_multipart",
-        "0007_usage",
-    ]
+    assert await upgrade(engine) == ["0001", *AFTER_0001]
     assert await upgrade(engine) == []
     async with engine.connect() as conn:
         assert await conn.run_sync(drift) == []
@@ -210,15 +230,8 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
     await build_legacy(engine)
     before = await status(engine)
     assert (before.current, before.behind) == ("0001", True)
-    assert await upgrade(engine) == [
-        "0002",
-        "0003_albums",
-        "0004_webhooks",
-        "0005_mail",
-        "0006_multipart",
-        "0007_usage",
-    ]
-    assert "darkroom_schema" not in await tables(engine)
+    assert await upgrade(engine) == AFTER_0001
+    assert {"darkroom_schema", "renditions"}.isdisjoint(await tables(engine))
     store = Store(Database(engine))
     full = await store.get(READY_WITH_EVERYTHING["id"])
     assert full is not None and full.status is PhotoStatus.READY and full.keep_location
@@ -231,17 +244,20 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
         exposure=Exposure(exposure_time=0.004, f_number=2.8, iso=200, focal_length=35.0),
         location=Location(latitude=48.858, longitude=2.35),
     )
+    assert full.renditions == (LEGACY_RENDITIONS[1], LEGACY_RENDITIONS[0])
     # Half a position is no location; nothing else was recorded.
     little = await store.get(READY_WITH_LITTLE["id"])
     assert little is not None
     assert little.facts == PhotoFacts(sha256="cd" * 32, placeholder="AAAA")
     pending = await store.get(PENDING["id"])
     assert pending is not None and (pending.status, pending.facts) == (PhotoStatus.PENDING, None)
+    assert pending.renditions == little.renditions == ()
     assert pending.created_at == NOW
     # The columns queries filter on are still there, and still answer.
     assert await store.ready_with_sha256("alice", "ab" * 32) == full
     listed = await store.owner_page("alice", limit=10, taken_from=TAKEN)
     assert [row["id"] for row in listed] == [full.id]
+    assert json.loads(listed[0]["renditions"]) == [r.model_dump() for r in full.renditions]
 
 
 async def test_an_upgraded_database_has_exactly_the_schema_of_a_fresh_one(
@@ -265,7 +281,7 @@ async def test_replicas_starting_together_migrate_once(postgres_url: str) -> Non
         assert sorted(applied) == [
             [],
             [],
-            ["0002", "0003_albums", "0004_webhooks", "0005_mail", "0006_multipart", "0007_usage"],
+            AFTER_0001,
         ]
     finally:
         for engine in engines:
@@ -282,11 +298,11 @@ def test_migrate_applies_and_status_tells_whether_the_database_is_behind(
             darkroom(list(argv))
         return int(exited.value.code or 0), capsys.readouterr().out
 
-    head = "0007_usage"
+    head = AFTER_0001[-1]
     assert run("migrate", "--status") == (1, f"current: (empty database)\nhead:    {head}\n")
     assert run("migrate") == (
         0,
-        f"applied 0001, 0002, 0003_albums, 0004_webhooks, 0005_mail, 0006_multipart, {head}\n",
+        f"applied {', '.join(['0001', *AFTER_0001])}\n",
     )
     assert run("migrate", "--status") == (0, f"current: {head}\nhead:    {head}\n")
     assert run("migrate") == (0, "schema is up to date\n")

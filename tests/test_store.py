@@ -178,7 +178,7 @@ async def test_state_only_moves_forward_and_each_step_is_announced_once(
         "e1",
         FACTS,
     )
-    assert await store.renditions(photo.id) == made
+    assert list(record.renditions) == sorted(made, key=lambda r: r.name)
     assert {verified(photo.id).id, ready(photo.id).id} <= await unsent_ids(outbox)
     assert rejected(photo.id).id not in await unsent_ids(outbox)
 
@@ -230,7 +230,7 @@ async def test_an_illegal_move_is_a_programming_error_and_changes_nothing(
         )  # fmt: skip
     record = await store.get(photo.id)
     assert record is not None and record.status is PENDING
-    assert await store.renditions(photo.id) == []
+    assert record.renditions == ()
     assert ready(photo.id).id not in await unsent_ids(outbox)
 
 
@@ -243,7 +243,8 @@ async def test_a_refused_transition_writes_no_renditions(store: Store) -> None:
         photo.id, observed=VERIFIED, width=1, height=1, made=[rendition("thumb")],
         envelope=ready(photo.id), facts=FACTS,
     )  # fmt: skip
-    assert await store.renditions(photo.id) == []
+    record = await store.get(photo.id)
+    assert record is not None and record.renditions == ()
 
 
 async def test_rejection_records_the_reason(store: Store) -> None:
@@ -278,21 +279,23 @@ async def test_deletion_reaches_any_status_but_deleted(store: Store) -> None:
     assert record is not None and record.status is DELETED
 
 
-async def test_renditions_of_many_photos_come_in_one_answer(store: Store) -> None:
+async def test_each_photo_reads_back_its_own_renditions_by_name(store: Store) -> None:
     first, second, bare = [await verified_photo(store) for _ in range(3)]
     made = {
         first.id: [rendition("preview", "p1"), rendition("thumb", "t1")],
-        second.id: [rendition("thumb", "t2")],
+        second.id: [rendition("thumb", "t2"), rendition("big", "b2")],
     }
     for photo_id, renditions in made.items():
         await store.mark_ready(
             photo_id, observed=VERIFIED, width=1, height=1, made=renditions,
             envelope=ready(photo_id), facts=FACTS,
         )  # fmt: skip
-    unknown = uuid.uuid4().hex
-    found = await store.renditions_for([first.id, second.id, bare.id, unknown])
-    assert found == {first.id: made[first.id], second.id: made[second.id], bare.id: [], unknown: []}
-    assert await store.renditions_for([]) == {}
+    records = [await store.get(p.id) for p in (first, second, bare)]
+    assert [r and r.renditions for r in records] == [
+        tuple(made[first.id]),
+        (made[second.id][1], made[second.id][0]),
+        (),
+    ]
 
 
 async def test_outbox_leases_events_and_forgets_sent_ones(store: Store, outbox: Outbox) -> None:

@@ -151,7 +151,6 @@ async def follow_download(request: web.Request) -> web.Response:
     photo's album is."""
     user = (await authenticate(request, "photos:read")).user_id
     inline = parsed_query(request.query, DownloadQuery).inline
-    res = request.app[RESOURCES]
     photo = (await photo_access(request, user, request.match_info["photo_id"], download=True)).photo
     name = request.match_info["rendition"]
     if photo.status is not PhotoStatus.READY:
@@ -159,7 +158,7 @@ async def follow_download(request: web.Request) -> web.Response:
     if name == "original":
         key, content_type = photo.object_key, photo.content_type
     else:
-        found = [r for r in await res.store.renditions(photo.id) if r.name == name]
+        found = [r for r in photo.renditions if r.name == name]
         if not found:
             raise NOT_FOUND(f"the photo has no rendition {name!r}")
         key, content_type = found[0].object_key, found[0].content_type

@@ -24,7 +24,7 @@ from services.gateway.models import (
     SealedPhotoView,
 )
 from shared.facts import PhotoFacts
-from shared.store import PageRow, PhotoRecord, PhotoStatus, RenditionRecord
+from shared.store import PageRow, PhotoRecord, PhotoStatus
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,6 @@ def view_values(
 def photo_view(
     sign: Sign,
     photo: PhotoRecord,
-    renditions: Sequence[RenditionRecord],
     *,
     reveal_at: datetime | None = None,
     exposure: Exposure = EVERYTHING,
@@ -139,7 +138,7 @@ def photo_view(
     Built without validation (`model_construct`): every value comes from a record the
     store validated, and the response is the same model serialised."""
     fields = {**dict(photo), "status": shown_status(photo)}
-    made = [dict(r) for r in renditions]
+    made = [dict(r) for r in photo.renditions]
     values = view_values(
         sign, fields, made, facts=photo.facts, reveal_at=reveal_at, exposure=exposure
     )
@@ -197,20 +196,11 @@ async def views_of(
     request: web.Request, photos: Sequence[PhotoRecord], exposure: Exposure = EVERYTHING
 ) -> list[AnyPhotoView]:
     """Views of a page of photos: one query for their albums' reveal times (if any are
-    in one) and one for the renditions of those not sealed, so a page costs the same
-    number of queries whatever its length."""
+    in one), so a page costs the same number of queries whatever its length."""
     res = request.app[RESOURCES]
     reveals = await res.albums.reveal_times({p.album_id for p in photos if p.album_id})
-    shown = [p for p in photos if not sealed(reveals.get(p.album_id or ""))]
-    found = await res.store.renditions_for([p.id for p in shown if p.status is _READY])
     sign = await request.app[DOWNLOADS].signer()
     return [
-        photo_view(
-            sign,
-            p,
-            found.get(p.id, []),
-            reveal_at=reveals.get(p.album_id or ""),
-            exposure=exposure,
-        )
+        photo_view(sign, p, reveal_at=reveals.get(p.album_id or ""), exposure=exposure)
         for p in photos
     ]

@@ -240,7 +240,7 @@ class Ingest:
             # Rejected while pending (its grant lapsed, say): no part may linger, and no
             # later completion may assemble an object.
             await self.res.storage.multipart.abort(photo.object_key, photo.upload_id)
-        for rendition in await self.res.store.renditions(photo.id):
+        for rendition in photo.renditions:
             await self.res.storage.delete(rendition.object_key)
         await self.res.storage.delete(photo.object_key)
         if photo.status in CLOSED:
