@@ -21,6 +21,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from shared.events import Rendition
 from shared.facts import PhotoFacts
 
 
@@ -97,13 +98,10 @@ class Verified(_Record):
     etag: str | None
 
 
-class RenditionRecord(_Record):
-    name: str
+class RenditionRecord(Rendition):
+    """A rendition as photo.ready announces it, and where it is stored."""
+
     object_key: str
-    width: int
-    height: int
-    content_type: str
-    size: int
 
 
 class PhotoRecord(_Record):
