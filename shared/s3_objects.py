@@ -111,6 +111,36 @@ class ObjectRequests:
             etag=resp.headers.get("ETag"),
         )
 
+    async def head_and_tail(self, key: str, n: int) -> tuple[ObjectInfo, bytes | None] | None:
+        """What `head` answers and the object's last n bytes (all of it if shorter), from
+        one suffix-ranged GET; None if the object does not exist. From an answer that
+        does not give the object's size (an empty object's, a server's that ignored the
+        range) only the HEAD's part is taken, by a HEAD: the tail is then None."""
+        try:
+            resp = await self.open(
+                "GET", key, operation="get_object", headers={"Range": f"bytes=-{n}"}
+            )
+        except Refused as exc:
+            if exc.status == 404:
+                return None
+            if exc.status == 416:  # some servers' answer for an empty object
+                return await self._head_only(key)
+            raise StorageUnavailable(f"storage get {key!r} failed: {exc}") from exc
+        size = _total(resp.headers.get("Content-Range", "")) if resp.status == 206 else None
+        if size is None:
+            resp.close()
+            return await self._head_only(key)
+        body = Body(key, resp)
+        try:
+            tail = await body.read(n)
+        finally:
+            body.close()
+        return ObjectInfo(size, resp.headers.get("Content-Type"), resp.headers.get("ETag")), tail
+
+    async def _head_only(self, key: str) -> tuple[ObjectInfo, None] | None:
+        info = await self.head(key)
+        return None if info is None else (info, None)
+
     async def read(self, key: str, *, if_match: str | None = None) -> bytes:
         """The whole object; with `if_match`, only if its ETag is still that one."""
         resp = await self._get(key, {"If-Match": if_match} if if_match else {})
@@ -216,3 +246,9 @@ class ObjectRequests:
                     raise StorageUnavailable(f"storage {method} {key!r} failed: {detail}")
             await asyncio.sleep(random.uniform(0, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
+
+
+def _total(content_range: str) -> int | None:
+    """The object's size from a 206's `Content-Range: bytes 0-99/1234`, None if absent."""
+    _, _, total = content_range.rpartition("/")
+    return int(total) if content_range.startswith("bytes ") and total.isdigit() else None

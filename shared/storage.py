@@ -105,6 +105,11 @@ class Storage:
         """The object's size and type, or None if it does not exist (yet)."""
         return await self.objects.head(key)
 
+    async def head_and_tail(self, key: str, n: int) -> tuple[ObjectInfo, bytes | None] | None:
+        """`head`, and the last n bytes (None if they could not come with it), from one
+        request: see ObjectRequests.head_and_tail."""
+        return await self.objects.head_and_tail(key, n)
+
     async def get_range(self, key: str, start: int, end: int) -> bytes:
         """Bytes start..end inclusive (fewer if the object is shorter)."""
         body = await self.objects.open_range(key, start, end)

@@ -24,6 +24,7 @@ class Server:
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.requests: list[str] = []
+        self.suffixes = True  # answers `bytes=-N`; otherwise sends the whole object
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request.method)
@@ -40,6 +41,13 @@ class Server:
         if "Range" not in request.headers:
             return web.Response(body=DATA, headers={"ETag": '"v1"'})
         start, _, end = request.headers["Range"].removeprefix("bytes=").partition("-")
+        if not start:
+            if not self.suffixes:
+                return web.Response(body=DATA, headers={"ETag": '"v1"'})
+            at = max(0, len(DATA) - int(end))
+            span = f"bytes {at}-{len(DATA) - 1}/{len(DATA)}"
+            headers = {"ETag": '"v1"', "Content-Range": span}
+            return web.Response(status=206, body=DATA[at:], headers=headers)
         part = DATA[int(start) : int(end) + 1]
         return web.Response(status=206, body=part, headers={"ETag": '"v1"'})
 
@@ -110,6 +118,32 @@ async def test_an_absent_object_has_no_head(server: tuple[Server, ObjectRequests
     assert await objects.head("gone") is None
     info = await objects.head("photo")
     assert info is not None and info.size == len(DATA) and info.etag == '"v1"'
+
+
+async def test_the_head_and_the_tail_come_in_one_request(
+    server: tuple[Server, ObjectRequests],
+) -> None:
+    state, objects = server
+    assert await objects.head_and_tail("gone", 65_536) is None
+    state.requests.clear()
+    found = await objects.head_and_tail("photo", 65_536)
+    assert found is not None
+    info, tail = found
+    assert (info.size, info.etag, tail) == (len(DATA), '"v1"', DATA[-65_536:])
+    assert state.requests == ["GET"]
+
+
+async def test_an_answer_without_the_size_is_taken_from_a_head(
+    server: tuple[Server, ObjectRequests],
+) -> None:
+    """A server that ignores the range says nothing of the tail's place: HEAD decides."""
+    state, objects = server
+    state.suffixes = False
+    found = await objects.head_and_tail("photo", 65_536)
+    assert found is not None
+    info, tail = found
+    assert (info.size, info.etag, tail) == (len(DATA), '"v1"', None)
+    assert state.requests == ["GET", "HEAD"]
 
 
 async def test_a_storage_error_is_retried_and_then_reported_as_unavailable(

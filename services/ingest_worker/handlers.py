@@ -12,7 +12,7 @@ from functools import partial
 from services.ingest_worker.notifications import StoredObject, parse_notification
 from services.ingest_worker.sqs_bridge import run_sqs_bridge
 from services.ingest_worker.sweep import run_sweeper
-from services.ingest_worker.verify import Reason, Rejected, verify
+from services.ingest_worker.verify import TAIL_READ, Reason, Rejected, verify
 from shared.broker import Message
 from shared.errors import NotYet
 from shared.events import (
@@ -159,12 +159,17 @@ class Ingest:
 
     async def _verify(self, photo: PhotoRecord, info: ObjectInfo | None) -> None:
         res = self.res
-        info = info or await res.storage.head(photo.object_key)
+        tail = None
         if info is None:
-            # Ceph announces multipart initiations before the object exists.
-            raise NotYet("object is not visible in storage yet")
+            # The HEAD and the tail in one request: one request fewer a photo, which cost
+            # the ingest worker 1.3 ms of CPU and moto 4 ms (bench.pipeline's storage).
+            found = await res.storage.head_and_tail(photo.object_key, TAIL_READ)
+            if found is None:
+                # Ceph announces multipart initiations before the object exists.
+                raise NotYet("object is not visible in storage yet")
+            info, tail = found
         try:
-            verified = await verify(res.storage, info, photo, res.settings)
+            verified = await verify(res.storage, info, photo, res.settings, tail=tail)
         except Rejected as rejection:
             await self._reject(photo, rejection)
             return

@@ -1,6 +1,7 @@
 """Verification of one stored object against its upload intent.
 
-Reads the object's HEAD, its last 64 KiB, its first 64 KiB (more, up to 2 MiB, only if a
+Reads the object's HEAD and its last 64 KiB (one request, Storage.head_and_tail, when
+the caller has read nothing yet), its first 64 KiB (more, up to 2 MiB, only if a
 header sits behind large metadata), then walks the file's segments from the start to scan
 every metadata segment wherever it sits (services/ingest_worker/segments.py: image data is
 never scanned or held); the head and the walk read through one ranged GET (ranges.py).
@@ -97,16 +98,23 @@ def check_type(head: bytes, photo: PhotoRecord) -> str:
 
 
 async def verify(
-    storage: Storage, info: ObjectInfo, photo: PhotoRecord, settings: Settings
+    storage: Storage,
+    info: ObjectInfo,
+    photo: PhotoRecord,
+    settings: Settings,
+    *,
+    tail: bytes | None = None,
 ) -> Verified:
-    """Raise Rejected with a reason, or return the verified facts."""
+    """Raise Rejected with a reason, or return the verified facts. `tail`: the object's
+    last TAIL_READ bytes, when they came with `info` (Storage.head_and_tail)."""
     check_size(info, photo, settings)
     key = photo.object_key
     # The tail first: then the head, the header and the segment walk read through one
     # ranged GET (services/ingest_worker/ranges.py), and no read waits for a connection
     # while this one holds another.
-    tail = None
-    if info.size > FIRST_READ:
+    if info.size <= FIRST_READ:
+        tail = None
+    elif tail is None:
         tail = await storage.get_range(key, max(0, info.size - TAIL_READ), info.size - 1)
     ranges = Ranges(storage, key, info.size)
     try:
