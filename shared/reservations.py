@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import Compiled, Database
+from shared.db import Compiled, Database, StatementNotSent
 from shared.errors import DatabaseUnavailable
 from shared.records import NewPhoto, PhotoStatus
 from shared.tables import owner_usage, photos
@@ -100,7 +100,13 @@ class Reservations:
     async def _write_all(self) -> None:
         while batch := self._next_batch():
             try:
-                self._waiting[:0] = await self._write(batch)
+                try:
+                    again = await self._write(batch)
+                except StatementNotSent:
+                    # Only reads ran before the refused statement: another connection
+                    # writes the batch.
+                    again = await self._write(batch)
+                self._waiting[:0] = again
             except BaseException as exc:  # every request of the batch gets the failure
                 for request in batch:
                     if not request.answer.done():
