@@ -14,6 +14,7 @@ from prometheus_client.metrics import Histogram
 
 from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
 from services.gateway.context import (
+    ACCESS,
     DEV_USER,
     DOWNLOADS,
     KNOWN_USERS,
@@ -60,6 +61,8 @@ def request_middleware(cors: Cors) -> Middleware:
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         trace_id = trace_id_of(request)
         request[TRACE_ID] = trace_id
+        access: dict[str, object] = {}
+        request[ACCESS] = access
         started = time.perf_counter()
         with log_context(trace_id=trace_id):
             granted = cors.granted(request)
@@ -71,7 +74,7 @@ def request_middleware(cors: Cors) -> Middleware:
             )
             cors.finish(response, granted)
             response.headers["X-Request-ID"] = trace_id
-            _record(request, response, time.perf_counter() - started, seconds)
+            _record(request, response, time.perf_counter() - started, seconds, access)
             return response
 
     return handle
@@ -82,8 +85,10 @@ def _record(
     response: web.StreamResponse,
     elapsed: float,
     seconds: dict[tuple[str, str, int], Histogram],
+    access: dict[str, object],
 ) -> None:
-    """The request in `darkroom_http_seconds` and the access log."""
+    """The request in `darkroom_http_seconds` and the access log (with what the handler
+    added to it)."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     # An event stream the handler sent itself lasts minutes: no latency to measure
@@ -106,6 +111,7 @@ def _record(
         route=name,
         status=response.status,
         ms=round(elapsed * 1000, 1),
+        **access,
     )
 
 

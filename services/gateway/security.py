@@ -9,7 +9,7 @@ from aiohttp import web
 
 from services.gateway.apikeys import looks_like_key, lookup
 from services.gateway.auth import TokenTooLong, Unauthorized, bearer_token
-from services.gateway.context import KNOWN_USERS, LIMITER, RESOURCES, TRACE_ID, VERIFIER
+from services.gateway.context import ACCESS, KNOWN_USERS, LIMITER, RESOURCES, TRACE_ID, VERIFIER
 from services.gateway.problems import (
     INSUFFICIENT_SCOPE,
     RATE_LIMITED,
@@ -61,6 +61,7 @@ async def _key_caller(request: web.Request, token: str, scope: str) -> Caller:
     key = await lookup(request.app[RESOURCES].database, token)
     if key is None or key.revoked_at is not None:
         raise Unauthorized("unknown or revoked API key")
+    request[ACCESS]["api_key"] = key.id  # the access line names the key (docs/api.md)
     with log_context(api_key=key.id):
         if scope not in key.scopes:
             raise INSUFFICIENT_SCOPE(
