@@ -78,6 +78,26 @@ def _hmac(key: bytes, message: str) -> bytes:
     return hmac.new(key, message.encode(), hashlib.sha256).digest()
 
 
+class _Mac:
+    """HMAC-SHA256 (RFC 2104) under one key, with the key's two padded blocks hashed once:
+    a signature then costs two copies of a hash state, where `hmac.digest` set up
+    OpenSSL's MAC and hashed the key again every time (1.9 against 4.1 us a policy)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(hashlib.sha256().block_size, b"\0")  # a 32-byte derived key
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class Signer:
     """Presigns requests to one bucket at one endpoint, path-style (`endpoint/bucket/key`)."""
 
@@ -88,7 +108,7 @@ class Signer:
         self._bucket_path = f"{parts.path.rstrip('/')}/{_quote(bucket, safe='-_.~')}"
         self._bucket_condition = json.dumps({"bucket": bucket})
         self._region = region
-        self._keys: dict[tuple[str, str], bytes] = {}
+        self._keys: dict[tuple[str, str], _Mac] = {}
         self._second: _Second | None = None
 
     def presign_url(
@@ -131,9 +151,7 @@ class Signer:
         to_sign = "\n".join(
             [ALGORITHM, amz_date, self._scope(day), hashlib.sha256(canonical.encode()).hexdigest()]
         )
-        signature = hmac.new(
-            self._signing_key(credentials.secret_key, day), to_sign.encode(), hashlib.sha256
-        ).hexdigest()
+        signature = self._signing_key(credentials.secret_key, day).digest(to_sign.encode()).hex()
         query_string = "&".join(f"{k}={v}" for k, v in encoded)
         return f"{self._origin}{path}?{query_string}&X-Amz-Signature={signature}"
 
@@ -159,9 +177,7 @@ class Signer:
             f', {{"key": {_json(key)}}}, {second.tail}'
         )
         policy = binascii.b2a_base64(policy_json.encode(), newline=False)
-        signature = hmac.digest(
-            self._signing_key(credentials.secret_key, second.day), policy, "sha256"
-        ).hex()
+        signature = self._signing_key(credentials.secret_key, second.day).digest(policy).hex()
         form = dict(fields) | own | {"policy": policy.decode(), "x-amz-signature": signature}
         return PresignedPost(f"{self._origin}{self._bucket_path}", form)
 
@@ -205,12 +221,12 @@ class Signer:
     def _scope(self, day: str) -> str:
         return f"{day}/{self._region}/s3/aws4_request"
 
-    def _signing_key(self, secret_key: str, day: str) -> bytes:
+    def _signing_key(self, secret_key: str, day: str) -> _Mac:
         cached = self._keys.get((secret_key, day))
         if cached is None:
             key = _hmac(f"AWS4{secret_key}".encode(), day)
             for part in (self._region, "s3", "aws4_request"):
                 key = _hmac(key, part)
-            self._keys = {(secret_key, day): key}  # one day's key; yesterday's is dropped
-            cached = key
+            cached = _Mac(key)
+            self._keys = {(secret_key, day): cached}  # one day's key; yesterday's is dropped
         return cached
