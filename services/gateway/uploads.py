@@ -137,9 +137,11 @@ async def create_upload(request: web.Request) -> web.Response:
     res = request.app[RESOURCES]
     if problem := item_problem(item, res.settings):
         raise problem
-    await _may_upload(request, owner, [item])
+    # Each check only when it applies: a coroutine each that does nothing is 1.5 us.
+    if item.album_id is not None:
+        await _may_upload(request, owner, [item])
     with log_context(owner_id=owner):
-        if duplicate := await _duplicate(request, res, owner, item):
+        if item.sha256 is not None and (duplicate := await _duplicate(request, res, owner, item)):
             return respond(duplicate)
         [grant] = await grant_all(res, owner, [item], request[TRACE_ID])
     request[ACCESS]["granted"] = 1
