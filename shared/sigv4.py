@@ -57,16 +57,22 @@ class _Second:
 
 def _json(value: Any) -> str:
     """json.dumps(value), for the strings, whole numbers, lists and string-keyed dicts of
-    policy conditions, without json.dumps's encoder set-up on every call (3-5 us for a
-    grant's two conditions); anything else goes to json.dumps."""
-    if isinstance(value, str):
+    policy conditions, without json.dumps's encoder set-up on every call; anything else
+    (a str or int subclass too) goes to json.dumps. Exact types and map() rather than
+    isinstance and generators: 22k against 30k instructions for a grant's conditions."""
+    kind = type(value)
+    if kind is str:
         return encode_basestring_ascii(value)
-    if type(value) is int:
+    if kind is int:
         return str(value)
-    if isinstance(value, list | tuple):
-        return f"[{', '.join(_json(item) for item in value)}]"
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return "{" + ", ".join(f"{_json(k)}: {_json(v)}" for k, v in value.items()) + "}"
+    if kind is list or kind is tuple:
+        return "[" + ", ".join(map(_json, value)) + "]"
+    if kind is dict and all(type(k) is str for k in value):
+        return (
+            "{"
+            + ", ".join([f"{encode_basestring_ascii(k)}: {_json(v)}" for k, v in value.items()])
+            + "}"
+        )
     return json.dumps(value)
 
 
@@ -171,7 +177,7 @@ class Signer:
         own = {"key": key, **second.fields}
         # The JSON json.dumps gives the whole policy, built from pieces: json.dumps of the
         # policy was 1.6% of a grant's CPU; only the conditions and the key vary.
-        given = ", ".join(_json(condition) for condition in conditions)
+        given = ", ".join(map(_json, conditions))
         policy_json = (
             f"{second.head}{given}{', ' if given else ''}{self._bucket_condition}"
             f', {{"key": {_json(key)}}}, {second.tail}'
