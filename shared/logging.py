@@ -30,6 +30,14 @@ _bound: ContextVar[Mapping[str, object]] = ContextVar(
 )
 
 
+def merge_context(_: Any, __: str, event: MutableMapping[str, Any]) -> Any:
+    """The processor adding what the blocks around the call bound (tests capturing
+    lines run it too)."""
+    for key, value in _bound.get().items():
+        event.setdefault(key, value)
+    return event
+
+
 # structlog's method names that are not level names.
 _LEVELS = {"warn": "warning", "exception": "error"}
 
@@ -47,8 +55,7 @@ class _Enrich:
         self._second = (-1, "")  # one tuple, replaced whole: threads log too
 
     def __call__(self, _: Any, method: str, event: MutableMapping[str, Any]) -> Any:
-        for key, value in _bound.get().items():
-            event.setdefault(key, value)
+        merge_context(_, method, event)
         event["level"] = _LEVELS.get(method, method)
         event["timestamp"] = self._now()
         event.setdefault("service", self._service)
@@ -180,3 +187,20 @@ class log_context:
     ) -> None:
         # Set, not reset(token): a block may end in another context than it began in.
         _bound.set(self._outer)
+
+
+class log_fields(log_context):
+    """A block whose lines carry `fields`, a dict its code may add to: what is added shows
+    on every later line in the block (a request's owner, once known, without a second
+    block for it: 11k instructions each)."""
+
+    __slots__ = ()
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self._values = fields
+
+    def __enter__(self) -> None:
+        self._outer = _bound.get()
+        for key, value in self._outer.items():
+            self._values.setdefault(key, value)
+        _bound.set(self._values)

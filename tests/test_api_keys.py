@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import structlog.testing
 
 from services.cli import main as darkroom
+from shared.logging import merge_context
 from shared.settings import Settings
 from shared.tables import api_keys
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
@@ -141,7 +142,7 @@ async def test_a_decomposed_user_name_is_the_composed_user(gw: Gateway, cli: Cli
 
 async def test_a_grant_has_one_line_naming_its_owner_and_the_key(gw: Gateway, cli: Cli) -> None:
     key = await cli("apikey", "create", "--name", "backend")
-    with structlog.testing.capture_logs() as logged:
+    with structlog.testing.capture_logs([merge_context]) as logged:
         resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=key_auth(key))
     assert resp.status == 201
     [line] = [line for line in logged if line.get("path") == "/v1/uploads"]

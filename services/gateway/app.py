@@ -38,7 +38,7 @@ from services.gateway.problems import Handler, answered
 from services.gateway.routes import all_routes, operations
 from services.gateway.security import limited
 from shared.health import GATEWAY_NEEDS, add_health_routes
-from shared.logging import get_logger, log_context
+from shared.logging import get_logger, log_fields
 from shared.ratelimit import open_limiter
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
@@ -61,10 +61,10 @@ def request_middleware(cors: Cors) -> Middleware:
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         trace_id = trace_id_of(request)
         request[TRACE_ID] = trace_id
-        access: dict[str, object] = {}
+        access: dict[str, object] = {"trace_id": trace_id}
         request[ACCESS] = access
         started = time.perf_counter()
-        with log_context(trace_id=trace_id):
+        with log_fields(access):
             granted = cors.granted(request)
             preflight = cors.preflight(request, granted)
             response = (
@@ -77,7 +77,7 @@ def request_middleware(cors: Cors) -> Middleware:
             # Here rather than in on_response_prepare, a signal that cost every answer
             # two more coroutines; an event stream names itself (events_stream.py).
             response.headers["Server"] = SERVER
-            _record(request, response, time.perf_counter() - started, seconds, access)
+            _record(request, response, time.perf_counter() - started, seconds)
             return response
 
     return handle
@@ -88,10 +88,9 @@ def _record(
     response: web.StreamResponse,
     elapsed: float,
     seconds: dict[tuple[str, str, int], Histogram],
-    access: dict[str, object],
 ) -> None:
-    """The request in `darkroom_http_seconds` and the access log (with what the handler
-    added to it)."""
+    """The request in `darkroom_http_seconds` and the access log (with the request's log
+    fields: its trace id, and what the handler added)."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     # An event stream the handler sent itself lasts minutes: no latency to measure
@@ -114,7 +113,6 @@ def _record(
         route=name,
         status=response.status,
         ms=round(elapsed * 1000, 1),
-        **access,
     )
 
 
