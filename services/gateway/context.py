@@ -31,5 +31,6 @@ TRACE_ID = web.RequestKey("trace_id", str)
 # trace id, and what the handler adds (a grant's owner and how many uploads it granted,
 # once a line of their own, 10-13 us a grant), the access line included.
 ACCESS = web.RequestKey("access", dict[str, object])
-# Per request: the CORS headers its answer gets; a stream sends them before it starts.
+# Per request: the CORS headers its answer gets (each also gets `Vary: Origin`); a stream
+# sends them before it starts.
 CORS_HEADERS = web.RequestKey("cors_headers", dict[str, str])

@@ -112,6 +112,7 @@ async def _serve(request: web.Request, stream: Stream) -> web.StreamResponse:
             "X-Request-ID": request[TRACE_ID],
             "Server": SERVER,
             **request.get(CORS_HEADERS, {}),
+            "Vary": "Origin",
         }
     )
     await response.prepare(request)
