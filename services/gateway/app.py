@@ -112,7 +112,9 @@ def _record(
         path=request.path,
         route=name,
         status=response.status,
-        ms=round(elapsed * 1000, 1),
+        # Tenths of a millisecond; round(x, 1) goes through a decimal string (3.8k
+        # instructions against 2.1k).
+        ms=int(elapsed * 10_000 + 0.5) / 10,
     )
 
 
