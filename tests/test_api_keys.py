@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog.testing
 
 from services.cli import main as darkroom
+from shared.logging import merge_context
 from shared.settings import Settings
 from shared.tables import api_keys
 from tests.gateway_harness import Gateway, gateway, grant_body, problem_of
@@ -136,3 +138,14 @@ async def test_a_decomposed_user_name_is_the_composed_user(gw: Gateway, cli: Cli
     photo_id = (await resp.json())["photo_id"]
     resp = await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth("zo\u00eb"))
     assert resp.status == 200
+
+
+async def test_a_grant_has_one_line_naming_its_owner_and_the_key(gw: Gateway, cli: Cli) -> None:
+    key = await cli("apikey", "create", "--name", "backend")
+    with structlog.testing.capture_logs([merge_context]) as logged:
+        resp = await gw.client.post("/v1/uploads", json=grant_body(), headers=key_auth(key))
+    assert resp.status == 201
+    [line] = [line for line in logged if line.get("path") == "/v1/uploads"]
+    assert line["event"] == "request" and line["status"] == 201
+    assert (line["owner_id"], line["granted"], line["api_key"]) == ("bob", 1, key.split("_")[1])
+    assert not [line for line in logged if line["event"] == "uploads granted"]

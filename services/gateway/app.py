@@ -14,6 +14,7 @@ from prometheus_client.metrics import Histogram
 
 from services.gateway.auth import JwksCache, JwtVerifier, check_auth_settings
 from services.gateway.context import (
+    ACCESS,
     DEV_USER,
     DOWNLOADS,
     KNOWN_USERS,
@@ -31,13 +32,13 @@ from services.gateway.inputs import trace_id_of
 from services.gateway.known_users import KnownUsers
 from services.gateway.live import LiveHub
 from services.gateway.openapi import build_document
-from services.gateway.pages import plain_server_header
+from services.gateway.pages import SERVER
 from services.gateway.passwords import Passwords
 from services.gateway.problems import Handler, answered
 from services.gateway.routes import all_routes, operations
 from services.gateway.security import limited
 from shared.health import GATEWAY_NEEDS, add_health_routes
-from shared.logging import get_logger, log_context
+from shared.logging import get_logger, log_fields
 from shared.ratelimit import open_limiter
 from shared.resources import Resources, open_resources
 from shared.settings import Settings
@@ -60,8 +61,10 @@ def request_middleware(cors: Cors) -> Middleware:
     async def handle(request: web.Request, handler: Handler) -> web.StreamResponse:
         trace_id = trace_id_of(request)
         request[TRACE_ID] = trace_id
+        access: dict[str, object] = {"trace_id": trace_id}
+        request[ACCESS] = access
         started = time.perf_counter()
-        with log_context(trace_id=trace_id):
+        with log_fields(access):
             granted = cors.granted(request)
             preflight = cors.preflight(request, granted)
             response = (
@@ -71,6 +74,9 @@ def request_middleware(cors: Cors) -> Middleware:
             )
             cors.finish(response, granted)
             response.headers["X-Request-ID"] = trace_id
+            # Here rather than in on_response_prepare, a signal that cost every answer
+            # two more coroutines; an event stream names itself (events_stream.py).
+            response.headers["Server"] = SERVER
             _record(request, response, time.perf_counter() - started, seconds)
             return response
 
@@ -83,7 +89,8 @@ def _record(
     elapsed: float,
     seconds: dict[tuple[str, str, int], Histogram],
 ) -> None:
-    """The request in `darkroom_http_seconds` and the access log."""
+    """The request in `darkroom_http_seconds` and the access log (with the request's log
+    fields: its trace id, and what the handler added)."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     # An event stream the handler sent itself lasts minutes: no latency to measure
@@ -105,7 +112,9 @@ def _record(
         path=request.path,
         route=name,
         status=response.status,
-        ms=round(elapsed * 1000, 1),
+        # Tenths of a millisecond; round(x, 1) goes through a decimal string (3.8k
+        # instructions against 2.1k).
+        ms=int(elapsed * 10_000 + 0.5) / 10,
     )
 
 
@@ -121,7 +130,6 @@ def create_app(
     )
     app[DEV_USER] = dev_user
     app[PASSWORDS] = Passwords()
-    app.on_response_prepare.append(plain_server_header)
     app[OPENAPI] = json.dumps(build_document(operations(), settings)).encode()
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -27,5 +27,10 @@ OPENAPI = web.AppKey("openapi", bytes)
 LIVE = web.AppKey("live", LiveHub)
 # Per request: the trace id (from X-Request-ID or new), echoed back and put in every event.
 TRACE_ID = web.RequestKey("trace_id", str)
-# Per request: the CORS headers its answer gets; a stream sends them before it starts.
+# Per request: its log fields, on every line it logs from the point they are added: the
+# trace id, and what the handler adds (a grant's owner and how many uploads it granted,
+# once a line of their own, 10-13 us a grant), the access line included.
+ACCESS = web.RequestKey("access", dict[str, object])
+# Per request: the CORS headers its answer gets (each also gets `Vary: Origin`); a stream
+# sends them before it starts.
 CORS_HEADERS = web.RequestKey("cors_headers", dict[str, str])

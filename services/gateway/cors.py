@@ -34,7 +34,7 @@ class Cors:
             else {}
         )
         # An event stream sends its headers before the middleware sees its answer.
-        request[CORS_HEADERS] = {**granted, "Vary": "Origin"}
+        request[CORS_HEADERS] = granted
         return granted
 
     @staticmethod
@@ -59,5 +59,6 @@ class Cors:
     def finish(response: web.StreamResponse, granted: dict[str, str]) -> None:
         if response.prepared:
             return
-        response.headers.update(granted)
+        if granted:
+            response.headers.update(granted)
         response.headers.add("Vary", "Origin")

@@ -11,6 +11,7 @@ from services.gateway.context import CORS_HEADERS, LIVE, RESOURCES, TRACE_ID
 from services.gateway.inputs import parsed_query, validation_problem
 from services.gateway.live import Stream, TooManyStreams
 from services.gateway.models import _Shape
+from services.gateway.pages import SERVER
 from services.gateway.problems import INVALID, TOO_MANY_STREAMS, ApiError
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate, identify
@@ -109,7 +110,9 @@ async def _serve(request: web.Request, stream: Stream) -> web.StreamResponse:
             # Proxies that buffer (nginx) would hold events back.
             "X-Accel-Buffering": "no",
             "X-Request-ID": request[TRACE_ID],
+            "Server": SERVER,
             **request.get(CORS_HEADERS, {}),
+            "Vary": "Origin",
         }
     )
     await response.prepare(request)

@@ -25,8 +25,8 @@ def trace_id_of(request: web.Request) -> str:
     ids = current_ids()
     if ids is not None:
         return ids[0]
-    given = request.headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else new_id()
+    given = request.headers.get("X-Request-ID")
+    return given if given is not None and _REQUEST_ID.match(given) else new_id()
 
 
 def new_id() -> str:

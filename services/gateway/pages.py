@@ -107,6 +107,5 @@ def page_routes(settings: Settings) -> list[web.AbstractRouteDef]:
     return [web.get("/", index), web.get(f"/assets/{{name:{names}}}", asset)]
 
 
-async def plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
-    """`Server: darkroom`, not the Python and aiohttp versions."""
-    response.headers["Server"] = "darkroom"
+# The Server header of every answer: no Python or aiohttp versions.
+SERVER = "darkroom"
