@@ -147,15 +147,16 @@ class Database:
         try:
             pooled = await self.engine.raw_connection()
             driver: Any = pooled.driver_connection
+            refused = False
             try:
                 yield driver
             except asyncpg.InternalClientError as exc:
-                await greenlet_spawn(pooled.invalidate)
+                refused = True
                 raise StatementNotSent(f"a pooled connection refused a statement: {exc}") from exc
             finally:
-                # Lost, or left inside a transaction (a cancellation that cut the
-                # ROLLBACK short): not to be handed out again.
-                if driver.is_closed() or driver.is_in_transaction():
+                # Refused, lost, or left inside a transaction (a cancellation that cut
+                # the ROLLBACK short): not to be handed out again.
+                if refused or driver.is_closed() or driver.is_in_transaction():
                     await greenlet_spawn(pooled.invalidate)
                 await greenlet_spawn(pooled.close)
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
