@@ -49,7 +49,6 @@ class StoredPart:
 class OpenUpload:
     key: str
     upload_id: str
-    initiated: datetime
 
 
 class MultipartUploads:
@@ -109,7 +108,7 @@ class MultipartUploads:
         try:
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for upload in page.get("Uploads", []):
-                    yield OpenUpload(upload["Key"], upload["UploadId"], upload["Initiated"])
+                    yield OpenUpload(upload["Key"], upload["UploadId"])
         except (ClientError, BotoCoreError) as exc:
             raise StorageUnavailable(f"storage multipart listing {prefix!r} failed: {exc}") from exc
 

@@ -273,12 +273,36 @@ async def test_the_sweep_aborts_open_uploads_no_pending_photo_holds(gw: Gateway)
     # Begun for a grant then refused, and its abort failed: no record names it.
     stray = original_key("alice", "f" * 32)
     await gw.res.storage.multipart.begin(stray, content_type="image/png")
-    # (moto dates every upload 2010-11-10, so the grace for young uploads is not seen here)
-    later = datetime.now(UTC) + timedelta(minutes=5)
-    assert await abort_strays(Ingest(gw.res), now=later) == 1
+    ingest = Ingest(gw.res)
+    # Seen unheld for the first time: it may be a grant's upload whose intent is a moment
+    # from being committed (moto dates every upload 2010-11-10, so only the sweep's own
+    # clock can tell it is young).
+    assert await abort_strays(ingest) == 0
+    later = datetime.now(UTC) + timedelta(seconds=gw.res.settings.sweep_after + 1)
+    assert await abort_strays(ingest, now=later) == 1
     still_open = [u.key async for u in gw.res.storage.multipart.open_uploads("originals/")]
     assert still_open == [original_key("alice", held)]
     assert not await upload_is_gone(gw, held)
+
+
+async def test_a_sweep_round_between_a_grants_begin_and_its_commit_spares_the_upload(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race CI once hit: the sweep listed the upload a grant had just begun, found no
+    record yet, and aborted it before the client sent a part."""
+    multipart, ingest, rounds = gw.res.storage.multipart, Ingest(gw.res), []
+    begin = multipart.begin
+
+    async def begin_then_sweep(key: str, *, content_type: str) -> str:
+        upload_id = await begin(key, content_type=content_type)
+        rounds.append(await abort_strays(ingest))
+        return upload_id
+
+    monkeypatch.setattr(multipart, "begin", begin_then_sweep)
+    photo_id = (await grant(gw))["photo_id"]
+    later = datetime.now(UTC) + timedelta(seconds=gw.res.settings.sweep_after + 1)
+    assert rounds + [await abort_strays(ingest, now=later)] == [0, 0]
+    assert not await upload_is_gone(gw, photo_id)
 
 
 async def test_deleting_a_photo_still_uploading_in_parts_aborts_its_upload(

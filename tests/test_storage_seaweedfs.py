@@ -424,8 +424,7 @@ async def test_storage_refuses_a_part_of_another_size_than_its_url_signs(
 
 async def test_the_sweep_spares_an_upload_begun_too_recently_to_judge(in_parts: Gateway) -> None:
     """A grant begins its upload before recording its intent: an unrecorded upload is
-    only aborted once begun `sweep_after` ago (moto dates every upload 2010, SeaweedFS
-    dates them as S3 does)."""
+    only aborted once the sweep has seen it unheld for `sweep_after`."""
     stray = original_key("alice", "f" * 32)
     await in_parts.res.storage.multipart.begin(stray, content_type="image/jpeg")
     ingest = Ingest(in_parts.res)

@@ -7,6 +7,7 @@ so a duplicate or replayed notification changes nothing and announces nothing.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from functools import partial
 
 from services.ingest_worker.notifications import StoredObject, parse_notification
@@ -49,6 +50,8 @@ class Ingest:
         self.res = res
         # Bounds HEADs and ranged reads in flight, whatever the prefetch or the sweep.
         self.slots = asyncio.Semaphore(res.settings.verify_concurrency)
+        # Open multipart uploads no pending photo held, and when the sweep first saw each.
+        self.unheld_since: dict[tuple[str, str], datetime] = {}
 
     def routes(self) -> list[Route]:
         topology = self.res.topology

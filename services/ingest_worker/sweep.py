@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from shared.errors import DarkroomError
 from shared.keys import ORIGINALS, photo_id_of
 from shared.logging import get_logger, log_context
+from shared.multipart import OpenUpload
 from shared.store import PhotoStatus
 
 if TYPE_CHECKING:
@@ -80,21 +81,37 @@ async def _empty_closed_keys(ingest: Ingest) -> int:
 
 async def abort_strays(ingest: Ingest, *, now: datetime | None = None) -> int:
     """Abort the open multipart uploads no pending photo holds. A grant begins its upload
-    before recording its intent, so only uploads begun `sweep_after` ago are judged."""
+    before recording its intent, so an upload is judged only once this process has seen
+    it open and unheld for `sweep_after`, by its own clock: storage's start date cannot
+    be trusted (moto dates every upload 2010-11-10, so a sweep round landing between a
+    grant's begin and its commit aborted the upload the client was about to send)."""
     res = ingest.res
-    begun_before = (now or datetime.now(UTC)) - timedelta(seconds=res.settings.sweep_after)
+    now = now or datetime.now(UTC)
+    judged_before = now - timedelta(seconds=res.settings.sweep_after)
+    unheld = ingest.unheld_since
+    still_unheld: set[tuple[str, str]] = set()
     aborted = 0
     async for upload in res.storage.multipart.open_uploads(ORIGINALS):
-        if upload.initiated > begun_before:
-            continue
-        photo_id = photo_id_of(upload.key)
-        photo = await res.store.get(photo_id) if photo_id else None
-        if photo and photo.status is PhotoStatus.PENDING and photo.upload_id == upload.upload_id:
+        if await _held(ingest, upload):
             continue  # its uploader's until the grant lapses; expire() ends it then
+        seen = (upload.key, upload.upload_id)
+        if unheld.setdefault(seen, now) > judged_before:
+            still_unheld.add(seen)
+            continue
         await res.storage.multipart.abort(upload.key, upload.upload_id)
         log.info("aborted a multipart upload no pending photo holds", key=upload.key)
         aborted += 1
+    for gone in unheld.keys() - still_unheld:
+        del unheld[gone]
     return aborted
+
+
+async def _held(ingest: Ingest, upload: OpenUpload) -> bool:
+    photo_id = photo_id_of(upload.key)
+    photo = await ingest.res.store.get(photo_id) if photo_id else None
+    if photo is None or photo.status is not PhotoStatus.PENDING:
+        return False
+    return photo.upload_id == upload.upload_id
 
 
 async def run_sweeper(ingest: Ingest, stop: asyncio.Event) -> None:
