@@ -301,7 +301,7 @@ async def test_a_sweep_round_between_a_grants_begin_and_its_commit_spares_the_up
     monkeypatch.setattr(multipart, "begin", begin_then_sweep)
     photo_id = (await grant(gw))["photo_id"]
     later = datetime.now(UTC) + timedelta(seconds=gw.res.settings.sweep_after + 1)
-    assert rounds + [await abort_strays(ingest, now=later)] == [0, 0]
+    assert [*rounds, await abort_strays(ingest, now=later)] == [0, 0]
     assert not await upload_is_gone(gw, photo_id)
 
 
