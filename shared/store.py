@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import Database, open_database
 from shared.events import Envelope
 from shared.facts import PhotoFacts
-from shared.listing import PageRow, owner_page
+from shared.listing import PageRow, owner_page, page_rows
 from shared.outbox import queued
 from shared.records import (
     TRANSITIONS,
@@ -219,9 +219,12 @@ class Store:
     # --- gateway queries ---
 
     async def owner_page(self, owner_id: str, *, limit: int, **filters: Any) -> list[PageRow]:
-        """A listing page of the owner's photos with their renditions and albums' reveal
-        times, as `shared.listing` reads it."""
+        """The keys of a listing page of the owner's photos (see shared.listing)."""
         return await owner_page(self.db, owner_id, limit=limit, **filters)
+
+    async def page_rows(self, ids: Sequence[str]) -> list[PageRow]:
+        """The listing's rows of these photos, as they are now (see shared.listing)."""
+        return await page_rows(self.db, ids)
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record upload intents only if `check(usage)` lets them through, atomically per

@@ -3,6 +3,8 @@ from (`python -m shared.migrations revision`). `make lint` fails when they disag
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -27,7 +29,11 @@ photos = sa.Table(
     sa.Column("reason_detail", sa.Text),
     sa.Column("upload_expires_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # Set by every update made through SQLAlchemy: on SQLite it is the version a listing
+    # page's items are kept by (shared/listing.py).
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, onupdate=lambda: datetime.now(UTC)
+    ),
     sa.Column("keep_location", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("sha256", sa.Text),
     sa.Column("taken_at", sa.DateTime(timezone=True)),

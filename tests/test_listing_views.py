@@ -6,6 +6,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from services.gateway.context import DOWNLOADS
 from services.gateway.models import PhotoPage
 from services.gateway.photos import encode_cursor
-from services.gateway.views import photo_view
+from services.gateway.views import listing_body, photo_view
 from shared.events import Envelope, PhotoRejected, PhotoVerified
 from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.settings import Settings
@@ -172,3 +173,66 @@ async def test_a_listing_shows_each_change_at_once_within_a_signing_window(
     assert not after[in_sealed]["sealed"] and after[in_sealed]["renditions"]
     assert after[in_kept]["album_id"] is None
     assert after[plain]["facts"] == EVERY_FACT.model_dump(mode="json")
+
+
+async def test_a_repeated_page_reads_again_only_the_rows_that_changed(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within a signing window a page reads its keys, and the whole rows only of the
+    photos changed since: on PostgreSQL by any statement at all (the row's xmin), on
+    SQLite by any update SQLAlchemy makes (which sets updated_at)."""
+    ids = [(await ready_photo(gw, OWNER, store_objects=False))[0] for _ in range(3)]
+    store, read = gw.res.store, []
+    page_rows = store.page_rows
+
+    async def spied(wanted: Any) -> Any:
+        read.append(sorted(wanted))
+        return await page_rows(wanted)
+
+    monkeypatch.setattr(store, "page_rows", spied)
+
+    async def listed() -> dict[str, Any]:
+        resp = await gw.client.get("/v1/photos", headers=gw.auth(OWNER))
+        assert resp.status == 200
+        return {item["id"]: item for item in (await resp.json())["items"]}
+
+    window = gw.res.settings.download_url_window
+    for _ in range(2):  # again only if the signing window turned in between
+        started, read[:] = time.time() // window, []
+        first, again = await listed(), await listed()
+        await set_facts(gw, ids[1], EVERY_FACT.model_dump(mode="json"))
+        if gw.res.database.is_sqlite:
+            changed = await listed()
+        else:  # a statement SQLAlchemy did not build: nothing set updated_at
+            async with gw.res.database.transaction() as conn:
+                rename = "UPDATE photos SET filename = 'renamed.jpg' WHERE id = :id"
+                await conn.execute(sa.text(rename), {"id": ids[2]})
+            changed = await listed()
+        if time.time() // window == started:
+            break
+    assert first == again
+    assert changed[ids[1]]["facts"] == EVERY_FACT.model_dump(mode="json")
+    assert read[0] == sorted(ids)
+    if gw.res.database.is_sqlite:
+        assert read[1:] == [[ids[1]]]
+    else:
+        assert changed[ids[2]]["filename"] == "renamed.jpg"
+        assert read[1:] == [sorted(ids[1:])]
+
+
+async def test_a_photo_changed_or_deleted_between_a_pages_keys_and_its_rows(
+    gw: Gateway,
+) -> None:
+    """Shown as it is now, or left out: never as it was, never deleted."""
+    kept, changed, deleted = [
+        (await ready_photo(gw, OWNER, store_objects=False))[0] for _ in range(3)
+    ]
+    store = gw.res.store
+    keys = await store.owner_page(OWNER, limit=10)
+    await set_facts(gw, changed, EVERY_FACT.model_dump(mode="json"))
+    resp = await gw.client.delete(f"/v1/photos/{deleted}", headers=gw.auth(OWNER))
+    assert resp.status == 204, await resp.text()
+    window = await gw.client.app[DOWNLOADS].window()
+    body = json.loads(await listing_body(window, keys, store.page_rows, None))
+    assert [item["id"] for item in body["items"]] == [changed, kept]
+    assert body["items"][0]["facts"] == EVERY_FACT.model_dump(mode="json")

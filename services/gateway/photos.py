@@ -102,7 +102,8 @@ async def list_photos(request: web.Request) -> web.Response:
     before its cursor, so a listing never repeats or skips one."""
     owner = (await authenticate(request, "photos:read")).user_id
     query = list_query(request)
-    rows = await request.app[RESOURCES].store.owner_page(
+    store = request.app[RESOURCES].store
+    keys = await store.owner_page(
         owner,
         limit=query.limit + 1,
         before=decode_cursor(query.cursor) if query.cursor else None,
@@ -111,10 +112,11 @@ async def list_photos(request: web.Request) -> web.Response:
         taken_to=query.taken_before,
         album_id=query.album_id,
     )
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    next_cursor = cursor_at(rows[-1]["created_at"], rows[-1]["id"]) if more else None
-    body = listing_body(await request.app[DOWNLOADS].window(), rows, next_cursor)
+    more = len(keys) > query.limit
+    keys = keys[: query.limit]
+    next_cursor = cursor_at(keys[-1]["created_at"], keys[-1]["id"]) if more else None
+    window = await request.app[DOWNLOADS].window()
+    body = await listing_body(window, keys, store.page_rows, next_cursor)
     return web.Response(body=body, content_type="application/json")
 
 

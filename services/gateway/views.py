@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -157,26 +157,39 @@ def listed_facts(text: str | None) -> dict[str, Any] | None:
     return None if text is None else PhotoFacts.model_validate_json(text).model_dump(mode="json")
 
 
-def listing_body(window: Window, rows: Sequence[PageRow], next_cursor: str | None) -> bytes:
-    """A `PhotoPage` of the owner's views of a listing page's rows (`shared.listing`),
-    serialised by pydantic-core from `view_values` as the models would be (byte for byte:
+async def listing_body(
+    window: Window,
+    keys: Sequence[PageRow],
+    rows_of: Callable[[list[str]], Awaitable[Sequence[PageRow]]],
+    next_cursor: str | None,
+) -> bytes:
+    """A `PhotoPage` of the owner's views of a listing page (`shared.listing`): `keys`
+    in order, and `rows_of(ids)` for the rows of those whose item is not kept yet.
+    Serialised by pydantic-core from `view_values` as the models would be (byte for byte:
     tests/test_listing_views.py compares them). Building 200 model objects a page and
     serialising through the models' union of view shapes (which converts each item to
     Python first) was 2-3 ms of a page.
 
     An item is a function of its row, whether its album is sealed now, and the window's
-    URLs, so it is built once per window and row (its every value, not an id or a
-    version, is the key: a change to any column makes a new one): building and
-    serialising the views of a page of 50 was a quarter of its CPU."""
-    items = []
-    for row in rows:
-        reveal_at = row["reveal_at"]
-        key = ("owner's listing item", *row.values(), reveal_at is not None and sealed(reveal_at))
-        item = window.derived.get(key)
-        if item is None:
-            item = window.derived[key] = to_json(_listed(window.sign, row))
-        items.append(item)
-    return b'{"items":[%b],"next_cursor":%b}' % (b",".join(items), to_json(next_cursor))
+    URLs, so it is built once per window and row version: building and serialising the
+    views of a page of 50 was a quarter of its CPU. A row read after its key (changed
+    meanwhile) is shown as it is now; one deleted meanwhile is left out."""
+    derived = window.derived
+    wanted = {key["id"]: _item_key(key) for key in keys}
+    fresh: dict[str, bytes] = {}
+    if missing := [photo_id for photo_id, key in wanted.items() if key not in derived]:
+        for row in await rows_of(missing):
+            item = fresh[row["id"]] = to_json(_listed(window.sign, row))
+            derived[_item_key(row)] = item
+    items = [fresh.get(photo_id) or derived.get(key) for photo_id, key in wanted.items()]
+    body = b",".join(item for item in items if item is not None)
+    return b'{"items":[%b],"next_cursor":%b}' % (body, to_json(next_cursor))
+
+
+def _item_key(row: PageRow) -> tuple[Any, ...]:
+    reveal_at = row["reveal_at"]
+    sealed_now = reveal_at is not None and sealed(reveal_at)
+    return ("owner's listing item", row["id"], row["version"], reveal_at, sealed_now)
 
 
 def _listed(sign: Sign, row: PageRow) -> dict[str, Any]:
