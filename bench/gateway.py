@@ -115,7 +115,7 @@ async def _run(duration: float, connections: int, profile: Path | None) -> None:
     )
     print(
         f"gateway CPU: {wide.cpu_ms:.2f} ms per grant (64 users), {one.cpu_ms:.2f} (1 user), "
-        f"{listing.cpu_ms:.1f} ms per listing page; listing {listing.rate / hello:.4f} of "
+        f"{listing.cpu_ms:.2f} ms per listing page; listing {listing.rate / hello:.4f} of "
         f"hello, p99 {listing.p99_ms:.0f} ms"
     )
     for what, spied in (("64-user grants", spy), ("listing", spy_listing)):
