@@ -18,6 +18,7 @@ from darkroom_client import (
     NotFound,
     RateLimited,
     RetryPolicy,
+    StorageError,
     Unauthorized,
     Unavailable,
     UnsupportedType,
@@ -266,3 +267,137 @@ async def test_the_event_stream_reconnects_after_a_drop_sending_the_last_event_i
     ]
     assert asked == [None, "e1"]
     assert len(sleeps.delays) == 1  # one backoff between the two connections
+
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+HALF = len(DATA) // 2
+Storage = Callable[[web.Request], Any]
+
+
+@asynccontextmanager
+async def storing(*answers: Storage) -> AsyncIterator[tuple[str, list[web.Request]]]:
+    """An API whose download answer links to /objects/N (N counts the links asked for),
+    and a storage whose n-th GET is handled by answers[n]; it records each GET."""
+    links, gets = [0], []
+
+    async def download(request: web.Request) -> web.Response:
+        links[0] += 1
+        raise web.HTTPFound(f"/objects/{links[0]}")
+
+    async def get(request: web.Request) -> Any:
+        gets.append(request)
+        return await answers[min(len(gets), len(answers)) - 1](request)
+
+    app = web.Application()
+    app.router.add_get("/v1/photos/{photo_id}/{rendition}", download)
+    app.router.add_get("/objects/{n}", get)
+    async with serve_local(app) as url:
+        yield url, gets
+
+
+def whole(data: bytes, etag: str = '"v1"') -> Storage:
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=data, headers={"ETag": etag})
+
+    return answer
+
+
+async def cut_after_half(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"ETag": '"v1"'})
+    resp.content_length = len(DATA)
+    await resp.prepare(request)
+    await resp.write(DATA[:HALF])
+    assert request.transport is not None
+    request.transport.close()
+    return resp
+
+
+async def rest_if_unchanged(request: web.Request) -> web.Response:
+    if request.headers.get("If-Match") != '"v1"':
+        return web.Response(status=412)
+    start = int(request.headers["Range"].removeprefix("bytes=").rstrip("-"))
+    headers = {"ETag": '"v1"', "Content-Range": f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"}
+    return web.Response(status=206, body=DATA[start:], headers=headers)
+
+
+async def changed(_: web.Request) -> web.Response:
+    return web.Response(status=412)
+
+
+async def expired(_: web.Request) -> web.Response:
+    return web.Response(status=403, text="<Error><Code>AccessDenied</Code></Error>")
+
+
+async def missing(_: web.Request) -> web.Response:
+    return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>")
+
+
+def leftovers(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+def ranges(gets: list[web.Request]) -> list[str | None]:
+    return [g.headers.get("Range") for g in gets]
+
+
+async def test_a_download_cut_mid_body_resumes_from_the_bytes_already_saved(
+    tmp_path: Path,
+) -> None:
+    sleeps = Sleeps()
+    async with (
+        storing(cut_after_half, rest_if_unchanged) as (url, gets),
+        Client(url, "token", retry=policy(sleeps), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "original", tmp_path / "photo.jpg")
+    assert saved.read_bytes() == DATA
+    assert ranges(gets) == [None, f"bytes={HALF}-"]
+    assert len(sleeps.delays) == 1
+
+
+async def test_an_object_changed_mid_download_is_saved_again_from_the_start(
+    tmp_path: Path,
+) -> None:
+    new = DATA[::-1]
+    async with (
+        storing(cut_after_half, changed, whole(new, '"v2"')) as (url, gets),
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "original", tmp_path / "photo.jpg")
+    assert saved.read_bytes() == new
+    assert ranges(gets) == [None, f"bytes={HALF}-", None]
+
+
+async def test_a_link_storage_refuses_is_asked_for_again(tmp_path: Path) -> None:
+    """Signed links are short-lived: one that lapsed while retrying is replaced."""
+    sleeps = Sleeps()
+    async with (
+        storing(expired, whole(DATA)) as (url, gets),
+        Client(url, "token", retry=policy(sleeps), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "thumb", tmp_path / "thumb.webp")
+    assert saved.read_bytes() == DATA
+    assert [g.path for g in gets] == ["/objects/1", "/objects/2"]
+    assert sleeps.delays == []
+
+
+async def test_a_download_storage_refuses_leaves_nothing_behind(tmp_path: Path) -> None:
+    async with (
+        storing(missing) as (url, gets),
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        with pytest.raises(StorageError) as refused:
+            await dr.download(PHOTO_ID, "thumb", tmp_path / "thumb.webp")
+    assert refused.value.status == 404 and len(gets) == 1
+    assert leftovers(tmp_path) == []
+
+
+async def test_a_download_busy_storage_keeps_refusing_ends_unavailable(tmp_path: Path) -> None:
+    sleeps = Sleeps()
+    async with (
+        storing(unavailable) as (url, gets),
+        Client(url, "token", retry=policy(sleeps, attempts=3), use_events=False) as dr,
+    ):
+        with pytest.raises(Unavailable):
+            await dr.download(PHOTO_ID, "thumb", tmp_path / "thumb.webp")
+    assert len(gets) == 3 and len(sleeps.delays) == 2
+    assert leftovers(tmp_path) == []

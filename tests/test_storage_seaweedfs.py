@@ -285,6 +285,23 @@ async def test_download_links_serve_the_photo_as_they_sign_it(
     assert status == 200 and headers["Content-Disposition"].startswith("inline;")
 
 
+async def test_a_download_link_takes_the_sdk_s_resume_headers(
+    gw: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """The SDK resumes a cut download with Range and If-Match, which the link does not
+    sign: storage that enforces signatures serves the rest, or 412 once it changed."""
+    photo_id, data = await ready_photo(gw)
+    view = await (await gw.client.get(f"/v1/photos/{photo_id}", headers=gw.auth())).json()
+    url = view["original"]["url"]
+    async with http.get(url) as resp:
+        etag = resp.headers["ETag"]
+    resume = {"Range": "bytes=100-", "If-Match": etag}
+    async with http.get(url, headers=resume) as resp:
+        assert (resp.status, await resp.read()) == (206, data[100:])
+    async with http.get(url, headers={**resume, "If-Match": '"0"'}) as resp:
+        assert resp.status == 412
+
+
 async def test_storage_refuses_download_links_that_were_changed(
     gw: Gateway, http: aiohttp.ClientSession
 ) -> None:

@@ -6,12 +6,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import aiohttp
 
 from darkroom_client import events
-from darkroom_client.errors import DarkroomError, StorageError, error_for
+from darkroom_client.download import save
+from darkroom_client.errors import DarkroomError, error_for
 from darkroom_client.models import Event, Photo, UploadState
 from darkroom_client.retry import RetryPolicy
 from darkroom_client.source import Progress, Source
@@ -184,23 +185,19 @@ class Client:
 
     async def download(self, photo_id: str, rendition: str, path: str | Path) -> Path:
         """Save the original or a rendition (`thumb`, `preview`...) to `path`; raises
-        `Conflict` (`not_ready`, `sealed`) when there is nothing to give yet."""
-        answer = await self.transport.api(
-            "GET", f"/v1/photos/{_seg(photo_id)}/{_seg(rendition)}", redirect=False
-        )
-        location = answer.headers.get("Location")
-        if not location:
-            raise DarkroomError(f"no download location for {rendition}", status=answer.status)
-        target = Path(path)
-        async with self.transport.session.get(location) as resp:
-            if resp.status != 200:
-                raise StorageError(await resp.text(), status=resp.status)
-            partial = target.with_name(target.name + ".part")
-            with partial.open("wb") as f:
-                async for block in resp.content.iter_chunked(1024 * 1024):
-                    f.write(block)
-            partial.replace(target)
-        return target
+        `Conflict` (`not_ready`, `sealed`) when there is nothing to give yet. Cuts and
+        busy storage are retried as API calls are, resuming where the bytes stopped
+        (see `darkroom_client.download`)."""
+        api_path = f"/v1/photos/{_seg(photo_id)}/{_seg(rendition)}"
+
+        async def link() -> str:
+            answer = await self.transport.api("GET", api_path, redirect=False)
+            location = answer.headers.get("Location")
+            if not location:
+                raise DarkroomError(f"no download location for {rendition}", status=answer.status)
+            return urljoin(f"{self.transport.base_url}{api_path}", location)
+
+        return await save(self.transport.session, self._retry, link, Path(path))
 
     async def delete(self, photo_id: str) -> None:
         """Delete a photo: gone from the API at once, purged from storage soon after."""
