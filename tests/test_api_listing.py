@@ -4,6 +4,7 @@ and user isolation on every photo route. On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from services.gateway.context import DOWNLOADS
 from shared.events import Envelope, PhotoRejected
 from shared.facts import PhotoFacts
 from shared.settings import Settings
@@ -170,3 +172,45 @@ async def test_a_page_costs_the_same_queries_for_1_photo_as_for_50(
     user = f"counted-{unique}"
     await ready_records(gw, user, 50)
     assert await queries_for_page(gw, user, 1) == await queries_for_page(gw, user, 50)
+
+
+async def test_a_page_sent_back_by_its_etag_is_304_until_something_on_it_changes(
+    gw: Gateway, unique: str
+) -> None:
+    user = f"poller-{unique}"
+    first, second = [(await ready_photo(gw, user, store_objects=False))[0] for _ in range(2)]
+
+    async def listed(if_none_match: str | None = None) -> tuple[int, str, bytes]:
+        headers = gw.auth(user) | ({"If-None-Match": if_none_match} if if_none_match else {})
+        resp = await gw.client.get("/v1/photos", headers=headers)
+        assert resp.headers["Cache-Control"] == "private, no-cache"
+        return resp.status, resp.headers["ETag"], await resp.read()
+
+    status, etag, body = await listed()
+    assert status == 200 and body
+    assert (await listed(etag))[:3] == (304, etag, b"")
+    for held in (f"W/{etag}", f'"other", {etag}', "*"):
+        assert (await listed(held))[0] == 304, held
+    assert (await listed('"other"'))[:2] == (200, etag)
+    async with gw.res.database.transaction() as conn:
+        renamed = sa.update(photos).where(photos.c.id == second).values(filename="new.jpg")
+        await conn.execute(renamed)
+    status, changed, body = await listed(etag)
+    assert status == 200 and changed != etag and b"new.jpg" in body
+    resp = await gw.client.delete(f"/v1/photos/{first}", headers=gw.auth(user))
+    assert resp.status == 204
+    status, after_delete, body = await listed(changed)
+    assert status == 200 and after_delete != changed and first.encode() not in body
+
+
+async def test_a_page_s_etag_changes_with_the_signing_window(gw: Gateway, unique: str) -> None:
+    """Its links change with each window, so the page does too."""
+    user = f"windows-{unique}"
+    await ready_photo(gw, user, store_objects=False)
+    downloads = gw.client.app[DOWNLOADS]
+    tags = []
+    for moved in (0, gw.res.settings.download_url_window):
+        downloads._clock = lambda moved=moved: time.time() + moved
+        resp = await gw.client.get("/v1/photos", headers=gw.auth(user))
+        tags.append(resp.headers["ETag"])
+    assert tags[0] != tags[1]

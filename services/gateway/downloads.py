@@ -52,6 +52,8 @@ class Window:
 
     sign: Sign
     derived: dict[Hashable, bytes]
+    # Names the URLs `sign` hands out: the window's start and the signing access key.
+    tag: str
 
 
 class Downloads:
@@ -121,7 +123,7 @@ class Downloads:
                 url = signed[which] = self._sign(start, *which, credentials)
             return url, fresh_for
 
-        return Window(sign, self._derived)
+        return Window(sign, self._derived, f"{start}:{credentials.access_key}")
 
     def _sign(
         self,

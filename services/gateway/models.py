@@ -120,6 +120,14 @@ class ListQuery(_Shape):
     album_id: AlbumId | None = Field(None, description="only the caller's photos in this album")
 
 
+class ListHeaders(_Shape):
+    if_none_match: str | None = Field(
+        None,
+        alias="If-None-Match",
+        description="the `ETag` of a page already held: 304 if it is still the page",
+    )
+
+
 class PhotoPath(_Shape):
     photo_id: PhotoId
 

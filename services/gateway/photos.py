@@ -17,6 +17,7 @@ from services.gateway.models import (
     AnyPhoto,
     DownloadPath,
     DownloadQuery,
+    ListHeaders,
     ListQuery,
     PhotoPage,
     PhotoPath,
@@ -32,7 +33,7 @@ from services.gateway.problems import (
 )
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
-from services.gateway.views import download_name, listing_body, view_of
+from services.gateway.views import download_name, listing_body, listing_etag, view_of
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.store import PhotoStatus
@@ -87,19 +88,33 @@ def list_query(request: web.Request) -> ListQuery:
         raise validation_problem(exc, what="query string") from exc
 
 
+PAGE_HEADERS = {
+    "ETag": "names this page: send it back as `If-None-Match`",
+    "Cache-Control": "`private, no-cache`: a client may keep the page, and asks again",
+}
+
+
 @api.route(
     "GET",
     "/v1/photos",
     "listPhotos",
     "The caller's photos, newest first",
-    {200: Answer("a page", PhotoPage, photo_id="$response.body#/items/0/id")},
+    {
+        200: Answer(
+            "a page", PhotoPage, photo_id="$response.body#/items/0/id", headers=PAGE_HEADERS
+        ),
+        304: Answer("the page is still the one `If-None-Match` names", headers=PAGE_HEADERS),
+    },
     scope="photos:read",
     query=ListQuery,
+    headers=ListHeaders,
     faults=(INVALID_CURSOR, INVALID),
 )
 async def list_photos(request: web.Request) -> web.Response:
     """Keyset-paged on (created_at, id): photos created while a client pages sort
-    before its cursor, so a listing never repeats or skips one."""
+    before its cursor, so a listing never repeats or skips one. A client that polls
+    sends the page's `ETag` back as `If-None-Match` and gets 304 while nothing on it
+    changed (its links included: they change with each signing window)."""
     owner = (await authenticate(request, "photos:read")).user_id
     query = list_query(request)
     store = request.app[RESOURCES].store
@@ -116,8 +131,20 @@ async def list_photos(request: web.Request) -> web.Response:
     keys = keys[: query.limit]
     next_cursor = cursor_at(keys[-1]["created_at"], keys[-1]["id"]) if more else None
     window = await request.app[DOWNLOADS].window()
+    etag = listing_etag(window, keys, next_cursor)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if _held(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
     body = await listing_body(window, keys, store.page_rows, next_cursor)
-    return web.Response(body=body, content_type="application/json")
+    return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _held(if_none_match: str | None, etag: str) -> bool:
+    """Whether `If-None-Match` (a list of tags, weak or strong, or `*`) names `etag`."""
+    if not if_none_match:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in tags or "*" in tags
 
 
 @api.route(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,15 @@ async def listing_body(
     items = [fresh.get(photo_id) or derived.get(key) for photo_id, key in wanted.items()]
     body = b",".join(item for item in items if item is not None)
     return b'{"items":[%b],"next_cursor":%b}' % (body, to_json(next_cursor))
+
+
+def listing_etag(window: Window, keys: Sequence[PageRow], next_cursor: str | None) -> str:
+    """A strong ETag of the page `listing_body` makes of these keys: its items are a
+    function of their keys and the window's URLs, so the page is the same bytes while
+    these are (from any replica), and a new window makes a new tag."""
+    named = (window.tag, next_cursor, [_item_key(key) for key in keys])
+    digest = hashlib.blake2b(repr(named).encode(), digest_size=16).hexdigest()
+    return f'"{digest}"'
 
 
 def _item_key(row: PageRow) -> tuple[Any, ...]:
