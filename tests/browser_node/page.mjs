@@ -15,12 +15,19 @@ try {
     if (cut.delete(number)) await route.abort("connectionreset");
     else await route.continue();
   });
-  await openUploadPage(page, config.base, config.token);
-  await page.setInputFiles("#file", config.files);
-  await page.waitForFunction((n) => {
+  const settledRows = (n) => page.waitForFunction((n) => {
     const rows = [...document.querySelectorAll("#uploads li")];
     return rows.length === n && rows.every((r) => ["ready", "rejected", "error", "sealed"].includes(r.dataset.state));
-  }, config.files.length, { timeout: config.timeout, polling: 250 });
+  }, n, { timeout: config.timeout, polling: 250 });
+  await openUploadPage(page, config.base, config.token);
+  await page.setInputFiles("#file", config.files);
+  await settledRows(config.files.length);
+  // Files sent again once the first ones settled (the same bytes under other names).
+  const again = config.again || [];
+  if (again.length) {
+    await page.setInputFiles("#file", again);
+    await settledRows(config.files.length + again.length);
+  }
   result.rows = await page.$$eval("#uploads li", (rows) => rows.map((r) => ({
     name: r.querySelector(".name").textContent,
     state: r.dataset.state,

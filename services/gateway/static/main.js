@@ -86,6 +86,7 @@ function uploadRow(file) {
   const set = (state, text) => { li.dataset.state = state; status.textContent = text; };
   return {
     set,
+    duplicate: false,
     progress(sent, total) {
       const percent = total ? Math.floor((100 * sent) / total) : 100;
       bar.value = percent;
@@ -93,7 +94,7 @@ function uploadRow(file) {
     },
     settled(photo) {
       if (photo.sealed) set("sealed", "sealed until the album's reveal");
-      else if (photo.status === "ready") set("ready", "ready");
+      else if (photo.status === "ready") set("ready", this.duplicate ? "ready (already uploaded)" : "ready");
       else set("rejected", `rejected: ${photo.reason}${photo.reason_detail ? ` (${photo.reason_detail})` : ""}`);
     },
   };
@@ -107,6 +108,7 @@ async function upload(file) {
       onProgress: (sent, total) => row.progress(sent, total),
     });
     rows.set(photoId, row);
+    row.duplicate = duplicate;
     row.set("processing", duplicate ? "already uploaded" : "verifying");
     const photo = await gallery.refresh(photoId);
     if (photo && (duplicate || photo.sealed || ["ready", "rejected"].includes(photo.status))) row.settled(photo);

@@ -8,6 +8,11 @@ const SIGN_BATCH = 10;
 const UNEXPOSED_ETAG =
   "storage hides the ETag header from this page: the bucket's CORS rule must expose ETag (docs/clients.md)";
 
+// Files up to this size are hashed first, so the same photo sent again is answered
+// "already uploaded" instead of stored twice. WebCrypto cannot hash a stream, so a larger
+// file would be read into memory whole; it goes without.
+const DIGEST_LIMIT = 64 * 1024 * 1024;
+
 // Resolves with the photo id once storage holds the file; `onProgress(sent, total)`.
 export async function uploadFile(api, file, { albumId, onProgress }) {
   const body = {
@@ -16,8 +21,13 @@ export async function uploadFile(api, file, { albumId, onProgress }) {
     size: file.size,
   };
   if (albumId) body.album_id = albumId;
+  const sha256 = await digest(file);
+  if (sha256) body.sha256 = sha256;
   const grant = await api.post("/v1/uploads", body);
-  if (grant.duplicate) return { photoId: grant.photo_id, duplicate: true };
+  if (grant.duplicate) {
+    onProgress(file.size, file.size); // nothing left to send
+    return { photoId: grant.photo_id, duplicate: true };
+  }
   const { photo_id: photoId, upload } = grant;
   if (upload.method === "MULTIPART") {
     try {
@@ -100,4 +110,12 @@ async function sendParts(api, photoId, upload, file, onProgress) {
   };
   await Promise.all(Array.from({ length: Math.min(PART_CONCURRENCY, count) }, lane));
   return done.sort((a, b) => a.part_number - b.part_number);
+}
+
+// The file's SHA-256 in hex, or null where it cannot be had cheaply: WebCrypto exists
+// only in secure contexts (https, localhost).
+async function digest(file) {
+  if (!globalThis.crypto?.subtle || file.size > DIGEST_LIMIT) return null;
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", await file.arrayBuffer()));
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
 }
