@@ -51,9 +51,9 @@ def intent(photo_id: str, owner: str, size: int, **fields: Any) -> NewPhoto:
     return NewPhoto(**(values | fields))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -115,14 +115,15 @@ class WebhookReceiver:
 
 
 @asynccontextmanager
-async def serve_local(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port until the block ends; yields its base URL."""
+async def serve_local(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port (of `host`: "::1" for IPv6) until the block
+    ends; yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    port = free_port(host)
+    await web.TCPSite(runner, host, port).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{f'[{host}]' if ':' in host else host}:{port}"
     finally:
         await runner.cleanup()
 

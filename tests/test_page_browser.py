@@ -5,6 +5,7 @@ ThumbHash placeholders the page paints first."""
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -57,7 +58,7 @@ async def test_the_page_shows_progress_each_outcome_and_a_gallery_of_every_photo
     files.append(str(tmp_path / "not-a-photo.jpg"))
     # The first photo's bytes again, once it is ready: answered as already uploaded.
     again = tmp_path / "photo-0-again.jpg"
-    again.write_bytes(Path(files[0]).read_bytes())
+    shutil.copyfile(files[0], again)
     async with stack(real, unique, origins=[]) as base:
         seen = await drive(
             "page.mjs",

@@ -157,6 +157,17 @@ async def test_a_failed_delivery_is_sent_again_when_its_user_asks(
     assert [h.headers["webhook-id"] for h in endpoint.hits] == [event_id] * 5
 
 
+async def test_an_endpoint_named_by_an_ipv6_literal_is_delivered_to(settings: Settings) -> None:
+    async with receivers("::1") as on_v6, stack(fast(settings)) as gw:
+        url, endpoint = on_v6.add()
+        assert url.startswith("http://[::1]:")
+        hook = await register(gw, url)
+        event_id = await photo_ready(gw, "alice")
+        delivered = await settled(gw, hook["id"], "delivered")
+    assert [h.headers["webhook-id"] for h in endpoint.hits] == [event_id]
+    assert delivered["attempts"][0]["response_status"] == 204
+
+
 async def test_deliveries_to_private_addresses_are_refused_at_delivery_time(
     settings: Settings, hooks: Receivers
 ) -> None:
@@ -165,15 +176,17 @@ async def test_deliveries_to_private_addresses_are_refused_at_delivery_time(
     literal, by_literal = hooks.add()
     named, by_name = hooks.add()
     named = named.replace("127.0.0.1", "localhost")
-    async with stack(fast(settings)) as gw:
-        first = await register(gw, literal)
-        second = await register(gw, named)
-    async with stack(fast(settings, webhook_allow_private_targets=False)) as gw:
-        await photo_ready(gw, "alice")
-        refused = [await settled(gw, h["id"], "failed") for h in (first, second)]
-    assert not by_literal.hits and not by_name.hits
+    async with receivers("::1") as on_v6:
+        v6_literal, by_v6_literal = on_v6.add()
+        async with stack(fast(settings)) as gw:
+            made = [await register(gw, url) for url in (literal, named, v6_literal)]
+        async with stack(fast(settings, webhook_allow_private_targets=False)) as gw:
+            await photo_ready(gw, "alice")
+            refused = [await settled(gw, h["id"], "failed") for h in made]
+    assert not by_literal.hits and not by_name.hits and not by_v6_literal.hits
     assert refused[0]["attempts"][0]["error"].startswith("refused:")
     assert "loopback" in refused[1]["attempts"][0]["error"]
+    assert refused[2]["attempts"][0]["error"].startswith("refused:")
     assert all(a["response_status"] is None for r in refused for a in r["attempts"])
 
 

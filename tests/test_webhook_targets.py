@@ -67,12 +67,29 @@ async def strict(settings: Settings) -> AsyncIterator[Gateway]:
         "https://169.254.169.254/latest/meta-data",
         "https://0.0.0.0/hook",
         "https://does-not-resolve.invalid/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",  # IPv4 loopback wrapped in IPv6
+        "https://[fe80::1]:8443/hook",
+        "https://[fd00::1]/hook",
     ],
 )
 async def test_private_targets_are_refused_at_creation(strict: Gateway, url: str) -> None:
     body = {"url": url, "events": ["*"]}
     async with strict.client.post("/v1/webhooks", json=body, headers=strict.auth()) as resp:
         assert (await problem_of(resp, 422))["code"] == "unsafe_target"
+
+
+async def test_a_public_ipv6_literal_is_a_target_and_a_zone_is_not(strict: Gateway) -> None:
+    public = {"url": "https://[2606:4700:4700::1111]:8443/hook", "events": ["*"]}
+    async with strict.client.post("/v1/webhooks", json=public, headers=strict.auth()) as resp:
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json())["url"] == public["url"]
+    # A zone names an interface of the notifier's own host; the others are no address.
+    for host in ("[fe80::1%25eth0]", "[:::]", "[1::2::3]", "[12345::]"):
+        body = {"url": f"https://{host}/hook", "events": ["*"]}
+        async with strict.client.post("/v1/webhooks", json=body, headers=strict.auth()) as resp:
+            problem = await problem_of(resp, 422)
+        assert problem["code"] == "invalid_request" and problem["errors"][0]["field"] == "url"
 
 
 class Rebinding(AbstractResolver):

@@ -94,11 +94,11 @@ class Receivers:
 
 
 @asynccontextmanager
-async def receivers() -> AsyncIterator[Receivers]:
+async def receivers(host: str = "127.0.0.1") -> AsyncIterator[Receivers]:
     found = Receivers()
     app = web.Application()
     app.router.add_post("/{name}", found.handle)
-    async with serve_local(app) as base:
+    async with serve_local(app, host) as base:
         found.base = base
         try:
             yield found

@@ -13,10 +13,27 @@ from services.gateway.models import PHOTO_ID_PATTERN, DateTime, _Shape
 # Endpoints and deliveries are named like photos: 32 hex digits.
 WebhookId = Annotated[str, Field(pattern=PHOTO_ID_PATTERN, examples=["0" * 32])]
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-# A host name or IPv4 address, an optional port, an optional path: what can be checked
-# before it is stored. http only where DARKROOM_WEBHOOK_ALLOW_PRIVATE_TARGETS allows.
+# A host name, an IPv4 address or a bracketed IPv6 one (no zone: it names an interface
+# of this host), an optional port, an optional path: what can be checked before it is
+# stored. http only where DARKROOM_WEBHOOK_ALLOW_PRIVATE_TARGETS allows.
+_H16, _OCTET = r"[0-9A-Fa-f]{1,4}", r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"({_H16}:{_H16}|{_OCTET}(\.{_OCTET}){{3}})"
+# RFC 3986's IPv6address: a bracketed host is an address or refused by the document.
+_IPV6 = "|".join(
+    [
+        rf"({_H16}:){{6}}{_LS32}",
+        rf"::({_H16}:){{5}}{_LS32}",
+        rf"({_H16})?::({_H16}:){{4}}{_LS32}",
+        *(rf"(({_H16}:){{0,{n}}}{_H16})?::({_H16}:){{{3 - n}}}{_LS32}" for n in (1, 2)),
+        rf"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        rf"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+        rf"(({_H16}:){{0,5}}{_H16})?::{_H16}",
+        rf"(({_H16}:){{0,6}}{_H16})?::",
+    ]
+)
+_HOST = rf"({_LABEL}(\.{_LABEL})*|\[({_IPV6})\])"
 _PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
-URL_PATTERN = rf"^https?://{_LABEL}(\.{_LABEL})*(:{_PORT})?(/[^\s#]*)?$"
+URL_PATTERN = rf"^https?://{_HOST}(:{_PORT})?(/[^\s#]*)?$"
 EventName = Literal[
     "photo.ready",
     "photo.rejected",
