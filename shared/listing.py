@@ -159,13 +159,17 @@ def _rows_query(*, sqlite: bool) -> sa.Select[Any]:
     return (
         sa.select(*_columns(_VIEWED, sqlite=sqlite))
         .select_from(photos.outerjoin(albums, albums.c.id == photos.c.album_id))
-        .where(wanted, photos.c.status != PhotoStatus.DELETED.value)
+        .where(
+            photos.c.owner_id == sa.bindparam("owner_id"),
+            wanted,
+            photos.c.status != PhotoStatus.DELETED.value,
+        )
     )
 
 
 @cache
 def _rows_statement() -> Compiled:
-    return Compiled.of(_rows_query(sqlite=False), "ids")
+    return Compiled.of(_rows_query(sqlite=False), "owner_id", "ids")
 
 
 async def owner_page(db: Database, owner_id: str, *, limit: int, **filters: Any) -> list[PageRow]:
@@ -178,12 +182,13 @@ async def owner_page(db: Database, owner_id: str, *, limit: int, **filters: Any)
     return await _sqlite_rows(db, query, values)
 
 
-async def page_rows(db: Database, ids: Sequence[str]) -> list[PageRow]:
-    """The page rows of these photos, as they are now (in no order; deleted ones left
-    out)."""
+async def page_rows(db: Database, owner_id: str, ids: Sequence[str]) -> list[PageRow]:
+    """The page rows of these photos of the owner's, as they are now (in no order;
+    deleted ones left out)."""
+    values = {"owner_id": owner_id, "ids": list(ids)}
     if not db.is_sqlite:
-        return await db.fetch(_rows_statement(), ids=list(ids))
-    return await _sqlite_rows(db, _rows_query(sqlite=True), {"ids": list(ids)})
+        return await db.fetch(_rows_statement(), **values)
+    return await _sqlite_rows(db, _rows_query(sqlite=True), values)
 
 
 async def _sqlite_rows(

@@ -222,9 +222,9 @@ class Store:
         """The keys of a listing page of the owner's photos (see shared.listing)."""
         return await owner_page(self.db, owner_id, limit=limit, **filters)
 
-    async def page_rows(self, ids: Sequence[str]) -> list[PageRow]:
-        """The listing's rows of these photos, as they are now (see shared.listing)."""
-        return await page_rows(self.db, ids)
+    async def page_rows(self, owner_id: str, ids: Sequence[str]) -> list[PageRow]:
+        """The listing's rows of these photos of the owner's (see shared.listing)."""
+        return await page_rows(self.db, owner_id, ids)
 
     async def reserve(self, owner_id: str, intents: Sequence[NewPhoto], check: Check) -> None:
         """Record upload intents only if `check(usage)` lets them through, atomically per

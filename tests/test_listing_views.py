@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -185,9 +186,9 @@ async def test_a_repeated_page_reads_again_only_the_rows_that_changed(
     store, read = gw.res.store, []
     page_rows = store.page_rows
 
-    async def spied(wanted: Any) -> Any:
+    async def spied(owner: str, wanted: Any) -> Any:
         read.append(sorted(wanted))
-        return await page_rows(wanted)
+        return await page_rows(owner, wanted)
 
     monkeypatch.setattr(store, "page_rows", spied)
 
@@ -233,6 +234,14 @@ async def test_a_photo_changed_or_deleted_between_a_pages_keys_and_its_rows(
     resp = await gw.client.delete(f"/v1/photos/{deleted}", headers=gw.auth(OWNER))
     assert resp.status == 204, await resp.text()
     window = await gw.client.app[DOWNLOADS].window()
-    body = json.loads(await listing_body(window, keys, store.page_rows, None))
+    rows_of = partial(store.page_rows, OWNER)
+    body = json.loads(await listing_body(window, keys, rows_of, None))
     assert [item["id"] for item in body["items"]] == [changed, kept]
     assert body["items"][0]["facts"] == EVERY_FACT.model_dump(mode="json")
+
+
+async def test_a_pages_rows_are_read_only_from_its_owners_photos(gw: Gateway) -> None:
+    mine, _ = await ready_photo(gw, OWNER, store_objects=False)
+    theirs, _ = await ready_photo(gw, "someone-else", store_objects=False)
+    rows = await gw.res.store.page_rows(OWNER, [mine, theirs])
+    assert [row["id"] for row in rows] == [mine]

@@ -257,7 +257,7 @@ async def test_a_database_made_before_alembic_is_stamped_and_upgraded_with_its_f
     assert await store.ready_with_sha256("alice", "ab" * 32) == full
     listed = await store.owner_page("alice", limit=10, taken_from=TAKEN)
     assert [row["id"] for row in listed] == [full.id]
-    [row] = await store.page_rows([full.id])
+    [row] = await store.page_rows("alice", [full.id])
     assert json.loads(row["renditions"]) == [r.model_dump() for r in full.renditions]
 
 

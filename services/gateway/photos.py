@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from aiohttp import web
@@ -135,7 +136,7 @@ async def list_photos(request: web.Request) -> web.Response:
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _held(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
-    body = await listing_body(window, keys, store.page_rows, next_cursor)
+    body = await listing_body(window, keys, partial(store.page_rows, owner), next_cursor)
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 
