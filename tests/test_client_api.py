@@ -354,6 +354,30 @@ async def test_a_download_cut_mid_body_resumes_from_the_bytes_already_saved(
     assert len(sleeps.delays) == 1
 
 
+async def cut_after_the_last_byte(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"ETag": '"v1"'})
+    resp.enable_chunked_encoding()  # the end of the body is its last chunk, never sent
+    await resp.prepare(request)
+    await resp.write(DATA)
+    assert request.transport is not None
+    request.transport.close()
+    return resp
+
+
+async def nothing_left(request: web.Request) -> web.Response:
+    assert request.headers["Range"] == f"bytes={len(DATA)}-"
+    return web.Response(status=416, headers={"Content-Range": f"bytes */{len(DATA)}"})
+
+
+async def test_a_download_cut_after_its_last_byte_is_complete(tmp_path: Path) -> None:
+    async with (
+        storing(cut_after_the_last_byte, nothing_left) as (url, gets),
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "original", tmp_path / "photo.jpg")
+    assert saved.read_bytes() == DATA and len(gets) == 2
+
+
 async def test_an_object_changed_mid_download_is_saved_again_from_the_start(
     tmp_path: Path,
 ) -> None:

@@ -102,6 +102,8 @@ async def _attempt(session: aiohttp.ClientSession, url: str, saving: _Saving) ->
     if offset and saving.etag:
         headers = {"Range": f"bytes={offset}-", "If-Match": saving.etag}
     async with session.get(url, headers=headers) as resp:
+        if resp.status == 416 and resp.headers.get("Content-Range") == f"bytes */{offset}":
+            return  # every byte was saved; the cut came after the last one
         if resp.status >= 400:
             text = await resp.text(errors="replace")
             if resp.status == 412:  # changed since the bytes saved: those are of no use
