@@ -49,6 +49,7 @@ class ServiceProcess:
     process: asyncio.subprocess.Process | None = None
     starts: int = 0
     expected_down: bool = False  # set while the run itself has it down
+    kills: list[float] = field(default_factory=list)  # loop times of its SIGKILLs
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -93,6 +94,7 @@ class ServiceProcess:
     async def kill(self) -> None:
         """SIGKILL: no drain, no goodbye, as an OOM kill or a node loss would do it."""
         if self.process is not None and self.process.returncode is None:
+            self.kills.append(asyncio.get_running_loop().time())
             self.process.send_signal(signal.SIGKILL)
             await self.process.wait()
 

@@ -177,7 +177,10 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
             for u, o in zip(uploads, outcomes, strict=True)
             if u.photo_id and o.status == "ready"
         }
-        endpoints = await endpoints_settled(stage.subscribers, ready, ENDPOINTS_SETTLE_S)
+        notifier_kills = stage.services["notifier"].kills
+        endpoints = await endpoints_settled(
+            stage.subscribers, ready, ENDPOINTS_SETTLE_S, notifier_kills
+        )
         figures = report(stage, uploads, outcomes, endpoints)
     say(f"took {time.monotonic() - started_at:.0f}s")
     return figures

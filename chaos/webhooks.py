@@ -10,6 +10,7 @@ import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from aiohttp import web
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -56,12 +57,14 @@ class Receiver:
 class Subscribers:
     """Users' own endpoints, at /user/{name}. A delivery counts as acknowledged when its
     2xx goes back on a connection still open: a notifier killed mid-request never saw
-    that answer, and sending again is what it should do."""
+    that answer, and sending again is what it should do. So is sending again after a
+    kill between the answer and its record in the database: delivery is at least once,
+    and only a lost process may repeat one."""
 
     base: str = ""
     secrets: dict[str, str] = field(default_factory=dict)  # user -> whsec_ secret
-    # (user, webhook-id) -> 2xx answers that reached the notifier
-    acks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # (user, webhook-id) -> when each 2xx answer went back on an open connection
+    acks: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     # user -> photo id -> distinct webhook-ids of its photo.ready
     ready: dict[str, dict[str, set[str]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(set))
@@ -85,26 +88,31 @@ class Subscribers:
             self.ready[user][str(payload["data"]["photo_id"])].add(msg_id)
         transport = request.transport
         if transport is not None and not transport.is_closing():
-            self.acks[(user, msg_id)] += 1
+            self.acks[(user, msg_id)].append(asyncio.get_running_loop().time())
             self.tally["acknowledged"] += 1
         else:
             self.tally["caller_gone"] += 1
         return web.Response(status=204)
 
-    def check(self, ready_photos: dict[str, str]) -> tuple[int, int]:
+    def check(self, ready_photos: dict[str, str], kills: list[float]) -> tuple[int, int]:
         """(misses, repeats) over ready photos (photo id -> owner): a miss is a photo
         whose owner's endpoint acknowledged no photo.ready for it; a repeat, one that
-        arrived under more than one event id, or one event id acknowledged more than
-        once."""
+        arrived under more than one event id, or one event id acknowledged again with no
+        notifier killed (`kills`, loop times) since its last acknowledgement."""
         misses = repeats = 0
         for photo_id, user in ready_photos.items():
             ids = self.ready.get(user, {}).get(photo_id, set())
-            acked = [self.acks[(user, i)] for i in ids]
+            acked = [self.acks.get((user, i), []) for i in ids]
             if not any(acked):
                 misses += 1
-            elif len(ids) > 1 or any(n > 1 for n in acked):
+            elif len(ids) > 1 or any(_unexcused(times, kills) for times in acked):
                 repeats += 1
         return misses, repeats
+
+
+def _unexcused(acks: list[float], kills: list[float]) -> bool:
+    """Whether an acknowledgement followed the one before it with no kill between."""
+    return any(not any(before < kill < after for kill in kills) for before, after in pairwise(acks))
 
 
 async def subscribe(client: Client, subscribers: Subscribers, users: list[str]) -> None:
@@ -114,18 +122,19 @@ async def subscribe(client: Client, subscribers: Subscribers, users: list[str]) 
 
 
 async def endpoints_settled(
-    subscribers: Subscribers, ready: dict[str, str], timeout_s: float
+    subscribers: Subscribers, ready: dict[str, str], timeout_s: float, kills: list[float]
 ) -> tuple[int, int]:
     """(missed, repeated) once every ready photo (id -> owner) reached its owner's
-    endpoint or `timeout_s` passed; then a quiet period, for late repeats to show."""
+    endpoint or `timeout_s` passed; then a quiet period, for late repeats to show.
+    `kills`: when the notifier was killed (loop times)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while loop.time() < deadline:
-        if not subscribers.check(ready)[0]:
+        if not subscribers.check(ready, kills)[0]:
             break
         await asyncio.sleep(0.5)
     await asyncio.sleep(QUIET_S)
-    return subscribers.check(ready)
+    return subscribers.check(ready, kills)
 
 
 async def serve(receiver: Receiver, subscribers: Subscribers) -> web.AppRunner:

@@ -1,0 +1,37 @@
+"""The chaos run's judgement of users' endpoints: at-least-once delivery may repeat a
+webhook only when a notifier was lost between the answer and its record."""
+
+from __future__ import annotations
+
+from chaos.webhooks import Subscribers
+
+PHOTO, USER = "p" * 32, "alice"
+
+
+def acked(*times: float, ids: tuple[str, ...] = ("msg_1",)) -> Subscribers:
+    found = Subscribers()
+    for msg_id in ids:
+        found.ready[USER][PHOTO].add(msg_id)
+    found.acks[(USER, ids[0])].extend(times)
+    return found
+
+
+def test_one_acknowledgement_is_neither_missed_nor_repeated() -> None:
+    assert acked(1.0).check({PHOTO: USER}, kills=[]) == (0, 0)
+
+
+def test_an_acknowledgement_again_with_no_kill_between_is_a_repeat() -> None:
+    assert acked(1.0, 2.0).check({PHOTO: USER}, kills=[0.5, 2.5]) == (0, 1)
+
+
+def test_an_acknowledgement_again_after_the_notifier_was_killed_is_excused() -> None:
+    assert acked(1.0, 2.0).check({PHOTO: USER}, kills=[1.5]) == (0, 0)
+
+
+def test_one_photo_under_two_event_ids_is_a_repeat_whatever_was_killed() -> None:
+    found = acked(1.0, ids=("msg_1", "msg_2"))
+    assert found.check({PHOTO: USER}, kills=[0.5, 1.5]) == (0, 1)
+
+
+def test_a_photo_never_acknowledged_is_missed() -> None:
+    assert Subscribers().check({PHOTO: USER}, kills=[]) == (1, 0)
