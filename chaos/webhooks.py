@@ -70,6 +70,7 @@ class Subscribers:
         default_factory=lambda: defaultdict(lambda: defaultdict(set))
     )
     tally: Counter[str] = field(default_factory=Counter)
+    repeats: list[str] = field(default_factory=list)  # what the last check counted, said
 
     def url(self, user: str) -> str:
         return f"{self.base}/user/{user}"
@@ -100,6 +101,7 @@ class Subscribers:
         arrived under more than one event id, or one event id acknowledged again with no
         notifier killed (`kills`, loop times) since its last acknowledgement."""
         misses = repeats = 0
+        self.repeats = []
         for photo_id, user in ready_photos.items():
             ids = self.ready.get(user, {}).get(photo_id, set())
             acked = [self.acks.get((user, i), []) for i in ids]
@@ -107,6 +109,7 @@ class Subscribers:
                 misses += 1
             elif len(ids) > 1 or any(_unexcused(times, kills) for times in acked):
                 repeats += 1
+                self.repeats.append(f"{photo_id} of {user}: acknowledged at {acked}")
         return misses, repeats
 
 
