@@ -270,7 +270,7 @@ class Albums:
         stmt = (
             sa.update(photos)
             .where(c.id == photo_id, c.album_id == album_id, c.status != PhotoStatus.DELETED.value)
-            .values(album_id=None, updated_at=datetime.now(UTC))
+            .values(album_id=None)
         )
         async with self.db.transaction() as conn:
             return bool((await conn.execute(stmt)).rowcount)

@@ -146,7 +146,7 @@ class Store:
         stmt = (
             sa.update(photos)
             .where(which, photos.c.status.in_([s.value for s in observed]))
-            .values(status=to.value, updated_at=datetime.now(UTC), **values)
+            .values(status=to.value, **values)  # and updated_at, by its onupdate
         )
         moved = int((await conn.execute(stmt)).rowcount)
         if moved and envelope is not None:
