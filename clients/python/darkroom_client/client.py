@@ -197,7 +197,7 @@ class Client:
                 raise DarkroomError(f"no download location for {rendition}", status=answer.status)
             return urljoin(f"{self.transport.base_url}{api_path}", location)
 
-        return await save(self.transport.session, self._retry, link, Path(path))
+        return await save(self.transport, link, Path(path))
 
     async def delete(self, photo_id: str) -> None:
         """Delete a photo: gone from the API at once, purged from storage soon after."""

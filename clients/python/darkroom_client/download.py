@@ -16,20 +16,11 @@ from typing import BinaryIO
 
 import aiohttp
 
-from darkroom_client.errors import DarkroomError, StorageError, Unavailable, error_for
-from darkroom_client.retry import RETRIED_STATUSES, RetryPolicy, parse_retry_after
-from darkroom_client.transport import NETWORK_ERRORS
+from darkroom_client.errors import StorageError, error_for
+from darkroom_client.retry import RETRIED_STATUSES, parse_retry_after
+from darkroom_client.transport import RetryNow, Transport
 
 BLOCK = 1024 * 1024
-
-
-class _AskAgain(Exception):
-    """Try again at once: storage refused the link (403: it lapsed, or was signed for
-    other credentials), or the object changed since the bytes saved (412)."""
-
-    def __init__(self, detail: str, status: int) -> None:
-        super().__init__(detail)
-        self.detail, self.status = detail, status
 
 
 class _Saving:
@@ -45,55 +36,32 @@ class _Saving:
         self.etag = None
 
 
-async def save(
-    session: aiohttp.ClientSession,
-    retry: RetryPolicy,
-    link: Callable[[], Awaitable[str]],
-    target: Path,
-) -> Path:
-    """Write the object `link()` points to at `target`; `link()` is asked again when
-    storage refuses the one it gave. Raises `StorageError` for a refusal that retries do
-    not cure, `Unavailable` once the network or storage failed every attempt."""
+async def save(transport: Transport, link: Callable[[], Awaitable[str]], target: Path) -> Path:
+    """Write the object `link()` points to at `target`, retried as `transport` retries;
+    `link()` is asked again when storage refuses the one it gave. Raises `StorageError`
+    for a refusal that retries do not cure, `Unavailable` once the network or storage
+    failed every attempt."""
     partial = target.with_name(target.name + ".part")
     try:
-        await _save_to(session, retry, link, partial)
+        with partial.open("wb") as file:
+            saving, url = _Saving(file), None
+
+            async def attempt() -> None:
+                nonlocal url
+                url = url or await link()
+                try:
+                    await _attempt(transport.session, url, saving)
+                except RetryNow as again:
+                    if again.error.status == 403:  # lapsed while retrying, say
+                        url = None
+                    raise
+
+            await transport.retrying(attempt)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(target)
     return target
-
-
-async def _save_to(
-    session: aiohttp.ClientSession,
-    retry: RetryPolicy,
-    link: Callable[[], Awaitable[str]],
-    partial: Path,
-) -> None:
-    with partial.open("wb") as file:
-        saving, url, tries = _Saving(file), await link(), 0
-        while True:
-            tries += 1
-            try:
-                await _attempt(session, url, saving)
-                break
-            except _AskAgain as exc:
-                if retry.delay(tries) is None:
-                    raise StorageError(exc.detail, status=exc.status) from exc
-                if exc.status == 403:
-                    url = await link()
-                continue
-            except DarkroomError as exc:
-                if exc.status not in RETRIED_STATUSES:
-                    raise
-                error: DarkroomError = exc
-                wait = retry.delay(tries, exc.retry_after)
-            except NETWORK_ERRORS as exc:
-                error = Unavailable(f"network error during download: {exc!r}")
-                wait = retry.delay(tries)
-            if wait is None:
-                raise error
-            await retry.sleep(wait)
 
 
 async def _attempt(session: aiohttp.ClientSession, url: str, saving: _Saving) -> None:
@@ -108,9 +76,9 @@ async def _attempt(session: aiohttp.ClientSession, url: str, saving: _Saving) ->
             text = await resp.text(errors="replace")
             if resp.status == 412:  # changed since the bytes saved: those are of no use
                 saving.restart()
-                raise _AskAgain("the object changed during the download", 412)
-            if resp.status == 403:
-                raise _AskAgain(text or "HTTP 403", 403)
+                raise RetryNow(StorageError("the object changed during the download", status=412))
+            if resp.status == 403:  # the link is refused: a new one is asked for
+                raise RetryNow(StorageError(text or "HTTP 403", status=403))
             if resp.status in RETRIED_STATUSES:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 raise error_for(resp.status, text, retry_after)

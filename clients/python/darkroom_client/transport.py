@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -15,6 +15,19 @@ from darkroom_client.errors import DarkroomError, StorageError, Unavailable, err
 from darkroom_client.retry import RETRIED_STATUSES, RetryPolicy, parse_retry_after
 
 NETWORK_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
+
+T = TypeVar("T")
+
+
+class RetryNow(Exception):
+    """Raised by an attempt that has mended what failed (asked for a fresh link, say):
+    the next one starts at once, and counts as one. `error` is raised once attempts
+    are spent."""
+
+    def __init__(self, error: DarkroomError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -93,14 +106,18 @@ class Transport:
 
         return await self.retrying(once)
 
-    async def retrying(self, attempt: Callable[[], Awaitable[Answer]]) -> Answer:
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt()` until it succeeds, retrying 429, 502-504 and network errors
-        with the policy's backoff."""
+        with the policy's backoff, and `RetryNow` at once."""
         tries = 0
         while True:
             tries += 1
             try:
                 return await attempt()
+            except RetryNow as again:
+                if self.retry.delay(tries) is None:
+                    raise again.error from again
+                continue
             except DarkroomError as exc:
                 if exc.status not in RETRIED_STATUSES:
                     raise
