@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from services.gateway.context import DOWNLOADS
 from services.gateway.models import PhotoPage
 from services.gateway.photos import encode_cursor
-from services.gateway.views import listing_body, photo_view
+from services.gateway.views import listing_body, page_items, photo_view
 from shared.events import Envelope, PhotoRejected, PhotoVerified
 from shared.facts import Camera, Exposure, Location, PhotoFacts
 from shared.settings import Settings
@@ -235,7 +235,7 @@ async def test_a_photo_changed_or_deleted_between_a_pages_keys_and_its_rows(
     assert resp.status == 204, await resp.text()
     window = await gw.client.app[DOWNLOADS].window()
     rows_of = partial(store.page_rows, OWNER)
-    body = json.loads(await listing_body(window, keys, rows_of, None))
+    body = json.loads(await listing_body(window, page_items(keys), rows_of, None))
     assert [item["id"] for item in body["items"]] == [changed, kept]
     assert body["items"][0]["facts"] == EVERY_FACT.model_dump(mode="json")
 

@@ -34,7 +34,13 @@ from services.gateway.problems import (
 )
 from services.gateway.registry import Answer, Routes
 from services.gateway.security import authenticate
-from services.gateway.views import download_name, listing_body, listing_etag, view_of
+from services.gateway.views import (
+    download_name,
+    listing_body,
+    listing_etag,
+    page_items,
+    view_of,
+)
 from shared.events import AccountDeleted, Envelope, PhotoDeleted, outcome_envelope
 from shared.logging import get_logger, log_context
 from shared.store import PhotoStatus
@@ -132,11 +138,12 @@ async def list_photos(request: web.Request) -> web.Response:
     keys = keys[: query.limit]
     next_cursor = cursor_at(keys[-1]["created_at"], keys[-1]["id"]) if more else None
     window = await request.app[DOWNLOADS].window()
-    etag = listing_etag(window, keys, next_cursor)
+    items = page_items(keys)
+    etag = listing_etag(window, items, next_cursor)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _held(request.headers.get("If-None-Match"), etag):
         return web.Response(status=304, headers=headers)
-    body = await listing_body(window, keys, partial(store.page_rows, owner), next_cursor)
+    body = await listing_body(window, items, partial(store.page_rows, owner), next_cursor)
     return web.Response(body=body, content_type="application/json", headers=headers)
 
 

@@ -158,14 +158,19 @@ def listed_facts(text: str | None) -> dict[str, Any] | None:
     return None if text is None else PhotoFacts.model_validate_json(text).model_dump(mode="json")
 
 
+def page_items(keys: Sequence[PageRow]) -> dict[str, tuple[Any, ...]]:
+    """A listing page's items in order, by photo id: what each is kept by."""
+    return {key["id"]: _item_key(key) for key in keys}
+
+
 async def listing_body(
     window: Window,
-    keys: Sequence[PageRow],
+    items: Mapping[str, tuple[Any, ...]],
     rows_of: Callable[[list[str]], Awaitable[Sequence[PageRow]]],
     next_cursor: str | None,
 ) -> bytes:
-    """A `PhotoPage` of the owner's views of a listing page (`shared.listing`): `keys`
-    in order, and `rows_of(ids)` for the rows of those whose item is not kept yet.
+    """A `PhotoPage` of the owner's views of a listing page (`shared.listing`): `items`
+    (`page_items`) in order, and `rows_of(ids)` for the rows of those not kept yet.
     Serialised by pydantic-core from `view_values` as the models would be (byte for byte:
     tests/test_listing_views.py compares them). Building 200 model objects a page and
     serialising through the models' union of view shapes (which converts each item to
@@ -176,22 +181,23 @@ async def listing_body(
     views of a page of 50 was a quarter of its CPU. A row read after its key (changed
     meanwhile) is shown as it is now; one deleted meanwhile is left out."""
     derived = window.derived
-    wanted = {key["id"]: _item_key(key) for key in keys}
     fresh: dict[str, bytes] = {}
-    if missing := [photo_id for photo_id, key in wanted.items() if key not in derived]:
+    if missing := [photo_id for photo_id, key in items.items() if key not in derived]:
         for row in await rows_of(missing):
             item = fresh[row["id"]] = to_json(_listed(window.sign, row))
             derived[_item_key(row)] = item
-    items = [fresh.get(photo_id) or derived.get(key) for photo_id, key in wanted.items()]
-    body = b",".join(item for item in items if item is not None)
+    made = [fresh.get(photo_id) or derived.get(key) for photo_id, key in items.items()]
+    body = b",".join(item for item in made if item is not None)
     return b'{"items":[%b],"next_cursor":%b}' % (body, to_json(next_cursor))
 
 
-def listing_etag(window: Window, keys: Sequence[PageRow], next_cursor: str | None) -> str:
-    """A strong ETag of the page `listing_body` makes of these keys: its items are a
-    function of their keys and the window's URLs, so the page is the same bytes while
-    these are (from any replica), and a new window makes a new tag."""
-    named = (window.tag, next_cursor, [_item_key(key) for key in keys])
+def listing_etag(
+    window: Window, items: Mapping[str, tuple[Any, ...]], next_cursor: str | None
+) -> str:
+    """A strong ETag of the page `listing_body` makes of these items: each is a function
+    of its key and the window's URLs, so the page is the same bytes while these are
+    (from any replica), and a new window makes a new tag."""
+    named = (window.tag, next_cursor, list(items.values()))
     digest = hashlib.blake2b(repr(named).encode(), digest_size=16).hexdigest()
     return f'"{digest}"'
 
