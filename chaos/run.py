@@ -181,7 +181,7 @@ async def chaos(config: ChaosConfig, log_dir: Path) -> verdict.Figures:
         endpoints = await endpoints_settled(
             stage.subscribers, ready, ENDPOINTS_SETTLE_S, notifier_kills
         )
-        for repeat in stage.subscribers.repeats:
+        for repeat in stage.subscribers.repeated(ready, notifier_kills):
             say(f"endpoint repeated: {repeat}; notifier killed at {notifier_kills}")
         figures = report(stage, uploads, outcomes, endpoints)
     say(f"took {time.monotonic() - started_at:.0f}s")

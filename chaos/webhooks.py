@@ -70,7 +70,6 @@ class Subscribers:
         default_factory=lambda: defaultdict(lambda: defaultdict(set))
     )
     tally: Counter[str] = field(default_factory=Counter)
-    repeats: list[str] = field(default_factory=list)  # what the last check counted, said
 
     def url(self, user: str) -> str:
         return f"{self.base}/user/{user}"
@@ -97,20 +96,26 @@ class Subscribers:
 
     def check(self, ready_photos: dict[str, str], kills: list[float]) -> tuple[int, int]:
         """(misses, repeats) over ready photos (photo id -> owner): a miss is a photo
-        whose owner's endpoint acknowledged no photo.ready for it; a repeat, one that
-        arrived under more than one event id, or one event id acknowledged again with no
-        notifier killed (`kills`, loop times) since its last acknowledgement."""
-        misses = repeats = 0
-        self.repeats = []
+        whose owner's endpoint acknowledged no photo.ready for it; a repeat, see
+        `repeated`."""
+        missed = [p for p, user in ready_photos.items() if not any(self._acked(user, p))]
+        return len(missed), len(self.repeated(ready_photos, kills))
+
+    def repeated(self, ready_photos: dict[str, str], kills: list[float]) -> list[str]:
+        """Each acknowledged ready photo that arrived under more than one event id, or
+        whose event id was acknowledged again with no notifier killed (`kills`, loop
+        times) since its last acknowledgement, with its acknowledgement times."""
+        found = []
         for photo_id, user in ready_photos.items():
-            ids = self.ready.get(user, {}).get(photo_id, set())
-            acked = [self.acks.get((user, i), []) for i in ids]
-            if not any(acked):
-                misses += 1
-            elif len(ids) > 1 or any(_unexcused(times, kills) for times in acked):
-                repeats += 1
-                self.repeats.append(f"{photo_id} of {user}: acknowledged at {acked}")
-        return misses, repeats
+            acked = self._acked(user, photo_id)
+            if any(acked) and (len(acked) > 1 or any(_unexcused(times, kills) for times in acked)):
+                found.append(f"{photo_id} of {user}: acknowledged at {acked}")
+        return found
+
+    def _acked(self, user: str, photo_id: str) -> list[list[float]]:
+        """The acknowledgement times of each event id the photo's photo.ready came under."""
+        ids = self.ready.get(user, {}).get(photo_id, set())
+        return [self.acks.get((user, i), []) for i in ids]
 
 
 def _unexcused(acks: list[float], kills: list[float]) -> bool:

@@ -35,3 +35,8 @@ def test_one_photo_under_two_event_ids_is_a_repeat_whatever_was_killed() -> None
 
 def test_a_photo_never_acknowledged_is_missed() -> None:
     assert Subscribers().check({PHOTO: USER}, kills=[]) == (1, 0)
+
+
+def test_a_photo_that_arrived_only_while_its_caller_was_gone_is_missed() -> None:
+    found = acked()  # its event id came, but no answer reached a live notifier
+    assert found.check({PHOTO: USER}, kills=[]) == (1, 0)
