@@ -3,7 +3,15 @@ webhook only when a notifier was lost between the answer and its record."""
 
 from __future__ import annotations
 
-from chaos.webhooks import Subscribers
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from chaos import webhooks
+from chaos.webhooks import Receiver, Subscribers, new_secret, serve
+from services.notifier.webhooks import deliver, secret_key
 
 PHOTO, USER = "p" * 32, "alice"
 
@@ -40,3 +48,32 @@ def test_a_photo_never_acknowledged_is_missed() -> None:
 def test_a_photo_that_arrived_only_while_its_caller_was_gone_is_missed() -> None:
     found = acked()  # its event id came, but no answer reached a live notifier
     assert found.check({PHOTO: USER}, kills=[]) == (1, 0)
+
+
+def test_a_kill_while_the_earlier_delivery_was_being_answered_excuses_a_repeat() -> None:
+    # arrived at 1.0; the notifier died at 1.3; the answer at 1.35 found the connection
+    # not yet seen closing, so the delivery counts as acknowledged, and is sent again
+    assert acked(1.0, 9.0).check({PHOTO: USER}, kills=[1.3]) == (0, 0)
+
+
+async def test_an_acknowledged_delivery_is_dated_by_its_arrival_not_its_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhooks, "LATENCY_S", (0.3, 0.3))
+    subscribers = Subscribers()
+    runner = await serve(Receiver(secret=new_secret()), subscribers)
+    subscribers.secrets[USER] = secret = new_secret()
+    body = json.dumps({"type": "photo.ready", "data": {"photo_id": PHOTO}}).encode()
+    loop = asyncio.get_running_loop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            sent = loop.time()
+            answer = await deliver(
+                session, subscribers.url(USER), [secret_key(secret)], "msg_1", body, timeout=5
+            )
+            answered = loop.time()
+    finally:
+        await runner.cleanup()
+    assert answer.status == 204
+    [arrived] = subscribers.acks[(USER, "msg_1")]
+    assert sent <= arrived < answered - 0.3
