@@ -7,10 +7,10 @@ callers as `PermanentError` or `DatabaseUnavailable` and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import sqlalchemy as sa
@@ -31,6 +31,8 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 from shared.errors import DatabaseUnavailable, PermanentError
 from shared.migrations import upgrade
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 
 def engine_url(url: str) -> str:
@@ -101,6 +103,16 @@ class StatementNotSent(DatabaseUnavailable):
     statement, or the transaction whose BEGIN it was."""
 
 
+async def again_if_unsent(attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt`, and once more if a statement of it was refused before it was sent
+    (`StatementNotSent`): the second takes another connection. Only for an attempt
+    whose statements before the refused one changed nothing."""
+    try:
+        return await attempt()
+    except StatementNotSent:
+        return await attempt()
+
+
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -169,13 +181,13 @@ class Database:
         statement reads one snapshot, so BEGIN and COMMIT would only add two round
         trips."""
         args = statement.args(**values)
-        try:
+
+        async def attempt() -> list[Any]:
             async with self.raw_connection() as driver:
                 rows: list[Any] = await driver.fetch(statement.sql, *args)
-        except StatementNotSent:
-            async with self.raw_connection() as driver:
-                rows = await driver.fetch(statement.sql, *args)
-        return rows
+            return rows
+
+        return await again_if_unsent(attempt)
 
     async def run(self, single: Single, **values: Any) -> list[dict[str, Any]]:
         """The rows of one statement run on its own (those of its RETURNING, for a

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import Compiled, Database, StatementNotSent
+from shared.db import Compiled, Database, again_if_unsent
 from shared.errors import DatabaseUnavailable
 from shared.records import NewPhoto, PhotoStatus
 from shared.tables import owner_usage, photos
@@ -100,13 +100,8 @@ class Reservations:
     async def _write_all(self) -> None:
         while batch := self._next_batch():
             try:
-                try:
-                    again = await self._write(batch)
-                except StatementNotSent:
-                    # Only reads ran before the refused statement: another connection
-                    # writes the batch.
-                    again = await self._write(batch)
-                self._waiting[:0] = again
+                # Only reads run before a batch's write: a refused one is written again.
+                self._waiting[:0] = await again_if_unsent(lambda: self._write(batch))
             except BaseException as exc:  # every request of the batch gets the failure
                 for request in batch:
                     if not request.answer.done():
