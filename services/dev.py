@@ -1,7 +1,8 @@
 """`darkroom dev`: the whole system in one process on the embedded defaults.
 
-In-process broker, moto's S3/SQS server, SQLite under DARKROOM_DATA_DIR, and an SMTP
-catcher whose mail shows at /dev/mail. Each of DARKROOM_BROKER_URL, DARKROOM_DATABASE_URL,
+In-process broker, moto's S3/SQS server (its objects kept under DARKROOM_DATA_DIR too:
+services/dev_objects.py), SQLite under DARKROOM_DATA_DIR, and an SMTP catcher whose mail
+shows at /dev/mail. Each of DARKROOM_BROKER_URL, DARKROOM_DATABASE_URL,
 DARKROOM_S3_ENDPOINT_URL and DARKROOM_SMTP_URL swaps its part for the real component.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import AsyncExitStack
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from pydantic import SecretStr
 
+from services.dev_objects import KeptObjects
 from services.gateway.auth import issue_token
 from services.gateway.pages import DEV_EMAIL
 from services.gateway.service import serve as serve_gateway
@@ -56,26 +58,35 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             "webhook_allow_private_targets": True,
         }
     )
-    with ExitStack() as stack:
+    async with AsyncExitStack() as stack:
         if not settings.s3_endpoint_url:
-            endpoint = stack.enter_context(moto_server(port=settings.dev_s3_port))
-            settings = settings.model_copy(
-                update={
-                    "s3_endpoint_url": endpoint,
-                    "sqs_endpoint_url": endpoint,
-                    # moto accepts any credentials but botocore insists on having some.
-                    "s3_access_key_id": settings.s3_access_key_id or "darkroom",
-                    "s3_secret_access_key": SecretStr(
-                        settings.s3_secret_access_key.get_secret_value() or "darkroom-secret"
-                    ),
-                }
-            )
-            queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
-            settings = settings.model_copy(update={"sqs_queue_url": queue_url})
-            # The upload page sends its bytes straight to this moto, from another origin.
-            port = settings.gateway_port
-            await allow_browsers(settings, [f"http://{h}:{port}" for h in _page_hosts(settings)])
+            settings = await _embedded_storage(settings, stack)
         await _run_services(settings, stop)
+
+
+async def _embedded_storage(settings: Settings, stack: AsyncExitStack) -> Settings:
+    """moto in this process, with its objects kept on disk; the settings that reach it."""
+    endpoint = stack.enter_context(moto_server(port=settings.dev_s3_port))
+    settings = settings.model_copy(
+        update={
+            "s3_endpoint_url": endpoint,
+            "sqs_endpoint_url": endpoint,
+            # moto accepts any credentials but botocore insists on having some.
+            "s3_access_key_id": settings.s3_access_key_id or "darkroom",
+            "s3_secret_access_key": SecretStr(
+                settings.s3_secret_access_key.get_secret_value() or "darkroom-secret"
+            ),
+        }
+    )
+    kept = KeptObjects(settings)
+    await kept.restore()  # before the bucket announces: these are no new uploads
+    queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
+    settings = settings.model_copy(update={"sqs_queue_url": queue_url})
+    # The upload page sends its bytes straight to this moto, from another origin.
+    port = settings.gateway_port
+    await allow_browsers(settings, [f"http://{h}:{port}" for h in _page_hosts(settings)])
+    await stack.enter_async_context(kept.keeping())
+    return settings
 
 
 async def _run_services(settings: Settings, stop: asyncio.Event) -> None:

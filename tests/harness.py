@@ -309,17 +309,17 @@ def dev_settings(
 ) -> Settings:
     """`darkroom dev` on its embedded parts (or those `overrides` name), with its webhooks
     going to `hooks` and names of its own on a shared broker."""
-    return Settings(
-        data_dir=data_dir,
-        gateway_port=free_port(),
-        dev_s3_port=0,
-        auth_jwt_secret=SecretStr(jwt_secret),
-        webhook_url=hooks.url,
-        webhook_secret=SecretStr(WEBHOOK_SECRET),
-        sqs_wait_seconds=1,
-        log_json=True,
-        health_port=0,
-        s3_bucket=f"dev-{unique}",
-        topology_prefix=f"dev-{unique}",
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "gateway_port": free_port(),
+        "dev_s3_port": 0,
+        "auth_jwt_secret": SecretStr(jwt_secret),
+        "webhook_url": hooks.url,
+        "webhook_secret": SecretStr(WEBHOOK_SECRET),
+        "sqs_wait_seconds": 1,
+        "log_json": True,
+        "health_port": 0,
+        "s3_bucket": f"dev-{unique}",
+        "topology_prefix": f"dev-{unique}",
+    }
+    return Settings(**(values | overrides))

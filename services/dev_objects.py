@@ -1,0 +1,195 @@
+"""`darkroom dev` keeps the embedded S3's objects on disk, beside its SQLite database.
+
+moto holds objects in memory only: without this, a restarted `make run` listed photos
+whose files were gone. The bucket is copied to DARKROOM_DATA_DIR/objects/<bucket>/ every
+few seconds and once more on a clean stop, and put back before the bucket announces
+anything, so restored photos are not taken for new uploads. A hard kill loses at most
+the objects of the last few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.errors import ConfigurationError
+from shared.logging import get_logger
+from shared.settings import Settings
+from shared.storage import client_kwargs
+
+log = get_logger(__name__)
+
+SYNC_EVERY_S = 2.0
+
+
+class Kept(BaseModel):
+    """One object as kept on disk (its bytes are in the file named by its key's hash)."""
+
+    etag: str
+    content_type: str
+    metadata: dict[str, str]
+    # A multipart object's ETag (recorded with its photo) depends on its parts: it is
+    # put back in parts of this size, so the ETag stays the same.
+    part_size: int | None = None
+
+
+_INDEX = TypeAdapter(dict[str, Kept])
+
+
+class KeptObjects:
+    """The bucket's objects on disk: `restore` puts them back, `keeping` keeps them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._bucket = settings.s3_bucket
+        self._dir = Path(settings.data_dir) / "objects" / settings.s3_bucket
+        self._index_path = self._dir / "index.json"
+        self._index: dict[str, Kept] = {}
+
+    def _client(self) -> Any:
+        return get_session().create_client(
+            "s3", **client_kwargs(self._settings, self._settings.s3_endpoint_url)
+        )
+
+    def _file(self, key: str) -> Path:
+        return self._dir / hashlib.sha256(key.encode()).hexdigest()
+
+    async def restore(self) -> int:
+        """Create the bucket and put back every object kept; how many."""
+        self._index = self._read_index()
+        async with self._client() as s3:
+            await s3.create_bucket(Bucket=self._bucket)
+            for key, kept in list(self._index.items()):
+                try:
+                    data = await asyncio.to_thread(self._file(key).read_bytes)
+                except FileNotFoundError:
+                    log.warning("kept object missing on disk; not restored", key=key)
+                    del self._index[key]
+                    continue
+                kept.etag = await self._put(s3, key, kept, data)
+        self._drop_unlisted_files()
+        self._write_index()
+        if self._index:
+            log.info("objects restored", count=len(self._index), directory=str(self._dir))
+        return len(self._index)
+
+    def _read_index(self) -> dict[str, Kept]:
+        if not self._index_path.exists():
+            return {}
+        try:
+            return _INDEX.validate_json(self._index_path.read_bytes())
+        except ValidationError as exc:
+            raise ConfigurationError(
+                f"{self._index_path} is not an index of kept objects ({exc.errors()[0]['msg']});"
+                f" move {self._dir} away to start without them"
+            ) from exc
+
+    @asynccontextmanager
+    async def keeping(self) -> AsyncIterator[None]:
+        """Copy new and changed objects to disk, and forget deleted ones, every
+        SYNC_EVERY_S and once more at the end."""
+        async with self._client() as s3:
+            task = asyncio.create_task(self._sync_forever(s3), name="dev-objects")
+            try:
+                yield
+            finally:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+                await self.sync(s3)
+
+    async def _sync_forever(self, s3: Any) -> None:
+        while True:
+            await asyncio.sleep(SYNC_EVERY_S)
+            try:
+                await self.sync(s3)
+            except (ClientError, OSError) as exc:
+                # Kept as of the last round; the next one tries again.
+                log.warning("objects not kept on disk this round", error=str(exc))
+
+    async def sync(self, s3: Any) -> None:
+        listed = await _listing(s3, self._bucket)
+        changed = False
+        for key, etag in listed.items():
+            if key not in self._index or self._index[key].etag != etag:
+                changed |= await self._save(s3, key)
+        for key in self._index.keys() - listed.keys():
+            del self._index[key]
+            changed = True
+        if changed:
+            self._write_index()  # before the files go: the index never names a missing one
+            self._drop_unlisted_files()
+
+    async def _save(self, s3: Any, key: str) -> bool:
+        try:
+            got = await s3.get_object(Bucket=self._bucket, Key=key)
+            async with got["Body"] as body:
+                data = await body.read()
+            part_size = None
+            if "-" in got["ETag"]:
+                first = await s3.head_object(Bucket=self._bucket, Key=key, PartNumber=1)
+                part_size = first["ContentLength"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return False  # deleted since the listing
+            raise
+        await asyncio.to_thread(_write_atomically, self._file(key), data)
+        self._index[key] = Kept(
+            etag=got["ETag"],
+            content_type=got.get("ContentType", "binary/octet-stream"),
+            metadata=got.get("Metadata", {}),
+            part_size=part_size,
+        )
+        return True
+
+    async def _put(self, s3: Any, key: str, kept: Kept, data: bytes) -> str:
+        common: dict[str, Any] = {"Bucket": self._bucket, "Key": key}
+        common.update(ContentType=kept.content_type, Metadata=kept.metadata)
+        if kept.part_size is None:
+            return str((await s3.put_object(Body=data, **common))["ETag"])
+        upload = (await s3.create_multipart_upload(**common))["UploadId"]
+        parts = []
+        for number, start in enumerate(range(0, len(data), kept.part_size), start=1):
+            chunk = data[start : start + kept.part_size]
+            sent = await s3.upload_part(
+                Bucket=self._bucket, Key=key, UploadId=upload, PartNumber=number, Body=chunk
+            )
+            parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+        done = await s3.complete_multipart_upload(
+            Bucket=self._bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+        return str(done["ETag"])
+
+    def _write_index(self) -> None:
+        _write_atomically(self._index_path, _INDEX.dump_json(self._index))
+
+    def _drop_unlisted_files(self) -> None:
+        named = {self._file(key).name for key in self._index} | {self._index_path.name}
+        for path in self._dir.glob("*"):
+            if path.name not in named:
+                path.unlink(missing_ok=True)
+
+
+async def _listing(s3: Any, bucket: str) -> dict[str, str]:
+    """Every object's key and ETag."""
+    found: dict[str, str] = {}
+    async for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        found.update((o["Key"], o["ETag"]) for o in page.get("Contents", ()))
+    return found
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
