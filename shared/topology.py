@@ -170,8 +170,9 @@ class Topology:
             self.webhook_prefetch,
         )
 
-    # Each gateway replica's own queue of the events its live streams carry: declared
-    # by the replica and gone with it, so never in `all_queues()`.
+    # Each gateway replica's own queue of the events its live streams carry, and of
+    # account.deleted, which makes it forget the users it recorded: declared by the
+    # replica and gone with it, so never in `all_queues()`.
     @property
     def live_events_prefix(self) -> str:
         return f"{self.prefix}.live."
@@ -186,6 +187,7 @@ class Topology:
             "album.revealed",
             "album.member_added",
             "album.deleted",
+            "account.deleted",
         )
 
     @property

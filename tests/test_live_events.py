@@ -13,7 +13,7 @@ from chaos.tcp_proxy import TcpProxy
 from services.gateway.context import LIVE
 from services.gateway.live import STREAM_BACKLOG, Stream
 from shared.broker import publish
-from shared.events import USER_EVENTS, PhotoReady
+from shared.events import USER_EVENTS, AccountDeleted, PhotoReady
 from shared.facts import PhotoFacts
 from shared.settings import Settings
 from shared.topology import Topology
@@ -167,10 +167,13 @@ async def test_events_older_than_the_window_are_not_replayed(settings: Settings)
             assert (await resumed.message()).event == "reset"
 
 
-async def test_the_replica_listens_for_every_live_event_type(gw: Gateway) -> None:
+async def test_the_replica_listens_for_every_live_event_type_and_deleted_accounts(
+    gw: Gateway,
+) -> None:
     hub = gw.client.app[LIVE]
     assert hub.listening
-    assert set(hub.queue.routing_keys) == {event.TYPE for event in USER_EVENTS}
+    expected = {event.TYPE for event in USER_EVENTS} | {AccountDeleted.TYPE}
+    assert set(hub.queue.routing_keys) == expected
     ready = await gw.client.get("/readyz")
     assert (await ready.json())["checks"]["events"] is True
 

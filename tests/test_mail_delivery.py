@@ -12,18 +12,21 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.smtp import SMTP, Session
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from pydantic import SecretStr
 
 from services.dev_mail import CaughtMail, MailCatcher, smtp_catcher
 from services.gateway.apikeys import create_key
+from services.gateway.app import create_app
 from services.gateway.auth import issue_token
 from services.notifier.service import serve as notifier
 from shared.broker import publish_envelope
 from shared.events import Envelope, MailRequested, UserCreated, WebhookDisabled
 from shared.settings import Settings
-from tests.conftest import JWT_SECRET
+from shared.topology import Topology
+from tests.conftest import JWT_SECRET, delete_topology
 from tests.gateway_harness import Gateway, gateway, problem_of
 
 pytestmark = pytest.mark.slow
@@ -251,6 +254,49 @@ async def test_deleting_an_account_deletes_its_address_and_a_new_one_is_welcomed
     assert await mail.gw.res.users.get("zoe") is None
     # Coming back is a first request again: a new account, recorded and welcomed anew.
     await mail.ok("zoe", "GET", "/v1/photos")
+    await sent(mail, "zoe", 2)
+    assert [m.subject for m in mail.to("zoe@example.com")] == ["Welcome to Darkroom"] * 2
+
+
+@pytest.fixture(
+    params=["embedded", pytest.param("real", marks=[pytest.mark.rabbitmq, pytest.mark.postgres])]
+)
+async def mail_on_both(
+    request: pytest.FixtureRequest, settings: Settings
+) -> AsyncIterator[Mailing]:
+    """`mail` on the embedded broker and SQLite, then on RabbitMQ and PostgreSQL."""
+    if request.param == "embedded":
+        async for mailing in _mailing(settings, MailCatcher()):
+            yield mailing
+        return
+    amqp_url = request.getfixturevalue("amqp_url")
+    real = settings.model_copy(
+        update={"broker_url": amqp_url, "database_url": request.getfixturevalue("postgres_url")}
+    )
+    try:
+        async for mailing in _mailing(real, MailCatcher()):
+            yield mailing
+    finally:
+        await delete_topology(amqp_url, Topology.from_settings(real))
+
+
+async def test_a_user_deleted_through_one_replica_is_welcomed_back_through_another(
+    mail_on_both: Mailing,
+) -> None:
+    mail = mail_on_both
+    app = create_app(mail.gw.res.settings, resources=mail.gw.res)
+    async with TestClient(TestServer(app)) as other:
+        resp = await other.get("/v1/photos", headers=mail.auth("zoe"))
+        assert resp.status == 200
+        await sent(mail, "zoe", 1)
+        await mail.ok("zoe", "DELETE", "/v1/me")
+        # The other replica hears of the deletion as an event: until then it still takes
+        # zoe for recorded.
+        async with asyncio.timeout(30):
+            while await mail.gw.res.users.get("zoe") is None:
+                resp = await other.get("/v1/photos", headers=mail.auth("zoe"))
+                assert resp.status == 200
+                await asyncio.sleep(0.05)
     await sent(mail, "zoe", 2)
     assert [m.subject for m in mail.to("zoe@example.com")] == ["Welcome to Darkroom"] * 2
 

@@ -12,6 +12,9 @@ of the users allowed. Who sees what:
 - album.revealed, album.member_added: the owner and every member, from the database when
   the event arrives (a member removed since is not told).
 - album.deleted: the owner and the members the event names (the records are gone).
+
+account.deleted comes the same way to no stream: each replica forgets the user it had
+recorded (services/gateway/known_users.py), as the one that deleted the account did.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +35,7 @@ from shared.broker import Delivery, Subscription
 from shared.errors import BrokerUnavailable, InvalidMessage, TransientError
 from shared.events import (
     USER_EVENTS,
+    AccountDeleted,
     AlbumDeleted,
     AlbumMemberAdded,
     AlbumRevealed,
@@ -128,8 +132,10 @@ class Stream:
 
 
 class LiveHub:
-    def __init__(self, res: Resources) -> None:
+    def __init__(self, res: Resources, forget_user: Callable[[str], None]) -> None:
+        """`forget_user`: told of each account deleted, through any replica."""
         self._res = res
+        self._forget_user = forget_user
         self._metrics = res.metrics
         settings = res.settings
         self._cap = settings.events_max_streams_per_user
@@ -259,6 +265,11 @@ class LiveHub:
 
     async def deliver(self, envelope: Envelope) -> None:
         """Record `envelope` and hand it to the streams of those who may see it."""
+        if envelope.type == AccountDeleted.TYPE:
+            # The replica that deleted it forgot the user; this one must too, or a
+            # returning user's address goes unrecorded here (services/gateway/known_users.py).
+            self._forget_user(envelope.open(AccountDeleted).owner_id)
+            return
         if envelope.id in self._seq_of:
             return  # a re-publish (outbox relay) of an event already sent
         audience = await self._audience(envelope)
