@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from shared.broker import Broker, publish_envelope
 from shared.db import Database, Single
@@ -32,13 +35,33 @@ log = get_logger(__name__)
 PUBLISH_WAIT_S = 2.0
 
 
+class database_now(FunctionElement[datetime]):
+    """The database's clock, which dates and ages outbox rows: every host that queues or
+    relays an event then agrees on its age, whatever their own clocks say (a relay whose
+    clock ran ahead of the inserting host's took fresh events for left behind)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+
+@compiles(database_now)
+def _now(element: database_now, compiler: Any, **kw: Any) -> str:
+    return "now()"
+
+
+@compiles(database_now, "sqlite")
+def _now_sqlite(element: database_now, compiler: Any, **kw: Any) -> str:
+    # UTC to the millisecond, written as SQLAlchemy writes a datetime there.
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
 def queued(envelope: Envelope) -> sa.Insert:
     """The row that queues `envelope`; state changes execute it in their own transaction."""
     return sa.insert(outbox).values(
         id=envelope.id,
         routing_key=envelope.type,
         body=envelope.to_bytes().decode(),
-        created_at=datetime.now(UTC),
+        created_at=database_now(),
     )
 
 
@@ -69,7 +92,8 @@ class Outbox:
         self, *, older_than_s: float, lease_s: float, limit: int = 100
     ) -> list[Envelope]:
         """Events nobody sent yet, leased to this caller so other relays skip them."""
-        now = datetime.now(UTC)
+        # SQLite does no date arithmetic; its one host's clock is the database's anyway.
+        now: Any = datetime.now(UTC) if self._db.is_sqlite else database_now()
         due = (
             sa.select(outbox.c.id)
             .where(
@@ -91,14 +115,14 @@ class Outbox:
 
     async def backlog(self) -> tuple[int, float]:
         """Events not yet published, and the age in seconds of the oldest (0 if none)."""
-        stmt = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at))
+        stmt = sa.select(sa.func.count(), sa.func.min(outbox.c.created_at), database_now())
         async with self._db.transaction() as conn:
-            count, oldest = (await conn.execute(stmt)).one()
+            count, oldest, now = (await conn.execute(stmt)).one()
         if oldest is None:
             return 0, 0.0
         if oldest.tzinfo is None:  # SQLite hands back naive UTC
-            oldest = oldest.replace(tzinfo=UTC)
-        return int(count), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+            oldest, now = oldest.replace(tzinfo=UTC), now.replace(tzinfo=UTC)
+        return int(count), max(0.0, (now - oldest).total_seconds())
 
     async def forget_published(self, *event_ids: str) -> None:
         await self._db.run(_forget(), ids=list(event_ids))

@@ -6,10 +6,12 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+import shared.outbox
 from shared.db import Database, create_engine
 from shared.errors import DatabaseUnavailable, PermanentError
 from shared.events import (
@@ -319,6 +321,30 @@ async def test_outbox_leases_events_and_forgets_sent_ones(store: Store, outbox: 
     assert envelope.id not in {
         e.id for e in await outbox.claim_unpublished(older_than_s=-1, lease_s=-100)
     }
+
+
+class HourBehind(datetime):
+    """The clock of a host that runs an hour late."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Any:
+        return datetime.now(tz) - timedelta(hours=1)
+
+
+async def test_an_event_queued_on_a_host_whose_clock_is_late_is_not_taken_for_left_behind(
+    store: Store, outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = new_photo()
+    await store.create_pending(photo)
+    envelope = verified(photo.id)
+    with monkeypatch.context() as late:
+        late.setattr(shared.outbox, "datetime", HourBehind)
+        await store.mark_verified(photo.id, VERIFIED_JPEG, observed=PENDING, envelope=envelope)
+    # The relay (this host, on time) sees the event as just queued, as it is.
+    unsent = await outbox.claim_unpublished(older_than_s=60, lease_s=30)
+    assert envelope.id not in {e.id for e in unsent}
+    count, oldest_s = await outbox.backlog()
+    assert count >= 1 and oldest_s < 60
 
 
 async def test_constraint_violation_is_permanent(store: Store) -> None:
