@@ -415,6 +415,44 @@ async def test_a_download_storage_refuses_leaves_nothing_behind(tmp_path: Path) 
     assert leftovers(tmp_path) == []
 
 
+async def test_a_download_that_failed_for_good_resumes_in_the_next_call(tmp_path: Path) -> None:
+    """The network gave out after half the bytes: a later call (another process, say)
+    asks only for the rest, if the object is still the same."""
+    target = tmp_path / "photo.jpg"
+    async with (
+        storing(cut_after_half, unavailable) as (url, _),
+        Client(url, "token", retry=policy(Sleeps(), attempts=2), use_events=False) as dr,
+    ):
+        with pytest.raises(Unavailable):
+            await dr.download(PHOTO_ID, "original", target)
+    assert sorted(p.name for p in leftovers(tmp_path)) == ["photo.jpg.part", "photo.jpg.part.etag"]
+    async with (
+        storing(rest_if_unchanged) as (url, gets),
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "original", target)
+    assert saved.read_bytes() == DATA
+    assert ranges(gets) == [f"bytes={HALF}-"]
+    assert leftovers(tmp_path) == [target]
+
+
+async def test_bytes_an_earlier_call_left_of_an_object_since_changed_are_replaced(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "photo.jpg"
+    target.with_name("photo.jpg.part").write_bytes(DATA[:HALF])
+    target.with_name("photo.jpg.part.etag").write_text('"v1"')
+    new = DATA[::-1]
+    async with (
+        storing(changed, whole(new, '"v2"')) as (url, gets),
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        saved = await dr.download(PHOTO_ID, "original", target)
+    assert saved.read_bytes() == new
+    assert ranges(gets) == [f"bytes={HALF}-", None]
+    assert leftovers(tmp_path) == [target]
+
+
 async def test_a_download_busy_storage_keeps_refusing_ends_unavailable(tmp_path: Path) -> None:
     sleeps = Sleeps()
     async with (

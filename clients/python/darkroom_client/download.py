@@ -6,6 +6,11 @@ backoff, asking storage only for the bytes not yet written (`Range`), and only i
 object is still the one they came from (`If-Match` on its ETag; if not, it starts
 over). A link storage refuses (403: it lapsed while retrying) is asked for again.
 Nothing appears at the target path until every byte is there.
+
+The bytes so far are kept in `<target>.part`, their ETag in `<target>.part.etag` from
+the first byte on, so a download that failed for good (the network, busy storage) or
+whose process was stopped resumes in the next call for the same target, if the object
+is still the one they came from. A refusal retries do not cure (404, say) discards them.
 """
 
 from __future__ import annotations
@@ -24,42 +29,68 @@ BLOCK = 1024 * 1024
 
 
 class _Saving:
-    """The bytes written so far and the ETag they belong to."""
+    """The bytes written so far and the ETag they belong to, both kept on disk."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, tag: Path, etag: str | None) -> None:
         self.file = file
-        self.etag: str | None = None
+        self.tag = tag
+        self.etag = etag
 
     def restart(self) -> None:
         self.file.seek(0)
         self.file.truncate()
+        self.tag.unlink(missing_ok=True)
         self.etag = None
+
+    def of(self, etag: str | None) -> None:
+        """The bytes about to be written are of the object with `etag`."""
+        if etag != self.etag:
+            if etag is None:
+                self.tag.unlink(missing_ok=True)
+            else:
+                self.tag.write_text(etag)
+            self.etag = etag
+
+
+def _reopen(partial: Path, tag: Path) -> tuple[BinaryIO, str | None]:
+    """The partial file of an earlier call, positioned at its end, with its ETag; or a
+    new one."""
+    if partial.exists() and tag.exists():
+        file = partial.open("r+b")
+        file.seek(0, 2)
+        return file, tag.read_text().strip() or None
+    return partial.open("wb"), None
 
 
 async def save(transport: Transport, link: Callable[[], Awaitable[str]], target: Path) -> Path:
     """Write the object `link()` points to at `target`, retried as `transport` retries;
     `link()` is asked again when storage refuses the one it gave. Raises `StorageError`
     for a refusal that retries do not cure, `Unavailable` once the network or storage
-    failed every attempt."""
+    failed every attempt (the bytes so far stay for the next call)."""
     partial = target.with_name(target.name + ".part")
+    tag = target.with_name(target.name + ".part.etag")
+    file, etag = _reopen(partial, tag)
+    saving, url = _Saving(file, tag, etag), None
+
+    async def attempt() -> None:
+        nonlocal url
+        url = url or await link()
+        try:
+            await _attempt(transport.session, url, saving)
+        except RetryNow as again:
+            if again.error.status == 403:  # lapsed while retrying, say
+                url = None
+            raise
+
     try:
-        with partial.open("wb") as file:
-            saving, url = _Saving(file), None
-
-            async def attempt() -> None:
-                nonlocal url
-                url = url or await link()
-                try:
-                    await _attempt(transport.session, url, saving)
-                except RetryNow as again:
-                    if again.error.status == 403:  # lapsed while retrying, say
-                        url = None
-                    raise
-
+        with file:
             await transport.retrying(attempt)
-    except BaseException:
-        partial.unlink(missing_ok=True)
+    except BaseException as exc:
+        if isinstance(exc, StorageError) or saving.etag is None or not partial.stat().st_size:
+            partial.unlink(missing_ok=True)  # of no use to a later call
+            tag.unlink(missing_ok=True)
         raise
+    tag.unlink(missing_ok=True)
     partial.replace(target)
     return target
 
@@ -85,6 +116,6 @@ async def _attempt(session: aiohttp.ClientSession, url: str, saving: _Saving) ->
             raise StorageError(text or f"HTTP {resp.status}", status=resp.status)
         if resp.status != 206:  # the whole object (a server may ignore Range)
             saving.restart()
-        saving.etag = resp.headers.get("ETag")
+        saving.of(resp.headers.get("ETag"))
         async for block in resp.content.iter_chunked(BLOCK):
             saving.file.write(block)
