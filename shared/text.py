@@ -42,11 +42,12 @@ def normal_user_id(user_id: str) -> str:
 
 
 def user_id_problem(user_id: str) -> str | None:
-    """Why `user_id` cannot name a user, or None when it can."""
+    """Why `user_id` cannot name a user, or None when it can. Its length is counted as
+    sent, as the API's document counts it (NFC can lengthen text)."""
     normal = normal_user_id(user_id)
     if not normal:
         return "it is empty"
-    if len(normal) > MAX_USER_ID:
+    if len(user_id) > MAX_USER_ID:
         return f"it is longer than {MAX_USER_ID} characters"
     hidden = next((c for c in normal if unicodedata.category(c) in _HIDDEN), None)
     if hidden is not None:

@@ -17,7 +17,7 @@ from services.gateway.models import (
     PhotoId,
     _Shape,
 )
-from shared.text import HIDDEN_IN_IDS, normal_user_id, user_id_problem
+from shared.text import HIDDEN_IN_IDS, MAX_USER_ID, normal_user_id, user_id_problem
 
 Cursor = Annotated[str, Field(pattern=CURSOR_PATTERN)]
 
@@ -58,7 +58,7 @@ _HIDDEN = "".join(
 )
 UserId = Annotated[
     str,
-    Field(min_length=1, max_length=255, pattern=f"^[^{_HIDDEN}/]+$"),
+    Field(min_length=1, max_length=MAX_USER_ID, pattern=f"^[^{_HIDDEN}/]+$"),
     AfterValidator(_user_id),
 ]
 MemberRole = Literal["contributor", "viewer"]
