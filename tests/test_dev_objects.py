@@ -30,6 +30,7 @@ from shared.storage import client_kwargs
 from tests import images
 from tests.conftest import JWT_SECRET
 from tests.harness import Client, WebhookReceiver, dev_settings, free_port, process_env
+from tests.test_processes import wait_ready
 
 PART = 5 * 1024 * 1024
 
@@ -58,26 +59,13 @@ async def dev_process(settings: Settings) -> AsyncIterator[str]:
     )
     base = f"http://127.0.0.1:{settings.gateway_port}"
     try:
-        await until_ready(base, process)
+        await wait_ready(f"{base}/readyz", process)
         yield base
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, stderr.decode()[-3000:]
-
-
-async def until_ready(base: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http, asyncio.timeout(60):
-        while process.returncode is None:
-            try:
-                async with http.get(f"{base}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"darkroom dev exited with {process.returncode} while starting")
 
 
 async def until_gone(http: aiohttp.ClientSession, url: str, timeout: float = 30) -> None:
