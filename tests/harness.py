@@ -313,6 +313,7 @@ def dev_settings(
         "data_dir": data_dir,
         "gateway_port": free_port(),
         "dev_s3_port": 0,
+        "dev_smtp_port": 0,
         "auth_jwt_secret": SecretStr(jwt_secret),
         "webhook_url": hooks.url,
         "webhook_secret": SecretStr(WEBHOOK_SECRET),

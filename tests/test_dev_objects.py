@@ -44,7 +44,7 @@ async def fetched(http: aiohttp.ClientSession, url: str) -> tuple[int, bytes, st
 async def dev_process(settings: Settings) -> AsyncIterator[str]:
     """`darkroom dev` in a process of its own, stopped as Ctrl-C stops it; its URL."""
     named = {"DATA_DIR": str(settings.data_dir), "GATEWAY_PORT": str(settings.gateway_port)}
-    named |= {"DEV_S3_PORT": str(settings.dev_s3_port), "HEALTH_PORT": "0"}
+    named |= {"DEV_S3_PORT": str(settings.dev_s3_port), "HEALTH_PORT": "0", "DEV_SMTP_PORT": "0"}
     named |= {"MULTIPART_PART_SIZE": str(PART), "S3_ENDPOINT_URL": ""}
     env = process_env(settings, **{f"DARKROOM_{k}": v for k, v in named.items()})
     process = await asyncio.create_subprocess_exec(
