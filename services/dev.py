@@ -79,8 +79,8 @@ async def _embedded_storage(settings: Settings, stack: AsyncExitStack) -> Settin
         }
     )
     kept = KeptObjects(settings)
-    await kept.restore()  # before the bucket announces: these are no new uploads
-    queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications")
+    # Put back before the bucket announces anything: they are no new uploads.
+    queue_url = await provision_bucket_with_sqs(settings, "darkroom-notifications", kept.restore)
     settings = settings.model_copy(update={"sqs_queue_url": queue_url})
     # The upload page sends its bytes straight to this moto, from another origin.
     port = settings.gateway_port

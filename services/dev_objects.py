@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,9 @@ class KeptObjects:
         return self._dir / hashlib.sha256(key.encode()).hexdigest()
 
     async def restore(self) -> int:
-        """Create the bucket and put back every object kept; how many."""
+        """Put back every object kept into the (new, empty) bucket; how many."""
         self._index = self._read_index()
         async with self._client() as s3:
-            await s3.create_bucket(Bucket=self._bucket)
             for key, kept in list(self._index.items()):
                 try:
                     data = await asyncio.to_thread(self._file(key).read_bytes)
@@ -75,7 +74,10 @@ class KeptObjects:
                     log.warning("kept object missing on disk; not restored", key=key)
                     del self._index[key]
                     continue
-                kept.etag = await self._put(s3, key, kept, data)
+                etag = await self._put(s3, key, kept, data)
+                if etag != kept.etag:  # parts of uneven sizes: its photo's ETag is stale
+                    log.warning("object restored with another ETag", key=key, was=kept.etag)
+                kept.etag = etag
         self._drop_unlisted_files()
         self._write_index()
         if self._index:
@@ -84,6 +86,11 @@ class KeptObjects:
 
     def _read_index(self) -> dict[str, Kept]:
         if not self._index_path.exists():
+            if self._dir.is_dir() and any(self._dir.iterdir()):
+                raise ConfigurationError(
+                    f"{self._dir} holds objects but no index.json naming them;"
+                    f" move it away to start without them"
+                )
             return {}
         try:
             return _INDEX.validate_json(self._index_path.read_bytes())
@@ -103,8 +110,7 @@ class KeptObjects:
                 yield
             finally:
                 task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
+                await asyncio.gather(task, return_exceptions=True)
                 await self.sync(s3)
 
     async def _sync_forever(self, s3: Any) -> None:
@@ -112,9 +118,10 @@ class KeptObjects:
             await asyncio.sleep(SYNC_EVERY_S)
             try:
                 await self.sync(s3)
-            except (ClientError, OSError) as exc:
-                # Kept as of the last round; the next one tries again.
-                log.warning("objects not kept on disk this round", error=str(exc))
+            except Exception as exc:
+                # Kept as of the last round; the next one (and the last, at the stop)
+                # tries again.
+                log.warning("objects not kept on disk this round", error=repr(exc))
 
     async def sync(self, s3: Any) -> None:
         listed = await _listing(s3, self._bucket)

@@ -7,7 +7,7 @@ queue, as AWS S3 would, so the ingest worker's SQS route is the one exercised.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from aiobotocore.session import get_session
@@ -39,10 +39,16 @@ def moto_server(host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
         server.stop()
 
 
-async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
+async def provision_bucket_with_sqs(
+    settings: Settings,
+    queue_name: str,
+    fill: Callable[[], Awaitable[object]] | None = None,
+) -> str:
     """Create the bucket and an SQS queue receiving its ObjectCreated events under
     `originals/`, as docs/operations.md has operators set it up; returns the queue URL.
-    (Dev and tests only: production buckets and queues belong to operators.)"""
+    `fill` runs once the bucket exists and before it announces anything (dev mode puts
+    back the objects of its last run). (Dev and tests only: production buckets and
+    queues belong to operators.)"""
     session = get_session()
     s3_kwargs = client_kwargs(settings, settings.s3_endpoint_url)
     sqs_kwargs = sqs_client_kwargs(settings, settings.sqs_endpoint_url or settings.s3_endpoint_url)
@@ -51,6 +57,8 @@ async def provision_bucket_with_sqs(settings: Settings, queue_name: str) -> str:
         session.create_client("sqs", **sqs_kwargs) as sqs,
     ):
         await s3.create_bucket(Bucket=settings.s3_bucket)
+        if fill is not None:
+            await fill()
         queue_url: str = (await sqs.create_queue(QueueName=queue_name))["QueueUrl"]
         attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         await s3.put_bucket_notification_configuration(

@@ -135,6 +135,7 @@ async def embedded_s3(tmp_path: Path, unique: str) -> AsyncIterator[tuple[Settin
         )
         kwargs = client_kwargs(settings, url)
         async with get_session().create_client("s3", **kwargs) as s3:
+            await s3.create_bucket(Bucket=settings.s3_bucket)
             yield settings, s3
 
 
@@ -170,3 +171,17 @@ async def test_a_damaged_index_stops_the_dev_server_naming_what_to_move(
         with pytest.raises(ConfigurationError, match="is not an index of kept objects") as err:
             await KeptObjects(settings).restore()
     assert f"move {index.parent} away" in str(err.value)
+
+
+async def test_kept_objects_without_their_index_stop_the_dev_server_not_vanish(
+    tmp_path: Path, unique: str
+) -> None:
+    async with embedded_s3(tmp_path, unique) as (settings, s3):
+        await s3.put_object(Bucket=settings.s3_bucket, Key="a.jpg", Body=b"a")
+        async with KeptObjects(settings).keeping():
+            pass
+        kept = tmp_path / "objects" / settings.s3_bucket
+        (kept / "index.json").unlink()
+        with pytest.raises(ConfigurationError, match=r"holds objects but no index\.json"):
+            await KeptObjects(settings).restore()
+    assert [p.name for p in kept.iterdir()] == [hashlib.sha256(b"a.jpg").hexdigest()]
