@@ -436,6 +436,27 @@ async def test_a_download_that_failed_for_good_resumes_in_the_next_call(tmp_path
     assert leftovers(tmp_path) == [target]
 
 
+async def test_bytes_an_earlier_call_left_are_discarded_once_the_photo_is_gone(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "photo.jpg"
+    target.with_name("photo.jpg.part").write_bytes(DATA[:HALF])
+    target.with_name("photo.jpg.part.etag").write_text('"v1"')
+
+    async def deleted(_: web.Request) -> web.Response:
+        return problem(404, "not_found")
+
+    app = web.Application()
+    app.router.add_get("/v1/photos/{photo_id}/{rendition}", deleted)
+    async with (
+        serve_local(app) as url,
+        Client(url, "token", retry=policy(Sleeps()), use_events=False) as dr,
+    ):
+        with pytest.raises(NotFound):
+            await dr.download(PHOTO_ID, "original", target)
+    assert leftovers(tmp_path) == []
+
+
 async def test_bytes_an_earlier_call_left_of_an_object_since_changed_are_replaced(
     tmp_path: Path,
 ) -> None:

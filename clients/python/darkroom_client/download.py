@@ -10,22 +10,26 @@ Nothing appears at the target path until every byte is there.
 The bytes so far are kept in `<target>.part`, their ETag in `<target>.part.etag` from
 the first byte on, so a download that failed for good (the network, busy storage) or
 whose process was stopped resumes in the next call for the same target, if the object
-is still the one they came from. A refusal retries do not cure (404, say) discards them.
+is still the one they came from. A refusal, of storage or of the API (404: deleted, say),
+discards them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
 
-from darkroom_client.errors import StorageError, error_for
+from darkroom_client.errors import RateLimited, StorageError, Unavailable, error_for
 from darkroom_client.retry import RETRIED_STATUSES, parse_retry_after
 from darkroom_client.transport import RetryNow, Transport
 
 BLOCK = 1024 * 1024
+# Failures a later call may get past: the bytes saved are kept for it.
+_PASSING = (Unavailable, RateLimited, asyncio.CancelledError, KeyboardInterrupt)
 
 
 class _Saving:
@@ -86,8 +90,9 @@ async def save(transport: Transport, link: Callable[[], Awaitable[str]], target:
         with file:
             await transport.retrying(attempt)
     except BaseException as exc:
-        if isinstance(exc, StorageError) or saving.etag is None or not partial.stat().st_size:
-            partial.unlink(missing_ok=True)  # of no use to a later call
+        worth_keeping = isinstance(exc, _PASSING) and saving.etag and partial.stat().st_size
+        if not worth_keeping:  # refused (404, sealed, ...): of no use to a later call
+            partial.unlink(missing_ok=True)
             tag.unlink(missing_ok=True)
         raise
     tag.unlink(missing_ok=True)
