@@ -3,13 +3,16 @@ resumes and resets, and what the replica listens for and documents."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from chaos.tcp_proxy import TcpProxy
+from services.gateway.auth import issue_token
 from services.gateway.context import LIVE
 from services.gateway.live import STREAM_BACKLOG, Stream
 from shared.broker import publish
@@ -17,7 +20,8 @@ from shared.events import USER_EVENTS, AccountDeleted, PhotoReady
 from shared.facts import PhotoFacts
 from shared.settings import Settings
 from shared.topology import Topology
-from tests.conftest import delete_topology
+from shared.users import Users
+from tests.conftest import JWT_SECRET, delete_topology
 from tests.gateway_harness import Gateway, gateway, ready_photo
 from tests.live_harness import add_member, delete_photo, marker, new_album, sample, stream
 from tests.test_reconnect import through
@@ -197,6 +201,38 @@ async def test_a_broker_reconnect_tells_open_streams_to_list_again(
             # The window before the gap has holes: resuming from inside it is a reset.
             async with stream(gw, "alice", first) as resumed:
                 assert (await resumed.message()).event == "reset"
+    finally:
+        await delete_topology(amqp_url, Topology.from_settings(rabbit))
+
+
+async def test_a_replica_cut_off_from_the_broker_records_its_users_again(
+    settings: Settings, amqp_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It may have missed an account.deleted meanwhile: a user it remembered as recorded
+    may have been deleted through another replica, and must be recorded again."""
+    rabbit = settings.model_copy(update={"broker_url": through(amqp_url, proxy)})
+    recorded: list[str] = []
+    record = Users.record
+
+    async def counted(self: Users, user_id: str, email: str, *, trace_id: str) -> Any:
+        recorded.append(user_id)
+        return await record(self, user_id, email, trace_id=trace_id)
+
+    monkeypatch.setattr(Users, "record", counted)
+    token = issue_token(JWT_SECRET, "zoe", email="zoe@example.com")
+    zoe = {"Authorization": f"Bearer {token}"}
+    try:
+        async with gateway(rabbit) as gw, stream(gw, "zoe") as sse:
+            async with asyncio.timeout(30):
+                while not gw.client.app[LIVE].listening:  # noqa: ASYNC110 - no event for it
+                    await asyncio.sleep(0.02)
+            for _ in range(2):
+                assert (await gw.client.get("/v1/photos", headers=zoe)).status == 200
+            assert recorded == ["zoe"]
+            proxy.cut()
+            assert (await sse.message()).event == "reset"
+            assert (await gw.client.get("/v1/photos", headers=zoe)).status == 200
+            assert recorded == ["zoe", "zoe"]
     finally:
         await delete_topology(amqp_url, Topology.from_settings(rabbit))
 

@@ -147,7 +147,7 @@ def create_app(
             app[VERIFIER] = JwtVerifier.from_settings(
                 settings, await _jwks(settings, stack) if settings.auth_jwks_url else None
             )
-            app[LIVE] = LiveHub(app[RESOURCES], app[KNOWN_USERS].forget)
+            app[LIVE] = LiveHub(app[RESOURCES], app[KNOWN_USERS])
             await stack.enter_async_context(app[LIVE].running())
             yield
 

@@ -58,3 +58,8 @@ class KnownUsers:
 
     def forget(self, user_id: str) -> None:
         self._known.pop(user_id, None)
+
+    def forget_all(self) -> None:
+        """When this replica may have missed an account's deletion: each user's next
+        request with an address records them again (one write each)."""
+        self._known.clear()

@@ -14,7 +14,8 @@ of the users allowed. Who sees what:
 - album.deleted: the owner and the members the event names (the records are gone).
 
 account.deleted comes the same way to no stream: each replica forgets the user it had
-recorded (services/gateway/known_users.py), as the one that deleted the account did.
+recorded (services/gateway/known_users.py), as the one that deleted the account did; a
+replica that may have missed events (not yet listening, or cut off) forgets them all.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.gateway.known_users import KnownUsers
 from shared.broker import Delivery, Subscription
 from shared.errors import BrokerUnavailable, InvalidMessage, TransientError
 from shared.events import (
@@ -132,10 +134,11 @@ class Stream:
 
 
 class LiveHub:
-    def __init__(self, res: Resources, forget_user: Callable[[str], None]) -> None:
-        """`forget_user`: told of each account deleted, through any replica."""
+    def __init__(self, res: Resources, known: KnownUsers) -> None:
+        """`known`: this replica's recorded users, told of each account deleted through
+        any replica, and of every stretch in which it may have missed one."""
         self._res = res
-        self._forget_user = forget_user
+        self._known = known
         self._metrics = res.metrics
         settings = res.settings
         self._cap = settings.events_max_streams_per_user
@@ -230,6 +233,8 @@ class LiveHub:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            # Users recorded before now may have been deleted through another replica.
+            self._known.forget_all()
             log.info("live events listening", queue=self.queue.name)
             return
 
@@ -238,6 +243,7 @@ class LiveHub:
         its window would replay with holes, so it starts over, and its streams are told."""
         self._ring.clear()
         self._seq_of.clear()
+        self._known.forget_all()  # an account.deleted may have been among them
         detail = "this server lost its broker connection for a while"
         frame = reset_frame("events_interrupted", detail, None)
         for mine in self._streams.values():
@@ -268,7 +274,7 @@ class LiveHub:
         if envelope.type == AccountDeleted.TYPE:
             # The replica that deleted it forgot the user; this one must too, or a
             # returning user's address goes unrecorded here (services/gateway/known_users.py).
-            self._forget_user(envelope.open(AccountDeleted).owner_id)
+            self._known.forget(envelope.open(AccountDeleted).owner_id)
             return
         if envelope.id in self._seq_of:
             return  # a re-publish (outbox relay) of an event already sent
