@@ -46,7 +46,9 @@ class database_now(FunctionElement[datetime]):
 
 @compiles(database_now)
 def _now(element: database_now, compiler: Any, **kw: Any) -> str:
-    return "now()"
+    # Not now(): that is when the transaction began, and one that waited on a lock
+    # would date its event older than it is.
+    return "clock_timestamp()"
 
 
 @compiles(database_now, "sqlite")
