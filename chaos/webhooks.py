@@ -127,7 +127,11 @@ class Subscribers:
 def _unexcused(acks: list[float], kills: list[float]) -> bool:
     """Whether an acknowledged delivery arrived after the one before it with no kill
     between their arrivals."""
-    return any(not any(before < kill < after for kill in kills) for before, after in pairwise(acks))
+    # Sorted: deliveries that overlapped were recorded in the order they were answered.
+    arrivals = sorted(acks)
+    return any(
+        not any(before < kill < after for kill in kills) for before, after in pairwise(arrivals)
+    )
 
 
 async def subscribe(client: Client, subscribers: Subscribers, users: list[str]) -> None:
