@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,12 +29,12 @@ def configured_here_only() -> Iterator[None]:
         root.handlers, root.level = saved
 
 
-def logged(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
-    """The lines written since the last call, without their timestamps."""
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    for line in lines:
-        line.pop("timestamp")
-    return lines
+def logged(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The lines written since the last call, as written but for their timestamps."""
+    return [
+        re.sub(r'"timestamp":"[^"]+"', '"timestamp":"-"', line)
+        for line in capsys.readouterr().err.splitlines()
+    ]
 
 
 def both_ways(name: str) -> tuple[Any, Any]:
@@ -67,7 +68,8 @@ def test_an_info_line_is_the_same_either_way(emit: Any, capsys: pytest.CaptureFi
         emit(plain)
     first, second = logged(capsys)
     assert first == second
-    assert first["trace_id"] == "t-1" and first["service"] == "gateway"
+    line = json.loads(first)
+    assert line["trace_id"] == "t-1" and line["service"] == "gateway"
 
 
 def test_an_exception_is_rendered_the_same_either_way(capsys: pytest.CaptureFixture[str]) -> None:
@@ -79,7 +81,7 @@ def test_an_exception_is_rendered_the_same_either_way(capsys: pytest.CaptureFixt
         except ValueError:
             log.info("failed", exc_info=True)
     first, second = logged(capsys)
-    assert first == second and "ValueError: bad input" in first["exception"]
+    assert first == second and "ValueError: bad input" in json.loads(first)["exception"]
 
 
 def test_below_the_level_nothing_is_written(capsys: pytest.CaptureFixture[str]) -> None:
