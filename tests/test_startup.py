@@ -1,10 +1,12 @@
 """A worker started while RabbitMQ refuses it starts anyway: live at once, not ready until
-the broker answers, then consuming like any other."""
+the broker answers, then consuming like any other; one that does not migrate does the same
+while PostgreSQL refuses it."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from chaos.tcp_proxy import TcpProxy
 from services.ingest_worker.service import serve as ingest
 from shared.broker import open_broker, publish
+from shared.db import open_database
 from shared.events import PhotoDeleted
 from shared.keys import original_key
 from shared.settings import Settings
@@ -83,3 +86,45 @@ async def test_a_worker_started_while_the_broker_resets_connections_waits_then_c
         stop.set()
         await asyncio.wait_for(worker, 30)
         await delete_topology(amqp_url, topology)
+
+
+async def test_a_worker_that_does_not_migrate_starts_while_postgresql_is_away(
+    settings: Settings, amqp_url: str, postgres_url: str
+) -> None:
+    """DARKROOM_MIGRATE_ON_START=false (compose, Kubernetes): live at once, not ready while
+    the database refuses it, ready once it answers; never exits for it."""
+    async with open_database(settings.model_copy(update={"database_url": postgres_url})):
+        pass  # the deploy step's migration, done before
+    parts = urlsplit(postgres_url)
+    login = parts.netloc.rpartition("@")[0] + "@" if "@" in parts.netloc else ""
+    database = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await database.start()
+    database.refusing = True
+    settings = settings.model_copy(
+        update={
+            "broker_url": amqp_url,
+            "database_url": urlunsplit(parts._replace(netloc=f"{login}127.0.0.1:{database.port}")),
+            "migrate_on_start": False,
+            "health_port": free_port(),
+        }
+    )
+    health = f"http://127.0.0.1:{settings.health_port}"
+    stop = asyncio.Event()
+    worker = asyncio.create_task(ingest(settings, stop))
+    try:
+        async with aiohttp.ClientSession() as http:
+            await until_status(http, f"{health}/healthz", 200)
+            async with asyncio.timeout(60):
+                while database.refused < 2:  # noqa: ASYNC110 (retries have no outside event)
+                    await asyncio.sleep(0.05)
+            async with http.get(f"{health}/readyz") as resp:
+                checks = (await resp.json())["checks"]
+                assert (resp.status, checks["database"], checks["broker"]) == (503, False, True)
+            database.refusing = False
+            await until_status(http, f"{health}/readyz", 200)
+            assert not worker.done(), "the worker must not exit while the database is away"
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+        await database.close()
+        await delete_topology(amqp_url, Topology.from_settings(settings))
