@@ -53,6 +53,28 @@ def test_the_public_operations_are_only_these() -> None:
     ]
 
 
+async def test_the_routes_outside_the_table_only_serve_pages_and_the_document(
+    gw: Gateway,
+) -> None:
+    """The table is what this file walks: any other route must hold no one's data."""
+    described = {(op.method, op.path) for op in operations()}
+    others = sorted(
+        (route.method, route.resource.canonical)
+        for route in gw.client.app.router.routes()
+        if route.resource is not None
+        and route.method != "HEAD"
+        and (route.method, route.resource.canonical) not in described
+    )
+    assert others == [
+        ("GET", "/"),
+        ("GET", "/assets/{name}"),
+        ("GET", "/docs"),
+        ("GET", "/docs/assets/swagger-init.js"),
+        ("GET", "/docs/assets/{name}"),
+        ("GET", "/openapi.json"),
+    ]
+
+
 @pytest.mark.parametrize("op", GUARDED, ids=ids)
 async def test_a_caller_without_credentials_is_refused(gw: Gateway, op: Operation) -> None:
     resp = await gw.client.request(op.method, sample_url(op), json={}, allow_redirects=False)
