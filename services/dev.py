@@ -25,16 +25,19 @@ from services.gateway.service import serve as serve_gateway
 from services.ingest_worker.service import serve as serve_ingest
 from services.notifier.service import serve as serve_notifier
 from services.thumbnail_worker.service import serve as serve_thumbnails
+from shared.broker import publish_envelope
 from shared.embedded import allow_browsers, moto_server, provision_bucket_with_sqs
+from shared.events import PhotoVerified, outcome_envelope
 from shared.health import serve_health
 from shared.logging import get_logger
-from shared.resources import open_resources
+from shared.resources import Resources, open_resources
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
 DEV_USER = "dev"
 DEV_SENDER = "Darkroom <darkroom@darkroom.localhost>"
+LEFT_VERIFIED = 10_000  # more than a laptop's run leaves mid-pipeline
 
 
 def dev_secret(settings: Settings) -> str:
@@ -123,6 +126,8 @@ async def _serve_all(
 ) -> None:
     async with open_resources(settings) as res:
         await res.storage.ensure_bucket()
+        if not settings.broker_url:
+            await _render_what_the_last_run_left(res)
         # Within the token policy like any other token; the upload page signs a fresh one
         # per load, so a long-running dev server never hands out an expired one.
         token = issue_token(
@@ -143,6 +148,27 @@ async def _serve_all(
                 serve_thumbnails(settings, stop, resources=res, health=False),
                 serve_notifier(settings, stop, resources=res, health=False),
             )
+
+
+async def _render_what_the_last_run_left(res: Resources) -> None:
+    """The in-process broker kept nothing of the last run: a photo verified then and not
+    yet rendered (stopped mid-pipeline) would stay so. Its photo.verified goes out again,
+    under the event id it had; rendering is idempotent."""
+    left = await res.store.verified(limit=LEFT_VERIFIED)
+    for photo in left:
+        event = PhotoVerified(
+            photo_id=photo.id,
+            owner_id=photo.owner_id,
+            object_key=photo.object_key,
+            etag=photo.etag,
+            content_type=photo.content_type or photo.declared_type,
+            size=photo.size or photo.declared_size,
+            keep_location=photo.keep_location,
+        )
+        envelope = outcome_envelope(event, photo_id=photo.id, trace_id=photo.trace_id)
+        await publish_envelope(res.broker, res.topology, envelope)
+    if left:
+        log.info("photos left verified by the last run sent to render", count=len(left))
 
 
 def _page_hosts(settings: Settings) -> list[str]:

@@ -100,6 +100,17 @@ class Store:
         async with self.db.transaction() as conn:
             return [_record(row) for row in (await conn.execute(query)).all()]
 
+    async def verified(self, *, limit: int) -> list[PhotoRecord]:
+        """Photos verified and not yet rendered, oldest first."""
+        query = (
+            sa.select(photos)
+            .where(photos.c.status == PhotoStatus.VERIFIED.value)
+            .order_by(photos.c.updated_at)
+            .limit(limit)
+        )
+        async with self.db.transaction() as conn:
+            return [_record(row) for row in (await conn.execute(query)).all()]
+
     async def closed_with_live_urls(
         self, grace_s: float, *, limit: int, after: tuple[datetime, str] | None = None
     ) -> list[PhotoRecord]:

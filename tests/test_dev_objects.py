@@ -17,19 +17,30 @@ from typing import Any
 
 import aiohttp
 import pytest
+import sqlalchemy as sa
 from aiobotocore.session import get_session
 from pydantic import SecretStr
 
 from chaos.servers import die_with_parent
+from services.dev import run_dev
 from services.dev_objects import KeptObjects
 from services.gateway.auth import issue_token
 from shared.embedded import moto_server
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 from shared.storage import client_kwargs
+from shared.store import PhotoStatus, open_store
+from shared.tables import photos
 from tests import images
 from tests.conftest import JWT_SECRET
-from tests.harness import Client, WebhookReceiver, dev_settings, free_port, process_env
+from tests.harness import (
+    Client,
+    WebhookReceiver,
+    dev_settings,
+    free_port,
+    process_env,
+    running,
+)
 from tests.test_processes import wait_ready
 
 PART = 5 * 1024 * 1024
@@ -185,3 +196,29 @@ async def test_kept_objects_without_their_index_stop_the_dev_server_not_vanish(
         with pytest.raises(ConfigurationError, match=r"holds objects but no index\.json"):
             await KeptObjects(settings).restore()
     assert [p.name for p in kept.iterdir()] == [hashlib.sha256(b"a.jpg").hexdigest()]
+
+
+async def test_a_photo_a_stopped_dev_server_left_verified_is_rendered_after_the_restart(
+    tmp_path: Path, hooks: WebhookReceiver, unique: str
+) -> None:
+    """Stopped mid-pipeline, the in-process broker lost the photo's photo.verified: the
+    next start sends it again."""
+    settings = dev_settings(tmp_path, hooks, unique, JWT_SECRET)
+    photo = images.jpeg(800, 600)
+    async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, "newcomer"))
+        grant = await client.grant(photo, "image/jpeg")
+        await client.upload(grant, photo, "image/jpeg")
+        await hooks.wait_for(grant["photo_id"], "photo.ready")
+    async with open_store(settings) as store, store.db.transaction() as conn:
+        # As the stop left it: verified, its message to the renderer gone with the process.
+        back = {"status": PhotoStatus.VERIFIED.value, "renditions": None}
+        await conn.execute(sa.update(photos).where(photos.c.id == grant["photo_id"]).values(back))
+
+    async with running(settings, [run_dev]) as base, aiohttp.ClientSession() as http:
+        client = Client(http, base, issue_token(JWT_SECRET, "newcomer"))
+        async with asyncio.timeout(30):
+            # The webhook went out the first time: the photo's view is what shows it.
+            while (view := await client.photo(grant["photo_id"]))["status"] != "ready":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    assert set(view["renditions"]) == {"thumb", "preview"}
