@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="seconds until it expires (default and most: DARKROOM_AUTH_MAX_TOKEN_LIFETIME)",
     )
+    sub.add_parser(
+        "check",
+        help="reach and try every part the settings name (database, broker, storage, mail);"
+        " exit 1 if one fails",
+    )
     migrate = sub.add_parser("migrate", help="apply database migrations and exit")
     migrate.add_argument(
         "--status",
@@ -217,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             _token(args)
         elif args.command == "migrate":
             raise SystemExit(asyncio.run(_migrate(args)))
+        elif args.command == "check":
+            from services.check import run
+
+            raise SystemExit(run(load_settings()))
         elif args.command == "dlq":
             asyncio.run(_dlq(args))
         elif args.command == "apikey":
