@@ -84,6 +84,8 @@ async def _finding(
 
 
 async def _database(settings: Settings) -> str:
+    if not settings.database_url:
+        raise Failed("DARKROOM_DATABASE_URL is not set: only darkroom dev runs on SQLite")
     async with open_database(settings, migrate=False) as db:
         try:
             found = await status(db.engine)

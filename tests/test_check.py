@@ -104,7 +104,8 @@ async def test_storage_that_enforces_signatures_names_the_wrong_secret(
 def test_the_command_prints_a_line_a_part_and_exits_1_when_one_fails(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(settings) == 1  # no broker URL: only darkroom dev runs without RabbitMQ
+    assert run(settings) == 1  # the embedded defaults: no deployment runs on them
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["database", "broker", "storage", "mail"]
+    assert lines[0].startswith("FAIL") and "DARKROOM_DATABASE_URL" in lines[0]
     assert lines[1].startswith("FAIL") and "DARKROOM_BROKER_URL" in lines[1]
