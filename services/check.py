@@ -17,17 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 import aiosmtplib
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 
 from shared.broker import open_broker
 from shared.db import open_database
 from shared.errors import DarkroomError, TransientError
+from shared.keys import ORIGINALS
 from shared.migrations import status
 from shared.settings import Settings
 from shared.smtp import SmtpServer
-from shared.storage import open_storage
+from shared.storage import client_kwargs, open_storage
 from shared.topology import Topology
 
 PART_TIMEOUT_S = 20.0
@@ -64,6 +68,7 @@ async def check(settings: Settings) -> list[Finding]:
         ("database", _database),
         ("broker", _broker),
         ("storage", _storage),
+        ("notify", _notify),
         ("mail", _mail),
     ]
     return [await _finding(name, part, settings) for name, part in parts]
@@ -172,6 +177,47 @@ async def _fetch(url: str) -> tuple[int, bytes] | str:
             return resp.status, (await resp.read())[:300]
     except (aiohttp.ClientError, OSError) as exc:
         return f"cannot be fetched from here ({exc!r}); clients fetch it at {url.split('?')[0]}"
+
+
+async def _notify(settings: Settings) -> str:
+    """Whether the bucket announces every new original, and to the queue configured."""
+    kwargs = client_kwargs(settings, settings.s3_endpoint_url)
+    async with get_session().create_client("s3", **kwargs) as s3:
+        try:
+            config = await s3.get_bucket_notification_configuration(Bucket=settings.s3_bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "?")
+            if code == "NoSuchBucket":
+                raise Failed(f"bucket {settings.s3_bucket} does not exist") from exc
+            raise Warned(f"storage does not say what the bucket announces ({code})") from exc
+    targets = [_target(c) for kind in _KINDS for c in config.get(kind, ()) if _covers(c)]
+    if not targets:
+        raise Failed(
+            f"the bucket announces no new object under {ORIGINALS}: uploads wait for the"
+            " sweep (DARKROOM_SWEEP_AFTER); set it up as docs/operations.md says"
+            " (Storage notifications)"
+        )
+    queue = settings.sqs_queue_url.rstrip("/").rsplit("/", 1)[-1]
+    if queue and not any(t.rsplit(":", 1)[-1] == queue for t in targets):
+        raise Failed(f"the bucket announces to {', '.join(targets)}, not to the queue {queue}")
+    return f"new objects under {ORIGINALS} are announced to {', '.join(targets)}"
+
+
+_KINDS = ("QueueConfigurations", "TopicConfigurations", "LambdaFunctionConfigurations")
+
+
+def _covers(rule: dict[str, Any]) -> bool:
+    """Whether a notification rule announces every object created under originals/."""
+    created = any(e.startswith("s3:ObjectCreated:") for e in rule.get("Events", ()))
+    filters = {
+        f["Name"].lower(): f["Value"]
+        for f in rule.get("Filter", {}).get("Key", {}).get("FilterRules", ())
+    }
+    return created and ORIGINALS.startswith(filters.get("prefix", "")) and not filters.get("suffix")
+
+
+def _target(rule: dict[str, Any]) -> str:
+    return str(rule.get("QueueArn") or rule.get("TopicArn") or rule.get("LambdaFunctionArn"))
 
 
 async def _mail(settings: Settings) -> str:

@@ -7,15 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiobotocore.session import get_session
 from pydantic import SecretStr
 
 from services.check import Verdict, check, run
 from services.dev_mail import smtp_catcher
 from shared.broker import open_broker
 from shared.db import open_database
+from shared.embedded import provision_bucket_with_sqs
 from shared.migrations import status
 from shared.settings import Settings
-from shared.storage import open_storage
+from shared.storage import client_kwargs, open_storage
 from shared.topology import Topology
 from tests.conftest import delete_topology
 from tests.harness import free_port
@@ -33,22 +35,27 @@ def verdicts(findings: list[Any]) -> dict[str, tuple[Verdict, str]]:
 
 
 async def test_a_deployment_set_up_as_the_docs_say_checks_out(
-    settings: Settings, amqp_url: str, postgres_url: str
+    settings: Settings, amqp_url: str, postgres_url: str, unique: str
 ) -> None:
     async with smtp_catcher() as (catcher, port):
         ready = deployment(
             settings, amqp_url, postgres_url, smtp_url=SecretStr(f"smtp://127.0.0.1:{port}")
         )
         try:
-            async with open_database(ready), open_broker(ready), open_storage(ready) as s:
-                await s.ensure_bucket()  # migrated, declared, created: the deploy steps
+            async with open_database(ready), open_broker(ready):
+                pass  # migrated and declared: the deploy steps
+            queue_url = await provision_bucket_with_sqs(ready, f"check-{unique}")
+            ready = ready.model_copy(update={"sqs_queue_url": queue_url})
             found = verdicts(await check(ready))
         finally:
             await delete_topology(amqp_url, Topology.from_settings(ready))
     assert {part: verdict for part, (verdict, _) in found.items()} == dict.fromkeys(
-        ("database", "broker", "storage", "mail"), Verdict.OK
+        ("database", "broker", "storage", "notify", "mail"), Verdict.OK
     ), found
     assert "signed links are honoured" in found["storage"][1]
+    assert found["notify"][1].endswith(
+        f"announced to arn:aws:sqs:us-east-1:123456789012:check-{unique}"
+    )
     assert list(catcher.caught) == [], "a check sends no mail"
 
 
@@ -101,11 +108,52 @@ async def test_storage_that_enforces_signatures_names_the_wrong_secret(
     assert verdict is Verdict.FAIL and "check DARKROOM_S3_SECRET_ACCESS_KEY" in detail
 
 
+@pytest.mark.parametrize(
+    ("rules", "problem"),
+    [
+        ([], "announces no new object under originals/"),
+        ([{"Events": ["s3:ObjectRemoved:*"]}], "announces no new object"),
+        ([{"Events": ["s3:ObjectCreated:*"], "prefix": "renditions/"}], "announces no new object"),
+        ([{"Events": ["s3:ObjectCreated:Put"], "suffix": ".jpg"}], "announces no new object"),
+        ([{"Events": ["s3:ObjectCreated:*"], "queue": "elsewhere"}], "not to the queue"),
+    ],
+    ids=["nothing", "removals only", "other prefix", "jpg only", "another queue"],
+)
+async def test_a_bucket_that_does_not_announce_every_upload_fails(
+    settings: Settings, unique: str, rules: list[dict[str, Any]], problem: str
+) -> None:
+    queue_url = await provision_bucket_with_sqs(settings, f"check-{unique}")
+    configured = settings.model_copy(update={"sqs_queue_url": queue_url})
+    async with get_session().create_client(
+        "s3", **client_kwargs(settings, settings.s3_endpoint_url)
+    ) as s3:
+        await s3.put_bucket_notification_configuration(
+            Bucket=settings.s3_bucket,
+            NotificationConfiguration={"QueueConfigurations": [rule_of(r, unique) for r in rules]},
+        )
+    verdict, detail = verdicts(await check(configured))["notify"]
+    assert verdict is Verdict.FAIL and problem in detail, detail
+
+
+def rule_of(rule: dict[str, Any], unique: str) -> dict[str, Any]:
+    queue = rule.get("queue", f"check-{unique}")
+    names = [n for n in ("prefix", "suffix") if n in rule]
+    config: dict[str, Any] = {
+        "QueueArn": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
+        "Events": rule["Events"],
+    }
+    if names:
+        rules = [{"Name": n, "Value": rule[n]} for n in names]
+        config["Filter"] = {"Key": {"FilterRules": rules}}
+    return config
+
+
 def test_the_command_prints_a_line_a_part_and_exits_1_when_one_fails(
     settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run(settings) == 1  # the embedded defaults: no deployment runs on them
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines] == ["database", "broker", "storage", "mail"]
+    parts = [line.split()[1] for line in lines]
+    assert parts == ["database", "broker", "storage", "notify", "mail"]
     assert lines[0].startswith("FAIL") and "DARKROOM_DATABASE_URL" in lines[0]
     assert lines[1].startswith("FAIL") and "DARKROOM_BROKER_URL" in lines[1]
