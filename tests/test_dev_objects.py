@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from chaos.servers import die_with_parent
 from services.dev import run_dev
-from services.dev_objects import KeptObjects
+from services.dev_objects import KeptObjects, next_delay
 from services.gateway.auth import issue_token
 from shared.embedded import moto_server
 from shared.errors import ConfigurationError
@@ -222,3 +222,10 @@ async def test_a_photo_a_stopped_dev_server_left_verified_is_rendered_after_the_
             while (view := await client.photo(grant["photo_id"]))["status"] != "ready":  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     assert set(view["renditions"]) == {"thumb", "preview"}
+
+
+def test_a_quiet_bucket_is_looked_at_less_often_and_a_round_takes_a_tenth_at_most() -> None:
+    assert next_delay(2.0, changed=False, took=0.01) == 4.0
+    assert next_delay(16.0, changed=False, took=0.01) == 30.0
+    assert next_delay(30.0, changed=True, took=0.01) == 2.0  # back at once on a change
+    assert next_delay(2.0, changed=True, took=0.5) == 5.0  # 3,000 keys: 0.5 s a round
