@@ -23,12 +23,14 @@ import aiohttp
 import aiosmtplib
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
+from redis.exceptions import RedisError
 
 from shared.broker import open_broker
 from shared.db import open_database
 from shared.errors import DarkroomError, TransientError
 from shared.keys import ORIGINALS
 from shared.migrations import status
+from shared.ratelimit import connect_redis
 from shared.settings import Settings
 from shared.smtp import SmtpServer
 from shared.storage import client_kwargs, open_storage
@@ -70,6 +72,7 @@ async def check(settings: Settings) -> list[Finding]:
         ("storage", _storage),
         ("notify", _notify),
         ("mail", _mail),
+        ("limits", _limits),
     ]
     return [await _finding(name, part, settings) for name, part in parts]
 
@@ -243,6 +246,20 @@ async def _mail(settings: Settings) -> str:
         client.close()
     login = f", logged in as {server.username}" if server.username else ""
     return f"{server.host}:{server.port} answered{login}"
+
+
+async def _limits(settings: Settings) -> str:
+    """The rate limits' shared store (Redis), when the settings name one."""
+    if not settings.redis_url:
+        return "each gateway replica counts on its own (DARKROOM_REDIS_URL is not set)"
+    redis = connect_redis(settings.redis_url)
+    try:
+        await redis.ping()
+    except RedisError as exc:
+        raise Failed(f"Redis did not answer: {exc}") from exc
+    finally:
+        await redis.aclose()
+    return "Redis answered: replicas share the rate limits"
 
 
 def run(settings: Settings) -> int:

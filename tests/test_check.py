@@ -35,11 +35,15 @@ def verdicts(findings: list[Any]) -> dict[str, tuple[Verdict, str]]:
 
 
 async def test_a_deployment_set_up_as_the_docs_say_checks_out(
-    settings: Settings, amqp_url: str, postgres_url: str, unique: str
+    settings: Settings, amqp_url: str, postgres_url: str, redis_url: str, unique: str
 ) -> None:
     async with smtp_catcher() as (catcher, port):
         ready = deployment(
-            settings, amqp_url, postgres_url, smtp_url=SecretStr(f"smtp://127.0.0.1:{port}")
+            settings,
+            amqp_url,
+            postgres_url,
+            smtp_url=SecretStr(f"smtp://127.0.0.1:{port}"),
+            redis_url=redis_url,
         )
         try:
             async with open_database(ready), open_broker(ready):
@@ -50,7 +54,7 @@ async def test_a_deployment_set_up_as_the_docs_say_checks_out(
         finally:
             await delete_topology(amqp_url, Topology.from_settings(ready))
     assert {part: verdict for part, (verdict, _) in found.items()} == dict.fromkeys(
-        ("database", "broker", "storage", "notify", "mail"), Verdict.OK
+        ("database", "broker", "storage", "notify", "mail", "limits"), Verdict.OK
     ), found
     assert "signed links are honoured" in found["storage"][1]
     assert found["notify"][1].endswith(
@@ -63,7 +67,11 @@ async def test_each_part_left_undone_fails_with_the_step_that_does_it(
     settings: Settings, amqp_url: str, postgres_url: str
 ) -> None:
     undone = deployment(
-        settings, amqp_url, postgres_url, smtp_url=SecretStr(f"smtp://127.0.0.1:{free_port()}")
+        settings,
+        amqp_url,
+        postgres_url,
+        smtp_url=SecretStr(f"smtp://127.0.0.1:{free_port()}"),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )
     found = verdicts(await check(undone))
     assert all(verdict is Verdict.FAIL for verdict, _ in found.values()), found
@@ -154,6 +162,6 @@ def test_the_command_prints_a_line_a_part_and_exits_1_when_one_fails(
     assert run(settings) == 1  # the embedded defaults: no deployment runs on them
     lines = capsys.readouterr().out.splitlines()
     parts = [line.split()[1] for line in lines]
-    assert parts == ["database", "broker", "storage", "notify", "mail"]
+    assert parts == ["database", "broker", "storage", "notify", "mail", "limits"]
     assert lines[0].startswith("FAIL") and "DARKROOM_DATABASE_URL" in lines[0]
     assert lines[1].startswith("FAIL") and "DARKROOM_BROKER_URL" in lines[1]
