@@ -228,15 +228,7 @@ async def _mail(settings: Settings) -> str:
     if not url:
         return "off (DARKROOM_SMTP_URL is not set): no mail is sent"
     server = SmtpServer.from_url(url)
-    client = aiosmtplib.SMTP(
-        hostname=server.host,
-        port=server.port,
-        username=server.username,
-        password=server.password,
-        use_tls=server.use_tls,
-        start_tls=server.start_tls,
-        timeout=PART_TIMEOUT_S,
-    )
+    client = server.client(PART_TIMEOUT_S)
     try:
         await client.connect()  # logs in too, when the URL names a login
         await client.quit()

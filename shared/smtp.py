@@ -64,6 +64,18 @@ class SmtpServer:
             start_tls=False if implicit else start_tls,
         )
 
+    def client(self, timeout: float) -> aiosmtplib.SMTP:
+        """A client for this server, not yet connected (connecting logs in too)."""
+        return aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls,
+            timeout=timeout,
+        )
+
 
 def smtp_url_problem(url: str) -> str | None:
     try:
@@ -99,15 +111,7 @@ async def send(server: SmtpServer, message: EmailMessage, *, timeout: float) -> 
     5xx answers MailRefused (parked), but not a failed login, which is the operator's to
     fix, so the mail waits for it like any transient failure. Once the server accepted
     the mail nothing raises: a goodbye that fails or hangs must not get it sent again."""
-    client = aiosmtplib.SMTP(
-        hostname=server.host,
-        port=server.port,
-        username=server.username,
-        password=server.password,
-        use_tls=server.use_tls,
-        start_tls=server.start_tls,
-        timeout=timeout,
-    )
+    client = server.client(timeout)
     try:
         try:
             async with asyncio.timeout(timeout):
