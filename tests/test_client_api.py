@@ -436,12 +436,17 @@ async def test_a_download_that_failed_for_good_resumes_in_the_next_call(tmp_path
     assert leftovers(tmp_path) == [target]
 
 
+def left_half_of(target: Path) -> Path:
+    """`target`, with the first half of DATA (ETag "v1") left by an earlier call."""
+    target.with_name(target.name + ".part").write_bytes(DATA[:HALF])
+    target.with_name(target.name + ".part.etag").write_text('"v1"')
+    return target
+
+
 async def test_bytes_an_earlier_call_left_are_discarded_once_the_photo_is_gone(
     tmp_path: Path,
 ) -> None:
-    target = tmp_path / "photo.jpg"
-    target.with_name("photo.jpg.part").write_bytes(DATA[:HALF])
-    target.with_name("photo.jpg.part.etag").write_text('"v1"')
+    target = left_half_of(tmp_path / "photo.jpg")
 
     async def deleted(_: web.Request) -> web.Response:
         return problem(404, "not_found")
@@ -460,9 +465,7 @@ async def test_bytes_an_earlier_call_left_are_discarded_once_the_photo_is_gone(
 async def test_bytes_an_earlier_call_left_of_an_object_since_changed_are_replaced(
     tmp_path: Path,
 ) -> None:
-    target = tmp_path / "photo.jpg"
-    target.with_name("photo.jpg.part").write_bytes(DATA[:HALF])
-    target.with_name("photo.jpg.part.etag").write_text('"v1"')
+    target = left_half_of(tmp_path / "photo.jpg")
     new = DATA[::-1]
     async with (
         storing(changed, whole(new, '"v2"')) as (url, gets),
